@@ -1,0 +1,34 @@
+# s2fault: `make check` runs the variant matrix, `make test` runs the tests.
+# Both install what they need on first use (ci/setup-host.sh) and skip it after.
+
+VENV     := .venv
+S2FAULT  := $(VENV)/bin/s2fault
+PYTEST   := $(VENV)/bin/pytest
+RESULTS  ?= results/latest
+
+.PHONY: help setup check test test-quick bench report lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+setup: ## install apt packages and the venv (no-op when present)
+	@ci/setup-host.sh
+
+check: setup ## build the variant matrix, boot, judge, print the verdict table
+	$(S2FAULT) check --results $(RESULTS) --junit $(RESULTS)/junit.xml --tap $(RESULTS)/check.tap
+
+test: setup ## run every test that must pass (real builds and boots included)
+	$(PYTEST) -ra
+
+test-quick: setup ## the quick loop: tests that neither build nor boot
+	$(PYTEST) -ra -m "not slow"
+
+bench: setup ## print build, boot and matrix timings
+	$(VENV)/bin/python bench/bench.py
+
+lint: setup ## ruff for Python, checkpatch for patches/ and guests/
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/python -m s2fault.lint
+
+clean: ## remove results and the venv (the kernel cache stays: see README)
+	rm -rf $(VENV) results guests/build

@@ -1,0 +1,233 @@
+"""The s2fault command line. Every subcommand is a thin door onto the same engine.
+
+Exit codes: 0 pass, 1 the kernel misbehaved (or a variant did not show what it
+declares), 2 could not judge (bad input, infrastructure, not applicable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__, progress
+from .errors import EXIT_ERROR, EXIT_PASS, S2Error
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", default="functional", choices=["functional", "dilated"],
+                   help="functional: TCG at full speed; dilated: -icount time dilation")
+    p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default 8; dilated 2)")
+    p.add_argument("--cpu", help="QEMU CPU model (default: by QEMU version, DIC=0)")
+    p.add_argument("--smp", type=int, help="CPUs of the nested host")
+    p.add_argument("--memory", type=int, metavar="MiB", help="memory of the nested host")
+    p.add_argument("--accel", choices=["tcg", "kvm"], help="QEMU accelerator (default tcg)")
+    p.add_argument("--kvm-mode", help="kvm-arm.mode= for the nested host (e.g. nvhe)")
+    p.add_argument("--icount-shift", type=int, help="dilation: -icount shift=N")
+    p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
+
+
+def _profile(args: argparse.Namespace):
+    from . import profile as profiles
+
+    return profiles.mode(args.mode).with_(
+        vcpus=args.vcpus, cpu=args.cpu, smp=args.smp, memory_mb=args.memory,
+        accel=args.accel, kvm_mode=args.kvm_mode, icount_shift=args.icount_shift,
+        no_output_timeout=args.no_output_timeout,
+    )
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {
+        "cpu": args.cpu, "smp": args.smp, "memory_mb": args.memory, "accel": args.accel,
+        "kvm_mode": args.kvm_mode, "icount_shift": args.icount_shift,
+        "no_output_timeout": args.no_output_timeout,
+    }
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from . import kernel
+
+    b = kernel.build(args.variant, args.source, args.fragment or None, runtime=args.runtime)
+    progress.clear()
+    state = "cached" if b.cached else "built"
+    print(f"{b.variant}: {state} in {b.seconds:.1f} s")
+    print(f"  image:  {b.image}")
+    print(f"  config: {b.config}")
+    print(f"  key:    {b.key}")
+    return EXIT_PASS
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import runner
+
+    prof = _profile(args)
+    kernel_path = Path(args.kernel)
+    code = EXIT_PASS
+    verdicts = []
+    for i in range(args.repeat):
+        outdir = runner.new_run_dir(Path(args.results) if args.results else None, "run")
+        v = runner.run_kernel(kernel_path, prof, outdir, "run",
+                              Path(args.config) if args.config else None)
+        verdicts.append(v)
+        progress.clear()
+        ms = v.workload.get("exec_fault_ms", {})
+        prefix = f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else ""
+        print(f"{prefix}{v.verdict.upper()}: {v.reason}")
+        for s in v.splats:
+            print(f"  {s['kind']}: {s['title']}")
+        if ms.get("per_vcpu"):
+            print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
+        print(f"  console: {v.artifacts['console_log']}")
+    code = max(v.exit_code for v in verdicts) if verdicts else EXIT_ERROR
+    if args.repeat > 1:
+        code = _repeat_summary(verdicts, code)
+    if args.json:
+        data = verdicts[-1].to_dict() if len(verdicts) == 1 else {
+            "runs": [v.to_dict() for v in verdicts]}
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    return code
+
+
+def _repeat_summary(verdicts, code: int) -> int:
+    from collections import Counter
+
+    n = len(verdicts)
+    seen: Counter[str] = Counter()
+    for v in verdicts:
+        seen.update({f"{s['kind']} in {s.get('function')}" for s in v.splats})
+    outcomes = Counter(v.verdict for v in verdicts)
+    print(f"{n} runs: " + ", ".join(f"{k} {c}/{n}" for k, c in sorted(outcomes.items())))
+    for key, count in sorted(seen.items()):
+        flaky = " (flaky)" if count != n else ""
+        print(f"  {key}: {count}/{n}{flaky}")
+    return code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import matrix, report, variants
+
+    names = args.variant or variants.names()
+    modes = args.mode or ["functional", "dilated"]
+    default = Path("results") / f"check-{matrix.timestamp()}"
+    results = Path(args.results) if args.results else default
+    results.mkdir(parents=True, exist_ok=True)
+    cells = matrix.run_matrix(
+        names, modes, results, vcpus=args.vcpus, source=args.source,
+        fragments=args.fragment or None, repeat=args.repeat, profile_overrides=_overrides(args),
+    )
+    rows = [c.to_dict() for c in cells]
+    meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat}
+    report.write_json(rows, results / "check.json", meta)
+    if args.json:
+        report.write_json(rows, Path(args.json), meta)
+    if args.junit:
+        report.write_junit(rows, Path(args.junit))
+    if args.tap:
+        report.write_tap(rows, Path(args.tap))
+    print(matrix.table(cells))
+    code = matrix.exit_code(cells)
+    word = {0: "PASS", 1: "FAIL", 2: "COULD NOT JUDGE"}[code]
+    print(f"{word}: {sum(c.match is True for c in cells)}/{len(cells)} cells match; "
+          f"results in {results}")
+    return code
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from . import analyzer
+
+    return analyzer.run_cli(args.logs, args.json)
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    from . import variants
+
+    for name in variants.names():
+        v = variants.load(name)
+        print(f"{name}: {len(v.patches)} patch(es)" + (f" on {v.base}" if v.base else ""))
+        for mode, exp in v.expect.items():
+            print(f"  {mode}: {exp.describe()}")
+    return EXIT_PASS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2fault",
+        description="Build arm64 kernel variants, boot them nested under QEMU, and judge "
+        "the KVM stage-2 exec-fault path.",
+    )
+    parser.add_argument("--version", action="version", version=f"s2fault {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="build a kernel variant into the cache")
+    p.add_argument("--variant", default="upstream")
+    p.add_argument("--source", help="debian (default), a tree, PATH@REF, a tarball, URL#sha256=")
+    p.add_argument("--fragment", action="append", help="config fragment (default: base-64k debug)")
+    p.add_argument("--runtime", default="null", help="tuxmake runtime (null, docker, podman)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("run", help="boot one arm64 Image and judge it")
+    p.add_argument("--kernel", required=True, help="arm64 Image or Image.gz")
+    p.add_argument("--config", help="the kernel's .config, recorded with the result")
+    p.add_argument("--json", help="write the verdict as JSON here")
+    p.add_argument("--results", help="directory for run artifacts")
+    p.add_argument("--repeat", type=int, default=1, help="run N times; report per-splat counts")
+    _profile_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="run the variant matrix and compare with declarations")
+    p.add_argument("--variant", action="append", help="variant (repeatable; default: all)")
+    p.add_argument("--mode", action="append", choices=["functional", "dilated"],
+                   help="mode (repeatable; default: both)")
+    p.add_argument("--vcpus", type=int, help="vCPUs of the workload in every mode")
+    p.add_argument("--source", help="kernel source spec (default: debian)")
+    p.add_argument("--fragment", action="append", help="config fragment (default: base-64k debug)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per cell; differing runs are flaky")
+    p.add_argument("--results", help="results directory (default: results/check-<time>)")
+    p.add_argument("--json", help="also write the JSON report here")
+    p.add_argument("--junit", help="write a JUnit XML report here")
+    p.add_argument("--tap", help="write a TAP report here")
+    for opt, kw in (("--cpu", {}), ("--smp", {"type": int}), ("--memory", {"type": int}),
+                    ("--accel", {"choices": ["tcg", "kvm"]}), ("--kvm-mode", {}),
+                    ("--icount-shift", {"type": int})):
+        p.add_argument(opt, **kw)
+    p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("analyze", help="find splats in console logs")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="console log ('-' for stdin)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("variants", help="list variants and what each declares")
+    p.set_defaults(func=cmd_variants)
+    return parser
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress.set_quiet(args.quiet)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return args.func(args)
+    except S2Error as e:
+        progress.clear()
+        print(f"s2fault: error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        progress.clear()
+        print("s2fault: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

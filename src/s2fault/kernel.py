@@ -1,0 +1,245 @@
+"""The kernel stage: source + variant patches + config fragments -> a cached Image.
+
+Builds go through tuxmake (null runtime here, docker/podman where users have
+them) with the ccache wrapper, so variants that differ in a few KVM files cost
+seconds. Artifacts (Image, .config, tuxmake metadata, build log, reproducer)
+land in a content-addressed cache entry keyed by everything that can change
+the binary: source identity, patch contents, fragment contents, toolchain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import cache, hosttools, kconfig, progress, source, variants
+from .errors import BuildError, InfraError
+
+# Bump when the way a kernel is built changes, so old entries are not reused.
+RECIPE = "s2fault-kernel-1"
+KERNEL_IMAGE = "Image"
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    variant: str
+    key: str
+    image: Path
+    config: Path
+    dir: Path
+    cached: bool
+    seconds: float
+    metadata: dict
+
+
+def toolchain_id() -> str:
+    gcc = hosttools.require("aarch64-linux-gnu-gcc")
+    out = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0] if out else "unknown"
+
+
+def _tuxmake_version() -> str:
+    try:
+        import tuxmake
+
+        return tuxmake.__version__
+    except (ImportError, AttributeError):
+        return "unknown"
+
+
+def build_key(src: source.Source, variant: variants.Variant, fragments: list[Path]) -> str:
+    parts: list[str | bytes] = [RECIPE, src.identity, toolchain_id(), _tuxmake_version()]
+    for patch in variant.patches:
+        parts += [patch.name, patch.read_bytes()]
+    for frag in fragments:
+        parts += [frag.name, frag.read_bytes()]
+    return cache.key_of(*parts)
+
+
+def build(
+    variant_name: str,
+    source_spec: str | None = None,
+    fragment_names: list[str] | None = None,
+    cache_root: Path | None = None,
+    runtime: str = "null",
+    jobs: int | None = None,
+) -> KernelBuild:
+    """Return the built kernel for a variant, building it only on a cache miss."""
+    from . import project
+
+    cache_root = cache_root or project.cache_dir()
+    start = time.monotonic()
+    variant = variants.load(variant_name)
+    fragments = kconfig.fragment_paths(fragment_names)
+    progress.stage(variant_name, "source")
+    src = source.resolve(source_spec, cache_root)
+    key = build_key(src, variant, fragments)
+    entry = cache.Entry("kernels", key, cache_root)
+
+    def done(cached: bool) -> KernelBuild:
+        return KernelBuild(
+            variant=variant_name,
+            key=key,
+            image=entry.dir / KERNEL_IMAGE,
+            config=entry.dir / "config",
+            dir=entry.dir,
+            cached=cached,
+            seconds=time.monotonic() - start,
+            metadata=entry.metadata(),
+        )
+
+    if entry.verify():
+        return done(True)
+    with cache.locked(entry.lock_path):
+        # Another run may have built it while this one waited for the lock.
+        if entry.verify():
+            return done(True)
+        work = cache_root / "work" / key
+        shutil.rmtree(work, ignore_errors=True)  # leftovers of an interrupted build
+        try:
+            with entry.staging() as staged:
+                progress.stage(variant_name, "patch")
+                source.link_tree(src.tree, work / "src")
+                apply_series(variant, work / "src")
+                _tuxmake(variant_name, work, fragments, staged, runtime, jobs or _jobs(), key)
+                meta = {
+                    "variant": variant_name,
+                    "source": src.spec,
+                    "source_identity": src.identity,
+                    "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
+                    "fragments": [f.name for f in fragments],
+                    "toolchain": toolchain_id(),
+                    "tuxmake": _tuxmake_version(),
+                    "build_seconds": round(time.monotonic() - start, 1),
+                }
+                (staged / "s2fault-build.json").write_text(json.dumps(meta, indent=2) + "\n")
+                entry.publish(staged, meta)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return done(False)
+
+
+def _jobs() -> int:
+    return (os.cpu_count() or 1) + 1
+
+
+def apply_series(variant: variants.Variant, tree: Path) -> None:
+    """Apply the variant's patch chain; a patch that does not apply names its hunk."""
+    patch_bin = hosttools.require("patch")
+    for patch in variant.patches:
+        r = subprocess.run(
+            [patch_bin, "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i", str(patch)],
+            cwd=tree, capture_output=True, text=True,
+        )
+        if r.returncode != 0:
+            raise BuildError(
+                f"patch {patch.parent.name}/{patch.name} does not apply: {_patch_failure(r.stdout)}"
+            )
+
+
+def _patch_failure(output: str) -> str:
+    current = "?"
+    for line in output.splitlines():
+        m = re.match(r"patching file (\S+)", line)
+        if m:
+            current = m.group(1)
+        m = re.match(r"(Hunk #\d+ FAILED at \d+)", line)
+        if m:
+            return f"{m.group(1)} in {current}"
+        if "can't find file to patch" in line or "No file to patch" in line:
+            return f"file to patch not found ({line.strip()})"
+        if "Reversed (or previously applied) patch detected" in line:
+            return f"already applied to {current}"
+    tail = [line for line in output.splitlines() if line.strip()]
+    return tail[-1] if tail else "patch failed"
+
+
+def _tuxmake(
+    variant: str, work: Path, fragments: list[Path], staged: Path, runtime: str, jobs: int, key: str
+) -> None:
+    tuxmake = shutil.which("tuxmake") or str(Path(os.sys.executable).parent / "tuxmake")
+    if not Path(tuxmake).exists():
+        raise InfraError("missing host tool 'tuxmake' (PyPI package: tuxmake; run 'make setup')")
+    for tool in ("aarch64-linux-gnu-gcc", "ccache", "make", "flex", "bison", "bc"):
+        hosttools.require(tool)
+    base = [
+        tuxmake, "--runtime", runtime, "--wrapper", "ccache", "--target-arch", "arm64",
+        "--toolchain", "gcc", "--kconfig", "allnoconfig", "--jobs", str(jobs),
+        "--kernel-image", KERNEL_IMAGE, "--directory", str(work / "src"),
+        "--build-dir", str(work / "build"),
+        # Paths under the work area become relative, so a variant in another work
+        # directory still hits the ccache entries of the first build.
+        "--environment", f"CCACHE_BASEDIR={work.parent}",
+        "--environment", "KBUILD_BUILD_TIMESTAMP=@0",
+        "--environment", "KBUILD_BUILD_USER=s2fault",
+        "--environment", "KBUILD_BUILD_HOST=s2fault",
+    ]
+    for frag in fragments:
+        base += ["--kconfig-add", str(frag)]
+
+    progress.stage(variant, "config")
+    _run_tuxmake(base + ["--output-dir", str(work / "out-config"), "config"], work, "config")
+    config_text = (work / "build" / ".config").read_text()
+    missing = kconfig.dropped(fragments, config_text)
+    if missing:
+        raise BuildError(
+            f"variant {variant}: olddefconfig dropped requested symbols: {', '.join(missing)}"
+        )
+    progress.stage(variant, "build")
+    _run_tuxmake(base + ["--output-dir", str(work / "out-kernel"), "kernel"], work, "kernel")
+
+    shutil.copy2(work / "build" / "arch" / "arm64" / "boot" / KERNEL_IMAGE, staged / KERNEL_IMAGE)
+    shutil.copy2(work / "build" / ".config", staged / "config")
+    system_map = work / "build" / "System.map"
+    if system_map.is_file():
+        shutil.copy2(system_map, staged / "System.map")
+    with open(staged / "build.log", "w") as log:
+        for step in ("out-config", "out-kernel"):
+            part = work / step / "build.log"
+            if part.is_file():
+                log.write(part.read_text(errors="replace"))
+    meta = work / "out-kernel" / "metadata.json"
+    if meta.is_file():
+        shutil.copy2(meta, staged / "metadata.json")
+    reproducer = " ".join(_quote(a) for a in base + ["config", "kernel"])
+    (staged / "reproducer").write_text(reproducer + "\n")
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _run_tuxmake(cmd: list[str], work: Path, target: str) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    outdir = Path(cmd[cmd.index("--output-dir") + 1])
+    log = outdir / "build.log"
+    if r.returncode != 0 or not _target_passed(outdir, target):
+        text = log.read_text(errors="replace") if log.is_file() else r.stdout + r.stderr
+        keep = work.parent.parent / "logs" / f"{work.name}-{target}.log"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_text(text)
+        raise BuildError(f"kernel {target} failed: {_first_error(text)} (log: {keep})")
+
+
+def _target_passed(outdir: Path, target: str) -> bool:
+    try:
+        meta = json.loads((outdir / "metadata.json").read_text())
+        return meta["results"]["targets"][target]["status"] == "PASS"
+    except (OSError, ValueError, KeyError):
+        return True  # no metadata: trust the exit code
+
+
+def _first_error(text: str) -> str:
+    for line in text.splitlines():
+        if re.search(r"\berror\b", line, re.IGNORECASE) and "warning" not in line.lower():
+            return line.strip()[:300]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip()[:300] if lines else "no output"

@@ -1,0 +1,255 @@
+"""The machine stage: the one QEMU runner.
+
+QEMU's serial console goes to console.log; QEMU is driven over QMP (qemu.qmp):
+query-status when the guest falls silent, quit to stop it, SIGKILL only when
+QMP does not answer. A run ends in one of these outcomes:
+
+  exited      QEMU left by itself (power-off, or a panic with -no-reboot)
+  no_output   the console stayed silent for the profile's no-output timeout
+  timeout     the whole run took longer than the profile's total timeout
+  qemu_failed QEMU could not start or died (signal, bad option): stderr says why
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hosttools
+from . import profile as profiles
+from .image import KernelImage
+
+DONE_MARKER = b"S2FAULT-DONE"
+POLL = 0.2
+
+
+@dataclass
+class MachineRun:
+    outcome: str
+    reason: str
+    exit_code: int | None
+    seconds: float
+    console_log: Path
+    qmp_log: Path
+    stderr_log: Path
+    argv: list[str]
+    last_line: str = ""
+    status: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 2),
+            "console_log": str(self.console_log),
+            "qmp_log": str(self.qmp_log),
+            "qemu_stderr": str(self.stderr_log),
+            "argv": self.argv,
+            "status": self.status,
+        }
+
+
+def qemu_argv(
+    kernel: KernelImage, initramfs: Path, prof: profiles.Profile, outdir: Path, qmp_sock: Path
+) -> list[str]:
+    qemu = hosttools.require(profiles.QEMU)
+    block = kernel.block_bytes
+    # Under TCG QEMU emulates EL2 itself; under KVM it needs FEAT_NV2 (checked earlier).
+    machine_opts = "virt,virtualization=on,gic-version=3"
+    argv = [
+        qemu,
+        "-M", machine_opts,
+        "-cpu", profiles.cpu_model(prof),
+        "-smp", str(profiles.smp_for(prof)),
+        "-m", f"{profiles.memory_for(prof, block)}M",
+    ]
+    if prof.accel == "kvm":
+        argv += ["-accel", "kvm"]
+    elif prof.dilated:
+        # icount makes TCG single-threaded: never combine it with thread=multi.
+        argv += ["-accel", "tcg", "-icount", f"shift={prof.icount_shift},sleep=off"]
+    else:
+        argv += ["-accel", "tcg,thread=multi"]
+    argv += [
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-chardev", f"file,id=console,path={outdir / 'console.log'}",
+        "-serial", "chardev:console",
+        "-chardev", f"socket,id=qmp,path={qmp_sock}",
+        "-mon", "chardev=qmp,mode=control",
+        "-kernel", str(kernel.path),
+        "-initrd", str(initramfs),
+        "-append", profiles.kernel_cmdline(prof, block),
+    ]
+    return argv
+
+
+class _QMPLog:
+    def __init__(self, path: Path):
+        self.f = open(path, "a")
+
+    def write(self, direction: str, obj) -> None:
+        self.f.write(json.dumps({"t": round(time.time(), 3), direction: obj}) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def run(
+    kernel: KernelImage, initramfs: Path, prof: profiles.Profile, outdir: Path
+) -> MachineRun:
+    """Boot `kernel` with `initramfs` under `prof`, wait for it to finish, return how it ended."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    console = outdir / "console.log"
+    console.touch()
+    qmp_log_path = outdir / "qmp.log"
+    stderr_path = outdir / "qemu-stderr.log"
+    timeouts = prof.timeouts()
+    # The QMP socket lives in a private (0700) directory: it controls the machine.
+    sockdir = Path(tempfile.mkdtemp(prefix="s2fault-qmp-"))
+    qmp_sock = sockdir / "qmp.sock"
+    argv = qemu_argv(kernel, initramfs, prof, outdir, qmp_sock)
+    (outdir / "qemu-argv.json").write_text(json.dumps(argv, indent=1) + "\n")
+    qmp_log = _QMPLog(qmp_log_path)
+    qmp = QEMUMonitorProtocol(str(qmp_sock), server=True)
+    start = time.monotonic()
+    proc = None
+    result: MachineRun | None = None
+
+    def finish(outcome: str, reason: str, status: str | None = None) -> MachineRun:
+        return MachineRun(
+            outcome=outcome, reason=reason,
+            exit_code=proc.returncode if proc else None,
+            seconds=time.monotonic() - start, console_log=console, qmp_log=qmp_log_path,
+            stderr_log=stderr_path, argv=argv, last_line=_last_line(console), status=status,
+        )
+
+    try:
+        with open(stderr_path, "wb") as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        try:
+            greeting = qmp.accept(timeout=timeouts.qmp_connect)
+            qmp_log.write("greeting", greeting)
+        except Exception as e:  # noqa: BLE001 - any failure to talk QMP is infrastructure
+            _wait(proc, 5)
+            return finish("qemu_failed", _qemu_failure(proc, stderr_path, f"no QMP ({e})"))
+        result = _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path)
+        return result
+    finally:
+        if proc is not None and proc.poll() is None:
+            _stop(proc, qmp, qmp_log)
+        try:
+            qmp.close()
+        except Exception:  # noqa: BLE001
+            pass
+        qmp_log.close()
+        for p in sockdir.iterdir():
+            p.unlink(missing_ok=True)
+        sockdir.rmdir()
+
+
+def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) -> MachineRun:
+    last_size = -1
+    last_change = time.monotonic()
+    done_seen_at = None
+    while True:
+        rc = proc.poll()
+        now = time.monotonic()
+        size = console.stat().st_size
+        if size != last_size:
+            last_size, last_change = size, now
+            if done_seen_at is None and DONE_MARKER in _tail(console):
+                done_seen_at = now
+        if rc is not None:
+            if rc == 0:
+                return finish("exited", "QEMU exited")
+            return finish("qemu_failed", _qemu_failure(proc, stderr_path, "QEMU died"))
+        if done_seen_at is not None and now - done_seen_at > 15:
+            status = _status(qmp, qmp_log)
+            return finish("exited", f"guest finished but QEMU stayed ({status})", status)
+        if now - last_change > timeouts.no_output:
+            status = _status(qmp, qmp_log)
+            last = _last_line(console)
+            where = f"after '{last}'" if last else "(nothing printed at all)"
+            return finish(
+                "no_output",
+                f"no output for {timeouts.no_output:g} s {where} (vm {status})",
+                status,
+            )
+        if now - start > timeouts.total:
+            status = _status(qmp, qmp_log)
+            return finish("timeout", f"run exceeded {timeouts.total:g} s (vm {status})", status)
+        time.sleep(POLL)
+
+
+def _status(qmp, qmp_log) -> str:
+    try:
+        qmp.settimeout(5)
+        qmp_log.write("cmd", "query-status")
+        reply = qmp.cmd("query-status")
+        qmp_log.write("reply", reply)
+        return str(reply.get("status", "?"))
+    except Exception as e:  # noqa: BLE001
+        return f"QMP unresponsive: {e}"
+
+
+def _stop(proc: subprocess.Popen, qmp, qmp_log) -> None:
+    """quit over QMP, then SIGTERM, then SIGKILL: no QEMU is ever left behind."""
+    try:
+        qmp.settimeout(5)
+        qmp_log.write("cmd", "quit")
+        qmp.cmd("quit")
+    except Exception as e:  # noqa: BLE001
+        qmp_log.write("error", str(e))
+    if _wait(proc, 5):
+        return
+    proc.send_signal(signal.SIGTERM)
+    if _wait(proc, 5):
+        return
+    proc.kill()
+    proc.wait()
+
+
+def _wait(proc: subprocess.Popen, seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _qemu_failure(proc: subprocess.Popen, stderr_path: Path, what: str) -> str:
+    rc = proc.poll()
+    err = stderr_path.read_text(errors="replace").strip() if stderr_path.exists() else ""
+    err_line = " | ".join(line.strip() for line in err.splitlines()[-3:]) or "no stderr"
+    if rc is None:
+        code = "still running"
+    elif rc < 0:
+        code = f"killed by signal {signal.Signals(-rc).name}"
+    else:
+        code = f"exit code {rc}"
+    return f"{what}: QEMU {code}: {err_line}"
+
+
+def _tail(path: Path, n: int = 65536) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - n))
+        return f.read()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in _tail(path, 8192).decode(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln]
+    return lines[-1][:160] if lines else ""

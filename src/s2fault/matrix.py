@@ -1,0 +1,232 @@
+"""The variant matrix: build each variant, run each mode, compare observed with declared.
+
+A known-bad variant that comes out clean is a mismatch, exactly like a clean
+variant that splats: that is what makes the suite's "pass" worth anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import kernel, progress, runner, variants
+from . import profile as profiles
+from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, S2Error
+from .verdict import Verdict
+
+
+@dataclass
+class Cell:
+    variant: str
+    mode: str
+    declared: variants.Expectation
+    verdicts: list[Verdict] = field(default_factory=list)
+    match: bool | None = None  # None: could not judge
+    observed: str = ""
+    why: str = ""
+    flaky: bool = False
+    build: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return self.verdicts[-1] if self.verdicts else None
+
+    def max_latency_ms(self) -> float | None:
+        values = [
+            v.workload.get("exec_fault_ms", {}).get("max")
+            for v in self.verdicts
+            if v.workload.get("exec_fault_ms", {}).get("max") is not None
+        ]
+        return max(values) if values else None
+
+    def splat_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for v in self.verdicts:
+            counts.update({_splat_key(s) for s in v.splats})
+        return dict(counts)
+
+    def to_dict(self) -> dict:
+        v = self.verdict
+        return {
+            "variant": self.variant,
+            "mode": self.mode,
+            "declared": self.declared.to_dict(),
+            "observed": self.observed,
+            "match": self.match,
+            "why": self.why,
+            "flaky": self.flaky,
+            "runs": len(self.verdicts),
+            "splat_counts": self.splat_counts(),
+            "verdict": v.verdict if v else "error",
+            "reason": v.reason if v else self.why,
+            "splats": v.splats if v else [],
+            "workload": v.workload if v else {},
+            "preconditions": v.preconditions if v else {},
+            "artifacts": v.artifacts if v else {},
+            "profile": v.profile if v else {},
+            "build": self.build,
+        }
+
+
+def _splat_key(s: dict) -> str:
+    key = s["kind"] + (f":{s['subtype']}" if s.get("subtype") else "")
+    return key + (f" in {s['function']}" if s.get("function") else "")
+
+
+def with_references(names: list[str]) -> list[str]:
+    """Add the variants that latency expectations are measured against."""
+    out = list(names)
+    for name in names:
+        for exp in variants.load(name).expect.values():
+            ref = exp.latency_reference
+            if exp.latency_ratio_min and ref and ref not in out:
+                out.insert(0, ref)
+    return out
+
+
+def run_matrix(
+    names: list[str],
+    modes: list[str],
+    results_dir: Path,
+    vcpus: int | None = None,
+    source: str | None = None,
+    fragments: list[str] | None = None,
+    repeat: int = 1,
+    profile_overrides: dict | None = None,
+) -> list[Cell]:
+    names = with_references(names or variants.names())
+    cells: list[Cell] = []
+    for name in names:
+        var = variants.load(name)
+        progress.stage(name, "build")
+        try:
+            build = kernel.build(name, source, fragments)
+            build_info = {
+                "key": build.key, "cached": build.cached,
+                "seconds": round(build.seconds, 1), "image": str(build.image),
+            }
+        except S2Error as e:
+            for mode in modes:
+                cell = Cell(name, mode, var.expect[mode], why=f"build: {e.message}")
+                cells.append(cell)
+            continue
+        for mode in modes:
+            prof = profiles.mode(mode).with_(vcpus=vcpus, **(profile_overrides or {}))
+            cell = Cell(name, mode, var.expect[mode], build=build_info)
+            for i in range(repeat):
+                label = f"{name}-{mode}" + (f"-{i + 1}" if repeat > 1 else "")
+                outdir = runner.new_run_dir(results_dir, label)
+                what = "run" + (f" {i + 1}/{repeat}" if repeat > 1 else "")
+                progress.stage(f"{name}/{mode}", what)
+                try:
+                    cell.verdicts.append(
+                        runner.run_kernel(build.image, prof, outdir, label, build.config)
+                    )
+                except S2Error as e:
+                    cell.why = e.message
+                    break
+            cells.append(cell)
+    _compare_all(cells)
+    progress.clear()
+    return cells
+
+
+def _compare_all(cells: list[Cell]) -> None:
+    by_key = {(c.variant, c.mode): c for c in cells}
+    for cell in cells:
+        ref = cell.declared.latency_reference
+        ref_cell = by_key.get((ref, cell.mode)) if ref else None
+        outcomes = [compare(cell.declared, v, ref_cell) for v in cell.verdicts]
+        if not outcomes:
+            cell.match = None
+            cell.observed = "not run"
+            continue
+        matches = {m for m, _, _ in outcomes}
+        cell.observed = outcomes[-1][1]
+        if matches == {True}:
+            cell.match, cell.why = True, ""
+        elif None in matches and len(matches) == 1:
+            cell.match, cell.why = None, outcomes[-1][2]
+        else:
+            failing = [w for m, _, w in outcomes if m is False]
+            cell.match = False
+            cell.why = failing[0] if failing else outcomes[-1][2]
+            if True in matches:
+                cell.flaky = True
+                n_ok = sum(1 for m, _, _ in outcomes if m is True)
+                cell.why = f"flaky: matched in {n_ok}/{len(outcomes)} runs; {cell.why}"
+
+
+def observed_summary(v: Verdict, ref_ms: float | None = None) -> str:
+    parts = [_splat_key(s) for s in v.splats]
+    uniq = list(dict.fromkeys(parts))
+    text = ", ".join(uniq[:4]) + (f" +{len(uniq) - 4}" if len(uniq) > 4 else "")
+    text = text or ("clean" if v.verdict == "pass" else v.verdict)
+    ms = v.workload.get("exec_fault_ms", {}).get("max")
+    if ms is not None:
+        text += f"; max {ms:g} ms"
+        if ref_ms:
+            text += f" ({ms / ref_ms:.1f}x)"
+    return text
+
+
+def compare(
+    exp: variants.Expectation, v: Verdict, ref_cell: Cell | None
+) -> tuple[bool | None, str, str]:
+    """(match, observed summary, why) for one run against its declared expectation."""
+    ref_ms = ref_cell.max_latency_ms() if ref_cell else None
+    observed = observed_summary(v, ref_ms)
+    if v.verdict == "error":
+        return None, observed, v.reason
+    if v.workload.get("coherent") is False:
+        return False, observed, v.reason
+    missing = [s.describe() for s in exp.splats if not any(s.matches(x) for x in v.splats)]
+    if missing:
+        return False, observed, "expected but not seen: " + "; ".join(missing)
+    if exp.clean:
+        extra = [x for x in v.splats if not any(s.matches(x) for s in exp.splats)]
+        if extra:
+            return False, observed, f"unexpected {extra[0]['kind']}: {extra[0]['title']}"
+    if exp.latency_ratio_min:
+        ms = v.workload.get("exec_fault_ms", {}).get("max")
+        if ms is None:
+            return None, observed, "no exec-fault latency measured"
+        if not ref_ms:
+            return None, observed, f"reference {exp.latency_reference} has no latency in this run"
+        if ms / ref_ms < exp.latency_ratio_min:
+            return False, observed, (
+                f"exec-fault latency {ms:g} ms is {ms / ref_ms:.1f}x {exp.latency_reference}'s "
+                f"{ref_ms:g} ms, expected >= {exp.latency_ratio_min:g}x"
+            )
+    return True, observed, ""
+
+
+def exit_code(cells: list[Cell]) -> int:
+    if any(c.match is False for c in cells):
+        return EXIT_FAIL
+    if any(c.match is None for c in cells):
+        return EXIT_ERROR
+    return EXIT_PASS
+
+
+def table(cells: list[Cell]) -> str:
+    rows = [("VARIANT", "MODE", "DECLARED", "OBSERVED", "RESULT")]
+    for c in cells:
+        result = {True: "ok", False: "MISMATCH", None: "COULD NOT JUDGE"}[c.match]
+        if c.flaky:
+            result += " (flaky)"
+        rows.append((c.variant, c.mode, c.declared.describe(), c.observed, result))
+    widths = [min(max(len(r[i]) for r in rows), 60) for i in range(4)]
+    lines = []
+    for r in rows:
+        lines.append("  ".join(r[i][:60].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    for c in cells:
+        if c.match is not True and c.why:
+            lines.append(f"{c.variant}/{c.mode}: {c.why}")
+    return "\n".join(lines)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")

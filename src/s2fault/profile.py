@@ -1,0 +1,189 @@
+"""Machine profiles: what QEMU emulates, how the workload is sized, how long to wait.
+
+Everything that varies between runs is a field here, with the two modes as
+named presets; the kernel command line and the timeout table live here too,
+so no other module holds a literal for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+
+from . import hosttools
+from .errors import InfraError, InputError
+
+QEMU = "qemu-system-aarch64"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. `no_output`: console silent that long means the guest is stuck;
+    `total`: a whole boot + workload + power-off."""
+
+    no_output: float
+    total: float
+    qmp_connect: float = 20.0
+
+
+# One table, scaled by accelerator and dilation (TCG is slower than KVM; dilation
+# runs single-threaded TCG and stretches everything).
+TIMEOUTS = {
+    ("kvm", False): Timeouts(no_output=30, total=120),
+    ("tcg", False): Timeouts(no_output=60, total=300),
+    ("tcg", True): Timeouts(no_output=120, total=900),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "functional"
+    accel: str = "tcg"
+    cpu: str | None = None  # None: chosen from the QEMU version (see cpu_model())
+    smp: int | None = None  # None: chosen from the vCPU count
+    memory_mb: int | None = None  # None: chosen from the block size
+    vcpus: int = 8
+    icount_shift: int | None = None  # dilation: every instruction costs 2^N ns
+    watchdog_thresh: int | None = None  # set by init when the workload starts
+    kvm_mode: str | None = None  # kvm-arm.mode= (e.g. nvhe); None: the kernel's default
+    vmm_timeout: int = 60
+    no_output_timeout: float | None = None  # override of the table, for tests
+
+    @property
+    def dilated(self) -> bool:
+        return self.icount_shift is not None
+
+    def timeouts(self) -> Timeouts:
+        t = TIMEOUTS[(self.accel, self.dilated)]
+        if self.no_output_timeout is not None:
+            t = dataclasses.replace(t, no_output=self.no_output_timeout)
+        return t
+
+    def with_(self, **changes) -> Profile:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# The two modes of the matrix. Dilation recipe (DESIGN.md): -icount shift=7, boot
+# with the soft-lockup detector off, lower watchdog_thresh to 1 s only when the
+# workload starts. It models a slow CPU; it is not a hardware measurement.
+MODES = {
+    "functional": Profile(name="functional"),
+    "dilated": Profile(name="dilated", vcpus=2, icount_shift=7, watchdog_thresh=1),
+}
+
+
+def mode(name: str) -> Profile:
+    if name not in MODES:
+        raise InputError(f"unknown mode '{name}' (valid: {', '.join(MODES)})")
+    return MODES[name]
+
+
+def qemu_version() -> tuple[int, int]:
+    qemu = hosttools.require(QEMU)
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    if not m:
+        raise InfraError(f"cannot read the version of {qemu}: {out.strip()[:80]}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def cpu_model(profile: Profile, version: tuple[int, int] | None = None) -> str:
+    """QEMU 9.0+ reports CTR_EL0.DIC=1 for `max` under TCG, which hides the I-cache
+    path under test; neoverse-n1 keeps DIC=0 and VHE. A user's choice always wins."""
+    if profile.cpu:
+        return profile.cpu
+    if profile.accel == "kvm":
+        return "host"
+    version = version or qemu_version()
+    return "max" if version < (9, 0) else "neoverse-n1"
+
+
+def smp_for(profile: Profile) -> int:
+    if profile.smp:
+        return profile.smp
+    return 2 if profile.vcpus <= 8 else 4
+
+
+def memory_needed_mb(block_bytes: int) -> int:
+    """Guest RAM for one boot-time hugepage of `block_bytes`. With 64K pages a 512M
+    page needs 3G: under 2G the boot-time reservation fails (measured)."""
+    block_mb = block_bytes >> 20
+    return max(1024, 2560 + block_mb) if block_mb >= 512 else 1024
+
+
+def memory_for(profile: Profile, block_bytes: int) -> int:
+    return profile.memory_mb or memory_needed_mb(block_bytes)
+
+
+def check_host(profile: Profile, block_bytes: int) -> None:
+    """Refuse, with the reason, what this host cannot run."""
+    need = memory_for(profile, block_bytes)
+    if profile.memory_mb and profile.memory_mb < memory_needed_mb(block_bytes):
+        raise InputError(
+            f"-m {profile.memory_mb}M is too small for one {block_bytes >> 20} MiB hugepage: "
+            f"need at least {memory_needed_mb(block_bytes)} MiB"
+        )
+    avail = _mem_available_mb()
+    if avail is not None and avail < need:
+        raise InfraError(
+            f"not enough host memory for the guest: need {need} MiB, {avail} MiB available"
+        )
+    if profile.accel == "kvm":
+        if platform.machine() != "aarch64":
+            raise InputError("accel kvm needs an arm64 host; use the tcg profile here")
+        if not os.path.exists("/dev/kvm"):
+            raise InfraError("accel kvm: /dev/kvm missing on this host")
+        with open("/proc/cmdline") as f:
+            if "kvm-arm.mode=nested" not in f.read():
+                raise InfraError(
+                    "accel kvm: nested KVM needs FEAT_NV2 hardware and a host booted with "
+                    "kvm-arm.mode=nested; this host was not"
+                )
+    if profile.icount_shift is not None and profile.accel != "tcg":
+        raise InputError("dilation (-icount) needs the tcg accelerator")
+
+
+def _mem_available_mb() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        return None
+    return None
+
+
+def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
+    """The one place that knows the kernel command line."""
+    args = [
+        "console=ttyAMA0",
+        "earlycon",
+        "panic=-1",  # a panic reboots at once, and -no-reboot turns that into QEMU exiting
+        "rdinit=/init",
+        f"hugepagesz={_size(block_bytes)}",
+        "hugepages=1",
+        f"default_hugepagesz={_size(block_bytes)}",
+        f"s2fault.vcpus={profile.vcpus}",
+        f"s2fault.timeout={profile.vmm_timeout}",
+    ]
+    if profile.dilated:
+        # Under dilation long initcalls look like stalls: keep the detector off until
+        # init lowers the threshold at workload start.
+        args.append("nosoftlockup")
+    if profile.watchdog_thresh:
+        args.append(f"s2fault.watchdog_thresh={profile.watchdog_thresh}")
+    if profile.kvm_mode:
+        args.append(f"kvm-arm.mode={profile.kvm_mode}")
+    return " ".join(args)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 30}G" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n >> 20}M"

@@ -1,0 +1,58 @@
+"""One judged run: a kernel Image + a profile -> a verdict with its artifacts on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from . import guest, image, machine, progress, project, workload
+from . import profile as profiles
+from .verdict import Verdict, judge
+
+
+def new_run_dir(parent: Path | None, label: str) -> Path:
+    """A private (0700) directory for one run's console, QMP log and result."""
+    parent = parent or (project.cache_dir() / "runs")
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.mkdtemp(prefix=f"{stamp}-{label}-", dir=parent))
+    os.chmod(path, 0o700)
+    return path
+
+
+def run_kernel(
+    kernel_path: Path,
+    prof: profiles.Profile,
+    outdir: Path,
+    label: str = "kernel",
+    config: Path | None = None,
+) -> Verdict:
+    kernel = image.inspect(kernel_path)
+    profiles.check_host(prof, kernel.block_bytes)
+    progress.stage(label, "guest image")
+    initramfs = guest.build().initramfs
+    progress.stage(label, f"boot ({prof.name}, {prof.vcpus} vCPUs)")
+    result = machine.run(kernel, initramfs, prof, outdir)
+    text = result.console_log.read_bytes().decode("utf-8", errors="replace")
+    v = judge(result, text, workload.parse(text))
+    v.profile = prof.to_dict() | {
+        "cpu": profiles.cpu_model(prof),
+        "smp": profiles.smp_for(prof),
+        "memory_mb": profiles.memory_for(prof, kernel.block_bytes),
+        "page_size": kernel.page_size,
+        "model_note": "time dilation models a slow CPU; not a hardware measurement"
+        if prof.dilated else None,
+    }
+    v.artifacts = {
+        "dir": str(outdir),
+        "console_log": str(result.console_log),
+        "qmp_log": str(result.qmp_log),
+        "kernel": str(kernel_path),
+        "config": str(config) if config else None,
+        "initramfs": str(initramfs),
+    }
+    (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
+    return v

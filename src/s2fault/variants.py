@@ -1,0 +1,168 @@
+"""Kernel variants: patches/<name>/ holds a quilt-style series and variant.toml.
+
+variant.toml declares what the variant must show in each mode; the matrix
+compares that with what a run observed. Adding a variant is adding a folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import project
+from .errors import InputError
+
+MODES = ("functional", "dilated")
+
+
+@dataclass(frozen=True)
+class SplatSpec:
+    """One splat a variant must show. Omitted fields match anything."""
+
+    kind: str
+    subtype: str | None = None
+    function: tuple[str, ...] = ()
+    in_frames: tuple[str, ...] = ()
+    task: str | None = None
+
+    def matches(self, splat: dict) -> bool:
+        if splat.get("kind") != self.kind:
+            return False
+        if self.subtype and splat.get("subtype") != self.subtype:
+            return False
+        if self.function and splat.get("function") not in self.function:
+            return False
+        if self.in_frames:
+            frames = set(splat.get("frames") or ()) | {splat.get("function")}
+            if not frames.intersection(self.in_frames):
+                return False
+        if self.task and splat.get("task") != self.task:
+            return False
+        return True
+
+    def describe(self) -> str:
+        text = self.kind + (f":{self.subtype}" if self.subtype else "")
+        if self.function:
+            text += " in " + "|".join(self.function)
+        if self.in_frames:
+            text += " via " + "|".join(self.in_frames)
+        return text
+
+
+@dataclass(frozen=True)
+class Expectation:
+    splats: tuple[SplatSpec, ...] = ()
+    clean: bool = True
+    latency_ratio_min: float | None = None
+    latency_reference: str | None = None
+
+    def describe(self) -> str:
+        parts = [s.describe() for s in self.splats]
+        if self.clean and not self.splats:
+            parts.append("clean")
+        if self.latency_ratio_min:
+            parts.append(f"latency>={self.latency_ratio_min:g}x {self.latency_reference}")
+        return ", ".join(parts) or "anything"
+
+    def to_dict(self) -> dict:
+        return {
+            "splats": [s.__dict__ | {"function": list(s.function), "in_frames": list(s.in_frames)}
+                       for s in self.splats],
+            "clean": self.clean,
+            "latency_ratio_min": self.latency_ratio_min,
+            "latency_reference": self.latency_reference,
+            "summary": self.describe(),
+        }
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    folder: Path
+    base: str | None
+    patches: tuple[Path, ...]  # the whole chain, base first
+    expect: dict[str, Expectation] = field(default_factory=dict)
+
+
+def names() -> list[str]:
+    root = project.patches_dir()
+    return sorted(p.parent.name for p in root.glob("*/variant.toml"))
+
+
+def _as_tuple(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+def _expectation(data: dict, where: str) -> Expectation:
+    splats = []
+    for raw in data.get("splats", []):
+        if "kind" not in raw:
+            raise InputError(f"{where}: a splat expectation has no 'kind'")
+        splats.append(
+            SplatSpec(
+                kind=raw["kind"],
+                subtype=raw.get("subtype"),
+                function=_as_tuple(raw.get("function")),
+                in_frames=_as_tuple(raw.get("in_frames")),
+                task=raw.get("task"),
+            )
+        )
+    ratio = data.get("latency_ratio_min")
+    return Expectation(
+        splats=tuple(splats),
+        clean=bool(data.get("clean", not splats)),
+        latency_ratio_min=float(ratio) if ratio is not None else None,
+        latency_reference=data.get("latency_reference", "upstream" if ratio else None),
+    )
+
+
+def _series(folder: Path) -> list[Path]:
+    series = folder / "series"
+    if not series.is_file():
+        return sorted(folder.glob("*.patch"))
+    patches = []
+    for line in series.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        path = folder / line.split()[0]
+        if not path.is_file():
+            raise InputError(f"variant {folder.name}: series names missing patch {line}")
+        patches.append(path)
+    return patches
+
+
+def load(name: str, _chain: tuple[str, ...] = ()) -> Variant:
+    folder = project.patches_dir() / name
+    spec = folder / "variant.toml"
+    if not spec.is_file():
+        raise InputError(f"unknown variant '{name}' (valid: {', '.join(names()) or 'none'})")
+    if name in _chain:
+        raise InputError(f"variant {name}: base chain loops ({' -> '.join(_chain + (name,))})")
+    try:
+        data = tomllib.loads(spec.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{spec}: {e}") from e
+    base = data.get("base")
+    patches: list[Path] = []
+    if base:
+        patches.extend(load(base, _chain + (name,)).patches)
+    patches.extend(_series(folder))
+    expect = {
+        mode: _expectation(data.get("expect", {}).get(mode, {}), f"{spec} [expect.{mode}]")
+        for mode in MODES
+    }
+    return Variant(
+        name=name,
+        description=str(data.get("description", "")).strip(),
+        folder=folder,
+        base=base,
+        patches=tuple(patches),
+        expect=expect,
+    )

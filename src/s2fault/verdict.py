@@ -1,0 +1,164 @@
+"""Judging one run: console splats + workload lines + how QEMU ended -> a verdict.
+
+  pass   the kernel booted, ran the workload on the path under test, coherent, no splat
+  fail   the kernel misbehaved: a splat, a lockup, a wrong value from the guest
+  error  the run could not be judged: infrastructure, bad input, or the path under
+         test never ran (DIC=1, no hugepage, lockdep already off). Never a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import analyzer
+from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
+from .machine import MachineRun
+from .workload import Workload
+
+EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_ERROR}
+
+# Evidence in a console that a kernel lacks what the workload needs, and what to enable.
+_MISSING = (
+    ("Unable to mount root fs", "the kernel did not run /init from the initramfs "
+     "(needs CONFIG_BLK_DEV_INITRD=y)"),
+    ("No working init found", "the kernel could not execute /init (needs CONFIG_BINFMT_ELF=y)"),
+    ("Kernel is not configured for hugetlb", "needs CONFIG_HUGETLBFS=y"),
+)
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    reason: str
+    splats: list[dict] = field(default_factory=list)
+    workload: dict = field(default_factory=dict)
+    preconditions: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)
+    profile: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "splats": self.splats,
+            "workload": self.workload,
+            "preconditions": self.preconditions,
+            "machine": self.machine,
+            "artifacts": self.artifacts,
+            "profile": self.profile,
+        }
+
+
+def judge(run: MachineRun, text: str, workload: Workload) -> Verdict:
+    splats = [s.to_dict() for s in analyzer.analyze(text)]
+    summary = workload.summary()
+    pre = preconditions(workload)
+    v = Verdict("error", "", splats, summary, pre, run.to_dict())
+    v.verdict, v.reason = _decide(run, text, workload, splats, pre)
+    return v
+
+
+def preconditions(w: Workload) -> dict:
+    init, r, post = w.init or {}, w.result or {}, w.post or {}
+    return {
+        "booted": w.init is not None,
+        "kvm": init.get("kvm"),
+        "hugepages_total": init.get("hugepages_total"),
+        "hugepage_kb": init.get("hugepage_kb"),
+        "debug_locks_before": init.get("debug_locks"),
+        "debug_locks_after": post.get("debug_locks"),
+        "dic": r.get("dic"),
+        "exec_faults_taken": _exec_faults_taken(r),
+    }
+
+
+def _exec_faults_taken(r: dict) -> bool | None:
+    """Did the workload really take an execute-permission fault on the block?
+
+    The VMM times each vCPU's first branch into the block and a second branch once
+    the block is executable; a permission fault makes the first far slower. When a
+    VMM does not report the second timing, fall back to the first alone."""
+    first = r.get("exec_fault_us")
+    if not first:
+        return None
+    again = r.get("exec_again_us")
+    if again:
+        return any(f - a >= 20.0 for f, a in zip(first, again, strict=False))
+    return max(first) >= 20.0
+
+
+def _splat_reason(splats: list[dict]) -> str:
+    first = splats[0]
+    more = f" (+{len(splats) - 1} more)" if len(splats) > 1 else ""
+    return f"{first['kind']}: {first['title']}{more}"
+
+
+def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
+    if run.outcome == "qemu_failed" and not text.strip():
+        return "error", f"could not judge: {run.reason}"
+    if w.init is None:
+        for needle, why in _MISSING:
+            if needle in text:
+                return "error", f"could not judge: {why}"
+        if splats:
+            return "fail", f"kernel failed before init: {_splat_reason(splats)}"
+        if not text.strip():
+            return "error", (
+                f"could not judge: the kernel printed nothing ({run.reason}; needs "
+                "CONFIG_SERIAL_AMBA_PL011_CONSOLE=y, or it hung before the console)"
+            )
+        return "error", f"could not judge: the guest never reached init ({run.reason})"
+    init = w.init
+    if not init.get("kvm"):
+        return "error", (
+            "could not judge: no /dev/kvm in the booted kernel (needs CONFIG_VIRTUALIZATION=y "
+            "and CONFIG_KVM=y, and a CPU model with EL2)"
+        )
+    if not init.get("hugepages_total"):
+        return "error", (
+            "could not judge: the boot-time hugepage reservation failed (needs CONFIG_HUGETLBFS=y "
+            "and enough guest memory for one block)"
+        )
+    if init.get("debug_locks") is None:
+        return "error", "could not judge: lockdep is not built in (needs CONFIG_PROVE_LOCKING=y)"
+    if init.get("debug_locks") == 0:
+        why = _splat_reason(splats) if splats else "no splat seen"
+        return "fail", (
+            f"lockdep was already off when the workload started (a boot-time splat: {why}); "
+            "the workload was not checked"
+        )
+    r = w.result
+    if r is None:
+        if splats:
+            return "fail", f"{_splat_reason(splats)}; the workload did not finish"
+        reason = "; ".join(w.errors) if w.errors else run.reason
+        return "error", f"could not judge: the workload reported no result ({reason})"
+    if r.get("dic"):
+        return "error", (
+            f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={r.get('ctr_el0')}): the I-cache "
+            "invalidation under test never runs; pick a CPU model without DIC"
+        )
+    if r.get("errors") and not r.get("exec_fault_us"):
+        return "error", f"could not judge: workload error: {r['errors'][0]}"
+    if r.get("coherent") is False:
+        return "fail", (
+            f"incoherent: {r.get('values_ok')}/{r.get('vcpus')} vCPUs ran the code the VMM wrote"
+        )
+    if splats:
+        return "fail", _splat_reason(splats)
+    if r.get("errors"):
+        return "error", f"could not judge: workload error: {r['errors'][0]}"
+    if pre["exec_faults_taken"] is False:
+        return "error", "could not judge: no execute-permission fault was observed on the block"
+    if run.outcome not in ("exited",):
+        return "error", f"could not judge: {run.reason}"
+    ms = w.summary()["exec_fault_ms"]
+    return "pass", (
+        f"{r.get('vcpus')} vCPUs, exec fault max {ms['max']} ms, median {ms['median']} ms, "
+        "coherent"
+    )
