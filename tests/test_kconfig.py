@@ -18,7 +18,8 @@ def test_later_fragment_wins(tmp_path):
     a, b = tmp_path / "a.config", tmp_path / "b.config"
     a.write_text("CONFIG_ARM64_64K_PAGES=y\n")
     b.write_text("# CONFIG_ARM64_64K_PAGES is not set\nCONFIG_ARM64_4K_PAGES=y\n")
-    assert kconfig.requested([a, b]) == {"CONFIG_ARM64_64K_PAGES": "n", "CONFIG_ARM64_4K_PAGES": "y"}
+    assert kconfig.requested([a, b]) == {
+        "CONFIG_ARM64_64K_PAGES": "n", "CONFIG_ARM64_4K_PAGES": "y"}
 
 
 def test_default_fragments_request_what_design_lists():

@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build a kernel variant into the cache")
     p.add_argument("--variant", default="upstream")
     p.add_argument("--source", help="debian (default), a tree, PATH@REF, a tarball, URL#sha256=")
-    p.add_argument("--fragment", action="append", help="config fragment (default: base-64k debug)")
+    p.add_argument("--fragment", action="append",
+                   help="config fragment (default: pages-64k nested-host debug)")
     p.add_argument("--runtime", default="null", help="tuxmake runtime (null, docker, podman)")
     p.set_defaults(func=cmd_build)
 
@@ -184,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mode (repeatable; default: both)")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload in every mode")
     p.add_argument("--source", help="kernel source spec (default: debian)")
-    p.add_argument("--fragment", action="append", help="config fragment (default: base-64k debug)")
+    p.add_argument("--fragment", action="append",
+                   help="config fragment (default: pages-64k nested-host debug)")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; differing runs are flaky")
     p.add_argument("--results", help="results directory (default: results/check-<time>)")
     p.add_argument("--json", help="also write the JSON report here")

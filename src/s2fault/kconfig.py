@@ -17,8 +17,8 @@ from .errors import InputError
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 
-# The page-size choice is a fragment: base-64k (512M PMD blocks) is the default.
-DEFAULT_FRAGMENTS = ("base-64k", "debug")
+# The page size is a fragment: pages-64k (512M PMD blocks) is the default.
+DEFAULT_FRAGMENTS = ("pages-64k", "nested-host", "debug")
 
 
 def parse(text: str) -> dict[str, str]:
