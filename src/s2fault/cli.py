@@ -48,9 +48,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import kernel
+    from . import kconfig, kernel
 
-    b = kernel.build(args.variant, args.source, args.fragment or None, runtime=args.runtime)
+    fragments = kconfig.fragments_for(args.pages, args.fragment)
+    b = kernel.build(args.variant, args.source, fragments, runtime=args.runtime)
     progress.clear()
     state = "cached" if b.cached else "built"
     print(f"{b.variant}: {state} in {b.seconds:.1f} s")
@@ -107,7 +108,7 @@ def _repeat_summary(verdicts, code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import matrix, report, variants
+    from . import kconfig, matrix, report, variants
 
     names = args.variant or variants.names()
     modes = args.mode or ["functional", "dilated"]
@@ -116,10 +117,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     results.mkdir(parents=True, exist_ok=True)
     cells = matrix.run_matrix(
         names, modes, results, vcpus=args.vcpus, source=args.source,
-        fragments=args.fragment or None, repeat=args.repeat, profile_overrides=_overrides(args),
+        fragments=kconfig.fragments_for(args.pages, args.fragment), repeat=args.repeat,
+        profile_overrides=_overrides(args),
     )
     rows = [c.to_dict() for c in cells]
-    meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat}
+    meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat,
+            "pages": args.pages or "64k"}
     report.write_json(rows, results / "check.json", meta)
     if args.json:
         report.write_json(rows, Path(args.json), meta)
@@ -165,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build a kernel variant into the cache")
     p.add_argument("--variant", default="upstream")
     p.add_argument("--source", help="debian (default), a tree, PATH@REF, a tarball, URL#sha256=")
+    p.add_argument("--pages", choices=["4k", "16k", "64k"],
+                   help="page size of the kernel (default 64k: 512M blocks)")
     p.add_argument("--fragment", action="append",
-                   help="config fragment (default: pages-64k nested-host debug)")
+                   help="extra config fragment (kernel_configs/NAME.config or a path)")
     p.add_argument("--runtime", default="null", help="tuxmake runtime (null, docker, podman)")
     p.set_defaults(func=cmd_build)
 
@@ -185,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mode (repeatable; default: both)")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload in every mode")
     p.add_argument("--source", help="kernel source spec (default: debian)")
+    p.add_argument("--pages", choices=["4k", "16k", "64k"],
+                   help="page size of the kernel (default 64k: 512M blocks)")
     p.add_argument("--fragment", action="append",
-                   help="config fragment (default: pages-64k nested-host debug)")
+                   help="extra config fragment (kernel_configs/NAME.config or a path)")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; differing runs are flaky")
     p.add_argument("--results", help="results directory (default: results/check-<time>)")
     p.add_argument("--json", help="also write the JSON report here")

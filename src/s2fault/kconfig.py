@@ -36,6 +36,14 @@ def parse(text: str) -> dict[str, str]:
     return symbols
 
 
+def fragments_for(pages: str | None, extra: list[str] | None = None) -> list[str] | None:
+    """The default fragment set with another page size, plus extra fragments."""
+    if not pages and not extra:
+        return None
+    base = [f"pages-{pages}" if pages else DEFAULT_FRAGMENTS[0], *DEFAULT_FRAGMENTS[1:]]
+    return base + list(extra or [])
+
+
 def fragment_paths(names: list[str] | tuple[str, ...] | None = None) -> list[Path]:
     """Resolve fragment names (kernel_configs/<name>.config) or paths, in merge order."""
     paths = []

@@ -1,0 +1,137 @@
+"""Judging logic on real and edited console logs: pure functions, no QEMU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from s2fault import matrix, variants, workload
+from s2fault.machine import MachineRun
+from s2fault.verdict import judge
+
+DATA = Path(__file__).parent / "data"
+REAL = (DATA / "upstream-functional-console.log").read_text()
+
+
+def machine(outcome="exited", reason="QEMU exited", tmp=Path("/nonexistent")) -> MachineRun:
+    return MachineRun(outcome, reason, 0, 3.0, tmp / "console.log", tmp / "qmp.log",
+                      tmp / "err.log", ["qemu"])
+
+
+def verdict_of(text: str, **kw):
+    return judge(machine(**kw), text, workload.parse(text))
+
+
+def edit_result(text: str, **changes) -> str:
+    out = []
+    for line in text.splitlines():
+        if line.startswith("S2FAULT-RESULT "):
+            obj = json.loads(line.split(" ", 1)[1])
+            obj.update(changes)
+            line = "S2FAULT-RESULT " + json.dumps(obj)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_real_upstream_log_passes():
+    v = verdict_of(REAL)
+    assert v.verdict == "pass", v.reason
+    assert v.workload["vcpus"] == 8 and v.workload["coherent"] is True
+    assert v.workload["exec_fault_ms"]["max"] == pytest.approx(27.222)
+    assert v.preconditions["exec_faults_taken"] is True
+
+
+def test_dic_set_is_not_applicable_never_pass():
+    v = verdict_of(edit_result(REAL, dic=1, ctr_el0="0xb444c004"))
+    assert v.verdict == "error" and v.reason.startswith("not applicable: CTR_EL0.DIC=1")
+
+
+def test_incoherent_value_is_a_kernel_failure():
+    v = verdict_of(edit_result(REAL, coherent=False, values_ok=7))
+    assert v.verdict == "fail" and "incoherent" in v.reason
+
+
+def test_no_exec_fault_observed_cannot_be_judged():
+    v = verdict_of(edit_result(REAL, exec_fault_us=[1.0] * 8))
+    assert v.verdict == "error" and "no execute-permission fault" in v.reason
+
+
+def test_failed_hugepage_reservation_is_infrastructure():
+    text = REAL.replace('"hugepages_total":1', '"hugepages_total":0')
+    v = verdict_of(text)
+    assert v.verdict == "error" and "hugepage reservation failed" in v.reason
+
+
+def test_lockdep_off_before_workload_is_not_clean():
+    text = REAL.replace('"debug_locks":1,"kvm"', '"debug_locks":0,"kvm"')
+    v = verdict_of(text)
+    assert v.verdict == "fail" and "lockdep was already off" in v.reason
+
+
+def test_no_kvm_names_the_options():
+    v = verdict_of(REAL.replace('"kvm":true', '"kvm":false'))
+    assert v.verdict == "error" and "CONFIG_KVM" in v.reason
+
+
+def test_silent_guest_is_infrastructure():
+    v = verdict_of("", outcome="no_output", reason="no output for 60 s (nothing printed at all)")
+    assert v.verdict == "error" and "printed nothing" in v.reason
+
+
+def test_truncated_run_without_result():
+    cut = REAL.split("S2FAULT-RESULT")[0]
+    v = verdict_of(cut, outcome="no_output", reason="no output for 60 s after 'x'")
+    assert v.verdict == "error" and "no result" in v.reason
+
+
+def test_splat_makes_run_fail():
+    splat = (
+        "[    2.1] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [s2fault-vmm:41]\n"
+        "[    2.1] pc : icache_inval_pou+0x18/0x58\n"
+        "[    2.1] Call trace:\n"
+        "[    2.1]  icache_inval_pou+0x18/0x58\n"
+        "[    2.1]  stage2_attr_walker+0x1c8/0x228\n"
+    )
+    text = REAL.replace("S2FAULT-POST", splat + "S2FAULT-POST")
+    v = verdict_of(text)
+    assert v.verdict == "fail" and v.splats[0]["kind"] == "soft_lockup"
+    assert v.splats[0]["function"] == "icache_inval_pou"
+
+
+def _cell(name, exp, v):
+    c = matrix.Cell(name, "functional", exp)
+    c.verdicts.append(v)
+    return c
+
+
+def test_compare_declared_against_observed():
+    clean = variants.Expectation()
+    lockup = variants.Expectation(
+        splats=(variants.SplatSpec("soft_lockup", function=("icache_inval_pou",)),), clean=False)
+    ok = verdict_of(REAL)
+    assert matrix.compare(clean, ok, None)[0] is True
+    m, _, why = matrix.compare(lockup, ok, None)
+    assert m is False and "expected but not seen: soft_lockup in icache_inval_pou" in why
+
+
+def test_latency_ratio_against_reference():
+    ratio = variants.Expectation(latency_ratio_min=10.0, latency_reference="upstream")
+    ref = _cell("upstream", variants.Expectation(), verdict_of(edit_result(
+        REAL, exec_fault_us=[600.0] + [1.0] * 7)))
+    slow = verdict_of(edit_result(REAL, exec_fault_us=[35000.0] * 8))
+    fast = verdict_of(edit_result(REAL, exec_fault_us=[900.0] * 8))
+    assert matrix.compare(ratio, slow, ref)[0] is True
+    m, observed, why = matrix.compare(ratio, fast, ref)
+    assert m is False and "1.5x upstream" in why and "max 0.9 ms" in observed
+    assert matrix.compare(ratio, slow, None)[0] is None
+
+
+def test_flaky_cell_is_marked_not_averaged():
+    exp = variants.Expectation()
+    c = matrix.Cell("upstream", "functional", exp)
+    c.verdicts = [verdict_of(REAL), verdict_of(edit_result(REAL, coherent=False))]
+    matrix._compare_all([c])
+    assert c.match is False and c.flaky and c.why.startswith("flaky: matched in 1/2")
+    assert matrix.exit_code([c]) == 1
