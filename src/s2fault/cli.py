@@ -26,6 +26,7 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=["tcg", "kvm"], help="QEMU accelerator (default tcg)")
     p.add_argument("--kvm-mode", help="kvm-arm.mode= for the nested host (e.g. nvhe)")
     p.add_argument("--icount-shift", type=int, help="dilation: -icount shift=N")
+    p.add_argument("--rounds", type=int, help="exec-fault rounds per boot (first is a warm-up)")
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
 
 
@@ -35,7 +36,7 @@ def _profile(args: argparse.Namespace):
     return profiles.mode(args.mode).with_(
         vcpus=args.vcpus, cpu=args.cpu, smp=args.smp, memory_mb=args.memory,
         accel=args.accel, kvm_mode=args.kvm_mode, icount_shift=args.icount_shift,
-        no_output_timeout=args.no_output_timeout,
+        no_output_timeout=args.no_output_timeout, rounds=args.rounds,
     )
 
 
@@ -43,7 +44,7 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {
         "cpu": args.cpu, "smp": args.smp, "memory_mb": args.memory, "accel": args.accel,
         "kvm_mode": args.kvm_mode, "icount_shift": args.icount_shift,
-        "no_output_timeout": args.no_output_timeout,
+        "no_output_timeout": args.no_output_timeout, "rounds": args.rounds,
     }
 
 
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tap", help="write a TAP report here")
     for opt, kw in (("--cpu", {}), ("--smp", {"type": int}), ("--memory", {"type": int}),
                     ("--accel", {"choices": ["tcg", "kvm"]}), ("--kvm-mode", {}),
-                    ("--icount-shift", {"type": int})):
+                    ("--icount-shift", {"type": int}), ("--rounds", {"type": int})):
         p.add_argument(opt, **kw)
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_check)

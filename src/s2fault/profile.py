@@ -47,6 +47,7 @@ class Profile:
     smp: int | None = None  # None: chosen from the vCPU count
     memory_mb: int | None = None  # None: chosen from the block size
     vcpus: int = 8
+    rounds: int = 5  # exec-fault rounds per boot; round 0 is a warm-up (see workload.py)
     icount_shift: int | None = None  # dilation: every instruction costs 2^N ns
     watchdog_thresh: int | None = None  # set by init when the workload starts
     kvm_mode: str | None = None  # kvm-arm.mode= (e.g. nvhe); None: the kernel's default
@@ -75,7 +76,7 @@ class Profile:
 # workload starts. It models a slow CPU; it is not a hardware measurement.
 MODES = {
     "functional": Profile(name="functional"),
-    "dilated": Profile(name="dilated", vcpus=2, icount_shift=7, watchdog_thresh=1),
+    "dilated": Profile(name="dilated", vcpus=2, rounds=1, icount_shift=7, watchdog_thresh=1),
 }
 
 
@@ -172,6 +173,7 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         "hugepages=1",
         f"default_hugepagesz={_size(block_bytes)}",
         f"s2fault.vcpus={profile.vcpus}",
+        f"s2fault.rounds={profile.rounds}",
         f"s2fault.timeout={profile.vmm_timeout}",
     ]
     if profile.dilated:

@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The kernel's attribute shorthands, for userspace (as tools/include does). */
+#ifndef S2FAULT_COMPILER_H
+#define S2FAULT_COMPILER_H
+
+#define __printf(a, b)	__attribute__((format(printf, a, b)))
+#define __noreturn	__attribute__((noreturn))
+
+#endif /* S2FAULT_COMPILER_H */

@@ -1,0 +1,349 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * init: PID 1 of the s2fault guest image. Mounts the pseudo filesystems,
+ * reports the preconditions (S2FAULT-INIT), arms the soft-lockup detector
+ * when asked (dilated runs boot with nosoftlockup), runs /bin/s2fault-vmm,
+ * reports what is left afterwards (S2FAULT-POST) and powers off.
+ *
+ * Kernel command line:
+ *   s2fault.vcpus=N            vCPUs for the VMM (default 8)
+ *   s2fault.timeout=S          VMM wall timeout in seconds (default 60)
+ *   s2fault.repeat=N           run the VMM N times (default 1)
+ *   s2fault.watchdog_thresh=N  if non-zero, set watchdog_thresh to N and
+ *                              enable soft_watchdog before the workload
+ *
+ * PID 1 must never exit (the kernel panics), so every path ends in
+ * power_off().
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "compiler.h"
+
+#define VMM_PATH	"/bin/s2fault-vmm"
+/* After the VMM's own timeout, how long before init kills it. */
+#define VMM_GRACE_S	30
+
+struct params {
+	unsigned int vcpus;
+	unsigned int timeout;
+	unsigned int repeat;
+	unsigned int watchdog_thresh;
+};
+
+/* A whole line in one write(2), starting at column 0. */
+static void emit(const char *fmt, ...)
+	__printf(1, 2);
+
+static void emit(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n;
+
+	line[0] = '\n';
+	va_start(ap, fmt);
+	n = vsnprintf(line + 1, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof(line) - 3)
+		n = sizeof(line) - 3;
+	line[n + 1] = '\n';
+	if (write(STDOUT_FILENO, line, n + 2) < 0)
+		return;
+}
+
+static void __noreturn power_off(void)
+{
+	sync();
+	reboot(RB_POWER_OFF);
+	/* Only reached if power-off is not possible: never exit. */
+	for (;;)
+		pause();
+}
+
+static void __noreturn fatal(const char *fmt, ...)
+	__printf(1, 2);
+
+static void __noreturn fatal(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	emit("S2FAULT-ERROR %s", msg);
+	power_off();
+}
+
+static void mount_fs(const char *type, const char *dir, bool required)
+{
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST && required)
+		fatal("mkdir %s: %s", dir, strerror(errno));
+	if (mount(type, dir, type, 0, NULL) < 0 && errno != EBUSY && required)
+		fatal("mount %s on %s: %s", type, dir, strerror(errno));
+}
+
+/* The kernel opens /dev/console for us only if the initramfs has it. */
+static void setup_console(void)
+{
+	int fd;
+
+	if (fcntl(STDOUT_FILENO, F_GETFD) >= 0)
+		return;
+	fd = open("/dev/console", O_RDWR | O_NOCTTY);
+	if (fd < 0)
+		power_off();	/* nowhere to say why */
+	dup2(fd, STDIN_FILENO);
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+static void mount_all(void)
+{
+	mount_fs("proc", "/proc", false);
+	mount_fs("sysfs", "/sys", false);
+	mount_fs("devtmpfs", "/dev", false);
+	setup_console();
+	/* Now stdio works: the first two are required after all. */
+	if (access("/proc/self", F_OK) < 0)
+		fatal("/proc is not mounted");
+	if (access("/sys/kernel", F_OK) < 0)
+		fatal("/sys is not mounted");
+	mount_fs("debugfs", "/sys/kernel/debug", false);
+}
+
+static ssize_t read_file(const char *path, char *buf, size_t size)
+{
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
+static bool write_file(const char *path, const char *val)
+{
+	ssize_t n, len = strlen(val);
+	int fd;
+
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = write(fd, val, len);
+	close(fd);
+	return n == len;
+}
+
+static unsigned int cmdline_uint(const char *cmdline, const char *key,
+				 unsigned int def)
+{
+	size_t len = strlen(key);
+	const char *p = cmdline;
+	unsigned long v;
+	char *end;
+
+	for (; (p = strstr(p, key)); p += len) {
+		if (p != cmdline && p[-1] != ' ')
+			continue;
+		if (p[len] != '=')
+			continue;
+		v = strtoul(p + len + 1, &end, 10);
+		if (end == p + len + 1 || (*end && *end != ' ' && *end != '\n'))
+			fatal("bad value for %s on the kernel command line", key);
+		return v;
+	}
+	return def;
+}
+
+static void parse_cmdline(struct params *p)
+{
+	char cmdline[4096];
+
+	if (read_file("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
+		fatal("read /proc/cmdline: %s", strerror(errno));
+	p->vcpus = cmdline_uint(cmdline, "s2fault.vcpus", 8);
+	p->timeout = cmdline_uint(cmdline, "s2fault.timeout", 60);
+	p->repeat = cmdline_uint(cmdline, "s2fault.repeat", 1);
+	p->watchdog_thresh = cmdline_uint(cmdline, "s2fault.watchdog_thresh",
+					  0);
+	if (!p->vcpus || !p->timeout)
+		fatal("s2fault.vcpus and s2fault.timeout must be positive");
+}
+
+/*
+ * Value of the first line of @path starting with @key, as JSON: the number,
+ * or "null" if the file or the line is missing.
+ */
+static void json_field(char *out, size_t n, const char *path, const char *key)
+{
+	char buf[8192];
+	const char *p;
+	long v;
+
+	snprintf(out, n, "null");
+	if (read_file(path, buf, sizeof(buf)) < 0)
+		return;
+	for (p = buf; p; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (strncmp(p, key, strlen(key)))
+			continue;
+		if (sscanf(p + strlen(key), " %ld", &v) == 1)
+			snprintf(out, n, "%ld", v);
+		return;
+	}
+}
+
+static void report_init(void)
+{
+	char total[24], free[24], size[24], locks[24];
+	struct utsname uts;
+
+	if (uname(&uts) < 0)
+		fatal("uname: %s", strerror(errno));
+	json_field(total, sizeof(total), "/proc/meminfo", "HugePages_Total:");
+	json_field(free, sizeof(free), "/proc/meminfo", "HugePages_Free:");
+	json_field(size, sizeof(size), "/proc/meminfo", "Hugepagesize:");
+	json_field(locks, sizeof(locks), "/proc/lockdep_stats",
+		   " debug_locks:");
+	emit("S2FAULT-INIT {\"kernel\":\"%s\",\"page_size\":%d,\"hugepages_total\":%s,\"hugepages_free\":%s,\"hugepage_kb\":%s,\"debug_locks\":%s,\"kvm\":%s}",
+	     uts.release, getpagesize(), total, free, size, locks,
+	     access("/dev/kvm", F_OK) ? "false" : "true");
+}
+
+/* Dilated runs boot with nosoftlockup; arm the detector only now. */
+static void arm_watchdog(unsigned int thresh)
+{
+	char val[16];
+
+	if (!thresh)
+		return;
+	snprintf(val, sizeof(val), "%u", thresh);
+	if (!write_file("/proc/sys/kernel/watchdog_thresh", val))
+		fatal("write %s to /proc/sys/kernel/watchdog_thresh: %s", val,
+		      strerror(errno));
+	if (!write_file("/proc/sys/kernel/soft_watchdog", "1"))
+		fatal("write 1 to /proc/sys/kernel/soft_watchdog: %s",
+		      strerror(errno));
+}
+
+static pid_t start_vmm(const struct params *p)
+{
+	char vcpus[16], timeout[16];
+	char *argv[] = { VMM_PATH, "--vcpus", vcpus, "--timeout", timeout,
+			 NULL };
+	sigset_t none;
+	pid_t pid;
+
+	snprintf(vcpus, sizeof(vcpus), "%u", p->vcpus);
+	snprintf(timeout, sizeof(timeout), "%u", p->timeout);
+	pid = fork();
+	if (pid < 0)
+		fatal("fork: %s", strerror(errno));
+	if (pid == 0) {
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(VMM_PATH, argv);
+		emit("S2FAULT-ERROR execv %s: %s", VMM_PATH, strerror(errno));
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Shell convention: the exit status, or 128 + the signal that killed it. */
+static int exit_code(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return -1;
+}
+
+/*
+ * The VMM enforces its own timeout; this is the backstop for a VMM that
+ * does not return. A VMM stuck in the kernel is left to the harness.
+ */
+static int wait_vmm(pid_t pid, unsigned int timeout)
+{
+	struct timespec wait = { .tv_sec = timeout + VMM_GRACE_S };
+	sigset_t chld;
+	int status;
+	pid_t ret;
+
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	while ((ret = waitpid(pid, &status, WNOHANG)) == 0) {
+		if (sigtimedwait(&chld, NULL, &wait) < 0 && errno == EAGAIN) {
+			emit("S2FAULT-ERROR %s did not exit %d s after its timeout, killing it",
+			     VMM_PATH, VMM_GRACE_S);
+			kill(pid, SIGKILL);
+			ret = waitpid(pid, &status, 0);
+			break;
+		}
+	}
+	return ret == pid ? exit_code(status) : -1;
+}
+
+static void report_post(int vmm_exit, unsigned int run)
+{
+	char free[24], locks[24], thresh[24], soft[24];
+
+	json_field(free, sizeof(free), "/proc/meminfo", "HugePages_Free:");
+	json_field(locks, sizeof(locks), "/proc/lockdep_stats",
+		   " debug_locks:");
+	/* Read back, so a dilated run can show its detector was armed. */
+	json_field(thresh, sizeof(thresh), "/proc/sys/kernel/watchdog_thresh",
+		   "");
+	json_field(soft, sizeof(soft), "/proc/sys/kernel/soft_watchdog", "");
+	emit("S2FAULT-POST {\"vmm_exit\":%d,\"debug_locks\":%s,\"hugepages_free\":%s,\"run\":%u,\"watchdog_thresh\":%s,\"soft_watchdog\":%s}",
+	     vmm_exit, locks, free, run, thresh, soft);
+}
+
+int main(void)
+{
+	struct params p;
+	sigset_t chld;
+	unsigned int run;
+
+	mount_all();
+	parse_cmdline(&p);
+	report_init();
+	if (access(VMM_PATH, X_OK) < 0)
+		fatal("%s: %s", VMM_PATH, strerror(errno));
+	/* SIGCHLD stays pending for sigtimedwait() instead of being lost. */
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	arm_watchdog(p.watchdog_thresh);
+	for (run = 1; run <= p.repeat; run++)
+		report_post(wait_vmm(start_vmm(&p), p.timeout), run);
+	emit("S2FAULT-DONE");
+	power_off();
+}
