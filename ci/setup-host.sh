@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
 	qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross flex bison bc
 	libssl-dev libelf-dev cpio ccache linux-source-6.12 git make patch xz-utils
-	python3-venv perl
+	python3-venv perl chromium
 )
 APT_PACKAGES+=(${S2FAULT_EXTRA_APT:-})
 

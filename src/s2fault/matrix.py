@@ -99,38 +99,59 @@ def run_matrix(
     names = with_references(names or variants.names())
     cells: list[Cell] = []
     for name in names:
-        var = variants.load(name)
-        progress.stage(name, "build")
-        try:
-            build = kernel.build(name, source, fragments)
-            build_info = {
-                "key": build.key, "cached": build.cached,
-                "seconds": round(build.seconds, 1), "image": str(build.image),
-            }
-        except S2Error as e:
-            for mode in modes:
-                cell = Cell(name, mode, var.expect[mode], why=f"build: {e.message}")
-                cells.append(cell)
-            continue
-        for mode in modes:
-            prof = profiles.mode(mode).with_(vcpus=vcpus, **(profile_overrides or {}))
-            cell = Cell(name, mode, var.expect[mode], build=build_info)
-            for i in range(repeat):
-                label = f"{name}-{mode}" + (f"-{i + 1}" if repeat > 1 else "")
-                outdir = runner.new_run_dir(results_dir, label)
-                what = "run" + (f" {i + 1}/{repeat}" if repeat > 1 else "")
-                progress.stage(f"{name}/{mode}", what)
-                try:
-                    cell.verdicts.append(
-                        runner.run_kernel(build.image, prof, outdir, label, build.config)
-                    )
-                except S2Error as e:
-                    cell.why = e.message
-                    break
-            cells.append(cell)
+        cells += run_variant(name, modes, results_dir, vcpus, source, fragments, repeat,
+                             profile_overrides)
     _compare_all(cells)
     progress.clear()
     return cells
+
+
+def run_variant(
+    name: str,
+    modes: list[str],
+    results_dir: Path,
+    vcpus: int | None = None,
+    source: str | None = None,
+    fragments: list[str] | None = None,
+    repeat: int = 1,
+    profile_overrides: dict | None = None,
+) -> list[Cell]:
+    """Build one variant and run it in each mode; the cells are not compared yet
+    (a latency expectation needs its reference cell: see judge_cells())."""
+    var = variants.load(name)
+    progress.stage(name, "build")
+    try:
+        build = kernel.build(name, source, fragments)
+    except S2Error as e:
+        return [Cell(name, mode, var.expect[mode], why=f"build: {e.message}") for mode in modes]
+    build_info = {
+        "key": build.key, "cached": build.cached,
+        "seconds": round(build.seconds, 1), "image": str(build.image),
+        "config": str(build.config),
+    }
+    cells = []
+    for mode in modes:
+        prof = profiles.mode(mode).with_(vcpus=vcpus, **(profile_overrides or {}))
+        cell = Cell(name, mode, var.expect[mode], build=build_info)
+        for i in range(repeat):
+            label = f"{name}-{mode}" + (f"-{i + 1}" if repeat > 1 else "")
+            outdir = runner.new_run_dir(results_dir, label)
+            what = "run" + (f" {i + 1}/{repeat}" if repeat > 1 else "")
+            progress.stage(f"{name}/{mode}", what)
+            try:
+                cell.verdicts.append(
+                    runner.run_kernel(build.image, prof, outdir, label, build.config)
+                )
+            except S2Error as e:
+                cell.why = e.message
+                break
+        cells.append(cell)
+    return cells
+
+
+def judge_cells(cells: list[Cell]) -> None:
+    """Compare every cell with its declaration (references looked up among `cells`)."""
+    _compare_all(cells)
 
 
 def _compare_all(cells: list[Cell]) -> None:
