@@ -1,0 +1,129 @@
+"""Console analyzer: find kernel splats in a serial console log, name each one and its culprit.
+
+Every front end (CLI, Avocado, pytest, bisect) judges a console through this module:
+
+    from s2fault.analyzer import analyze_file
+    for splat in analyze_file("console.log"):
+        print(splat.kind, splat.subtype, splat.function)   # soft_lockup None icache_inval_pou
+
+How it works
+------------
+Recognition is table-driven, in the manner of syzkaller's pkg/report. `catalogue.FAMILIES` has
+one row (`catalogue.Family`) per family of kernel report: the cheap substring and the regex
+that recognise its first line, the kind/subtype/title it gets, where its culprit trace starts
+(lockdep: after "stack backtrace:"), its end marker, and the order in which evidence names the
+culprit ("pc" first for lockups, "header" for KASAN, "caller" for smp_processor_id(), ...).
+`scanner` finds header lines with one keyword pass over the whole log and walks each report up
+to the next one; `frames` parses call-trace lines and holds the list of plumbing frames
+(interrupt entry, lock and debug machinery, allocators, stack dumpers) skipped when blaming;
+`console` decodes the log and splits timestamps and caller ids off each line.
+
+Adding a family
+---------------
+1. Add a `Family` row to `catalogue.FAMILIES`, before any more general row that would also
+   match its header (rows are tried in order). Its header regex must contain one of
+   `catalogue.SCAN_KEYWORDS` literally, since only lines holding a keyword are tried; add a
+   keyword if none fits.
+2. If its traces carry new plumbing on top (a new trap handler, a new lock primitive), add the
+   names to the right group in `frames._PLUMBING_GROUPS`.
+3. Drop a console log showing it into tests/golden/<name>.log with a header naming what must
+   be found (see tests/golden/README.md); the golden test picks it up.
+
+The message formats are those of Linux 6.12 (arm64 and x86_64); see catalogue.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from . import console
+from .catalogue import FAMILIES, Family
+from .scanner import find_headers, scan
+from .splat import Splat, summary_line
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "Splat",
+    "analyze",
+    "analyze_file",
+    "run_cli",
+    "summary_line",
+]
+
+
+def analyze(text: str | bytes) -> list[Splat]:
+    """The splats in a console log, in order of appearance. Never raises."""
+    try:
+        decoded = console.decode(text)
+    except Exception:  # noqa: BLE001 - a console we cannot even decode has no splats to show
+        return []
+    try:
+        return scan(decoded)
+    except Exception:  # noqa: BLE001
+        # A bug in a row must not cost the verdict the splats: fall back to bare headers.
+        return _headers_only(decoded)
+
+
+def _headers_only(text: str) -> list[Splat]:
+    try:
+        headers = find_headers(text)
+    except Exception:  # noqa: BLE001
+        return []
+    return [
+        Splat(
+            kind=h.family.kind,
+            subtype=None,
+            title=h.line.body.strip()[:160],
+            function=None,
+            frames=(),
+            cpu=None,
+            task=None,
+            pid=None,
+            start_line=h.line.number,
+            end_line=h.line.number,
+        )
+        for h in headers
+    ]
+
+
+def analyze_file(path: str) -> list[Splat]:
+    """analyze() a log file; "-" reads stdin. Raises OSError when the file cannot be read."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    return analyze(data)
+
+
+def run_cli(paths: list[str], as_json: bool, out: TextIO | None = None) -> int:
+    """`s2fault analyze [--json] LOG [LOG...]`: 0 when every log was read, 2 when one was not.
+
+    Writes to `out`, by default the sys.stdout of the moment of the call.
+    """
+    out = out if out is not None else sys.stdout
+    results: list[tuple[str, list[Splat]]] = []
+    failed = False
+    for path in paths:
+        try:
+            results.append((path, analyze_file(path)))
+        except OSError as e:
+            print(f"s2fault analyze: cannot read {path}: {e.strerror or e}", file=sys.stderr)
+            failed = True
+    if failed:
+        # A verdict from part of the logs would look like a verdict on all of them.
+        return 2
+    if as_json:
+        docs = [{"log": path, "splats": [s.to_dict() for s in splats]} for path, splats in results]
+        out.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
+        return 0
+    for path, splats in results:
+        out.write(f"{path}:\n")
+        if not splats:
+            out.write("  no splats\n")
+        for splat in splats:
+            out.write("  " + summary_line(splat) + "\n")
+    return 0

@@ -1,0 +1,220 @@
+"""Stack frames in console text, and which of them is the code to blame.
+
+A report's frames are the functions of its call trace, top (innermost) first. Most of the top
+of any trace is plumbing: the interrupt entry that let the watchdog run, the lock and debug code
+that noticed the problem, the stack dumper itself. The culprit is the first frame that is none
+of those: for a soft lockup the interrupted function, for a lockdep or sleeping-in-atomic report
+the caller of mutex_lock(), for a leak the caller of kmalloc().
+"""
+
+from __future__ import annotations
+
+import re
+
+# A kernel symbol as %pS prints it; compiler clones keep their suffix (".part.0", ".isra.0").
+SYMBOL = r"[A-Za-z_.$][\w.$]*"
+OFFSET = r"\+0x[0-9a-f]+/0x[0-9a-f]+"
+
+# One frame per line, in every spelling the consoles here produce:
+#   " icache_inval_pou+0x18/0x58"                 arm64 %pSb
+#   " kvm_pgtable_walk+0x1a0/0x2b0 [kvm]"          module (with or without build id)
+#   " ? foo+0x1/0x2"                               x86 unreliable frame
+#   " foo+0x1/0x2 (P)"                             arm64 6.14+ frame kind marks
+#   "[<ffff800080012345>] foo+0x1/0x2"             old arm64/x86 with raw address
+#   " __dump_stack lib/dump_stack.c:94 [inline]"   symbolized (syzkaller) inline frame
+_FRAME = re.compile(
+    r"\s*(?:\[<[0-9a-f]{1,16}>\]\s*)?(?P<unreliable>\?\s+)?(?P<name>" + SYMBOL + r")"
+    r"(?:" + OFFSET + r"(?=\s|$)|\s+\S+:\d+(?::\d+)?\s+\[inline\])"
+)
+_MARKER = re.compile(r"\s*</?(?:IRQ|TASK|NMI|SOFTIRQ|EOI|EOE|#DF|DB|MCE|VC|#[A-Z]{2})>\s*$")
+
+# Where the CPU was when the report's regs were taken.
+_ADDR = r"\s*(?:\[<[0-9a-f]+>\]\s*)?"
+_PC = re.compile(r"\s*(?:pc\s*:|PC is at|RIP: [0-9a-f]{4}:)" + _ADDR + "(" + SYMBOL + r")\+0x")
+_LR = re.compile(r"\s*(?:lr\s*:|LR is at)" + _ADDR + "(" + SYMBOL + r")\+0x")
+_SYMBOL_WITH_OFFSET = re.compile(r"(" + SYMBOL + r")(?:" + OFFSET + r")?")
+
+
+def parse_frame(body: str) -> tuple[str, bool] | None:
+    """(function name, reliable) for a call-trace line, or None if the line is not a frame."""
+    m = _FRAME.match(body)
+    if m is None:
+        return None
+    return m.group("name"), m.group("unreliable") is None
+
+
+def is_marker(body: str) -> bool:
+    """x86 stack-switch marks such as "<IRQ>" and "</TASK>"."""
+    return body.lstrip().startswith("<") and _MARKER.match(body) is not None
+
+
+def parse_pc(body: str) -> str | None:
+    m = _PC.match(body)
+    return m.group(1) if m else None
+
+
+def parse_lr(body: str) -> str | None:
+    m = _LR.match(body)
+    return m.group(1) if m else None
+
+
+def symbol_name(text: str | None) -> str | None:
+    """The function in a %pS value ("foo+0x1/0x2 [kvm]" -> "foo")."""
+    if not text:
+        return None
+    m = _SYMBOL_WITH_OFFSET.match(text)
+    return m.group(1) if m else None
+
+
+def base_name(name: str) -> str:
+    """The C function behind a compiler clone: "lock_acquire.part.0" -> "lock_acquire"."""
+    head = name.split(".", 1)[0]
+    return head or name
+
+
+# The plumbing: frames that are never the code to blame. Exact names and name patterns, grouped
+# by why they sit on top of a trace. Matching is on base_name(), so ".part.0" clones match too.
+# fmt: off
+_PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
+    # The stack dumper and report printers above every dump_stack().
+    "dump": (
+        "dump_backtrace", "show_stack", "dump_stack", "dump_stack_lvl", "__dump_stack",
+        "show_regs", "__show_regs", "show_trace_log_lvl", "show_stack_log_lvl",
+        "dump_stack_print_info", "sched_show_task", "show_one_task",
+        "nmi_cpu_backtrace", "nmi_trigger_cpumask_backtrace", "arch_trigger_cpumask_backtrace",
+        "do_handle_IPI", "ipi_handler", "ipi_cpu_backtrace", "trigger_single_cpu_backtrace",
+        r"print_\w+", r"__print_\w+", "report_bug", "__report_bug",
+        r"__pfx_\w+", "stack_trace_save", "arch_stack_walk", r"kunwind_\w+",
+    ),
+    # WARN/BUG/oops entry: the brk/ud2 trap and the fault handlers that print the oops.
+    "trap": (
+        "__warn", "warn_slowpath_fmt", "__warn_printk", "bug_handler", "call_break_hook",
+        "call_el1_break_hook", "do_el1_brk64", "reserved_fault_brk_handler",
+        "brk_handler", "do_debug_exception", "el1_dbg", "el1h_64_sync_handler", "el1h_64_sync",
+        "el1_abort", "el1_undef", "el1_bti", "el1_fpac", "el1_pc", "el1_inv",
+        "do_mem_abort", "__do_kernel_fault", "die_kernel_fault", "do_page_fault",
+        "do_translation_fault", "do_bad_area", "die", "__die", "arm64_notify_die",
+        "do_el1_undef", "do_el1_bti", "do_el1_fpac", "bug_brk_handler", "report_ubsan_failure",
+        "ubsan_brk_handler", "kasan_brk_handler", "cfi_brk_handler", "early_brk64",
+        "handle_bug", "exc_invalid_op", "asm_exc_invalid_op", "exc_page_fault",
+        "asm_exc_page_fault", "page_fault_oops", "kernelmode_fixup_or_oops",
+        "do_user_addr_fault", "handle_page_fault", "__bad_area_nosemaphore", "bad_area_nosemaphore",
+        "no_context", "do_trap", "do_error_trap", "exc_general_protection",
+        "asm_exc_general_protection", "die_addr", "oops_end", "fixup_exception",
+        r"ex_handler_\w+", "exc_int3", "asm_exc_int3", "do_int3", "do_int3_user",
+    ),
+    # Interrupt entry and timer/softirq dispatch: what let the watchdog run on top of the
+    # interrupted code.
+    "irq": (
+        r"el1h_64_irq\w*", r"el1h_64_fiq\w*", r"el1h_64_error\w*", "el1_interrupt",
+        "__el1_irq", "__el1_pnmi", "el1_irq", "el1_fiq", r"el0t_64_irq\w*", r"el0t_64_fiq\w*",
+        "el0_interrupt", "__el0_irq_handler_common", "gic_handle_irq", "__gic_handle_irq",
+        r"__gic_handle_irq_\w+", "gic_handle_nmi",
+        "handle_domain_irq", "__handle_domain_irq", r"generic_handle_\w+", "handle_irq_desc",
+        r"handle_\w*_irq", r"handle_irq_event\w*", "handle_irq", "__handle_irq_event_percpu",
+        "handle_softirqs", "__do_softirq", "____do_softirq", "do_softirq", "do_softirq_own_stack",
+        "call_on_irq_stack", "do_interrupt_handler", "irq_exit_rcu", "__irq_exit_rcu", "irq_exit",
+        "__local_bh_enable_ip", "local_bh_enable", "invoke_softirq",
+        r"arch_timer_handler_\w+", "hrtimer_interrupt", "__hrtimer_run_queues", "__run_hrtimer",
+        "hrtimer_run_queues", "watchdog_timer_fn", r"tick_\w+", "update_process_times",
+        "sched_tick", "scheduler_tick", "rcu_sched_clock_irq", "rcu_pending", "check_cpu_stall",
+        "rcu_dump_cpu_stacks", "dump_cpu_task", "account_process_tick",
+        r"asm_sysvec_\w+", r"sysvec_\w+", r"__sysvec_\w+", "apic_timer_interrupt",
+        "smp_apic_timer_interrupt", "local_apic_timer_interrupt", "asm_common_interrupt",
+        "common_interrupt", "__common_interrupt", "do_IRQ", "asm_call_irq_on_stack",
+        "run_on_irqstack_cond", "call_on_stack", "irqentry_exit", "irqentry_enter",
+        r"irqentry_\w+", "asm_exc_nmi", "exc_nmi", "default_do_nmi", "nmi_handle",
+        "perf_event_nmi_handler", "x86_pmu_handle_irq", "handle_pmi_common",
+        "armv8pmu_handle_irq", "armpmu_dispatch_irq", "__perf_event_overflow",
+        "perf_event_overflow", "watchdog_overflow_callback", "watchdog_hardlockup_check",
+        "watchdog_buddy_check_hardlockup", "watchdog_check_hardlockup",
+        "__flush_smp_call_function_queue", "generic_smp_call_function_single_interrupt",
+    ),
+    # Locking primitives and the lockdep/DEBUG_SPINLOCK machinery that printed the report: blame
+    # the code that took the lock.
+    "lock": (
+        "lock_acquire", "__lock_acquire", "lock_release", "__lock_release", "lock_acquired",
+        "lock_contended", "lock_is_held_type", "mark_lock", "mark_usage", "mark_held_locks",
+        r"mark_lock_\w+", "check_prev_add", "check_prevs_add", "check_noncircular",
+        "check_deadlock", "check_irq_usage", "check_wait_context", "check_usage_backwards",
+        "check_usage_forwards", "check_usage", "check_path", "check_redundant",
+        "check_chain_key", "check_flags", "validate_chain", "lookup_chain_cache_add",
+        "add_chain_cache", "lockdep_rcu_suspicious", r"lockdep_\w+", "debug_show_held_locks",
+        "debug_check_no_locks_held",
+        "debug_show_all_locks", r"debug_lockdep_\w+", "valid_state", "usage_match",
+        "register_lock_class", "look_up_lock_class", "hlock_class",
+        r"trace_hardirqs_\w+", "rcu_lock_acquire", "rcu_lock_release", "rcu_read_lock_held",
+        r"__?mutex_\w+", r"mutex_\w+", r"__?ww_mutex_\w+", r"__?rt_mutex_\w+",
+        r"rt_spin_\w+", r"__?down(?:_\w+)?", r"__?up(?:_\w+)?", r"__?rwsem_\w+", r"rwsem_\w+",
+        r"_raw_\w+", r"__raw_\w+", r"do_raw_\w+", r"queued_\w+", r"native_queued_\w+",
+        r"__pv_queued_\w+", r"arch_spin_\w+", r"arch_read_\w+", r"arch_write_\w+",
+        "spin_bug", "spin_dump", "rwlock_bug", "debug_spin_lock_before", "debug_spin_unlock",
+        r"percpu_\w*down_\w+", r"__percpu_\w*down_\w+",
+    ),
+    # Sleeping and waiting: blame whoever decided to wait (hung tasks) or to sleep (atomic).
+    "sched": (
+        "schedule", "__schedule", "schedule_preempt_disabled", "schedule_timeout",
+        r"schedule_\w+", r"__schedule_\w+", "schedule_debug", r"preempt_schedule\w*",
+        "__cond_resched", "_cond_resched", "io_schedule", "io_schedule_timeout", "__switch_to",
+        "context_switch", "__switch_to_asm", "do_nanosleep", "__wait_for_common",
+        "do_wait_for_common", r"wait_for_completion\w*", r"__wait_rcu_gp", "wait_rcu_gp",
+        r"synchronize_rcu\w*", r"synchronize_srcu\w*", "__synchronize_srcu",
+        "folio_wait_bit_common", "__folio_lock", r"bit_wait\w*", r"out_of_line_wait_on_\w+",
+        "__flush_work", "flush_work",
+        "__might_sleep", "___might_sleep", "__might_resched", "__might_fault", "might_fault",
+        "__cant_sleep", "__cant_migrate", "debug_smp_processor_id", "__this_cpu_preempt_check",
+        "check_preemption_disabled", "rcu_note_context_switch", "finish_task_switch",
+        r"finish_task_switch\w*", "preempt_count_add", "preempt_count_sub",
+        r"msleep\w*", r"usleep_range\w*", "ssleep", "fsleep", r"__?cond_resched\w*",
+    ),
+    # Allocation and free plumbing: kmemleak, might_alloc and "held lock freed" blame the
+    # caller of kmalloc()/kfree().
+    "alloc": (
+        r"__?kmalloc\w*", r"___?kmalloc\w*", r"kmem_cache_alloc\w*", r"__kmem_cache_\w+",
+        r"kmem_cache_free\w*", r"slab_\w+", r"__slab_\w+", r"___slab_\w+", "do_slab_free",
+        r"kvmalloc\w*", r"__kvmalloc\w*", r"kzalloc\w*", r"kcalloc\w*", r"krealloc\w*",
+        r"__?alloc_pages\w*", r"kmemleak_\w+", r"new_slab\w*", "allocate_slab",
+        "alloc_slab_page", "kfree", "kvfree", "kfree_sensitive", "free_large_kmalloc",
+        "__free_pages", "free_pages", "__free_pages_ok", "fs_reclaim_acquire",
+        "fs_reclaim_release", "might_alloc", r"__?kmemdup\w*", r"__?vmalloc\w*",
+        r"__?alloc_object\w*", "debug_check_no_locks_freed", "free_unref_page",
+        "bad_page", "free_page_is_bad", "free_page_is_bad_report", "free_pages_prepare",
+        "__folio_put", "folio_put", "put_page",
+    ),
+    # Sanitizer runtime and compiler instrumentation.
+    "sanitizer": (
+        r"__asan_\w+", r"__kasan_\w+", r"kasan_\w+", r"__hwasan_\w+", r"__msan_\w+",
+        r"kmsan_\w+", r"__kmsan_\w+", r"__tsan_\w+", r"kcsan_\w+", r"__kcsan_\w+",
+        r"__ubsan_\w+", r"ubsan_\w+", r"__sanitizer_\w+", r"kfence_\w+", r"__kfence_\w+",
+        "check_memory_region", "check_region_inline", "memcpy", "memset", "memmove",
+        "__memcpy", "__memset", "__memmove", "check_panic_on_warn",
+    ),
+    # Panic and task teardown after a fatal report.
+    "panic": (
+        "panic", "nmi_panic", "vpanic", "make_task_dead", "do_exit", "do_group_exit",
+    ),
+    # Syscall, kthread and workqueue entry at the bottom of every trace: never the culprit.
+    "entry": (
+        "invoke_syscall", "el0_svc_common", "do_el0_svc", "el0_svc", r"el0t_64_sync\w*",
+        r"el0t_32_sync\w*", "el0_da", "el0_ia", "el0_sync", "ret_to_user", "ret_from_fork",
+        "ret_from_fork_asm", "kthread", "worker_thread", "process_one_work",
+        "process_scheduled_works", "smpboot_thread_fn", "do_syscall_64", "do_syscall_x64",
+        "entry_SYSCALL_64_after_hwframe", "entry_SYSCALL_64", "syscall_exit_to_user_mode",
+        r"exit_to_user_mode\w*", "cpu_startup_entry", "do_idle", "secondary_start_kernel",
+    ),
+}
+# fmt: on
+
+_PLUMBING = re.compile("|".join(f"(?:{p})" for group in _PLUMBING_GROUPS.values() for p in group))
+
+
+def is_plumbing(name: str) -> bool:
+    return _PLUMBING.fullmatch(base_name(name)) is not None
+
+
+def first_own(names: list[str] | tuple[str, ...]) -> str | None:
+    """The first name that is the code's own (not plumbing), as a base name."""
+    for name in names:
+        if not is_plumbing(name):
+            return base_name(name)
+    return None

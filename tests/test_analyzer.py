@@ -1,0 +1,522 @@
+"""Tests for s2fault.analyzer: golden console logs, parsing details, the CLI, and robustness.
+
+Every tests/golden/*.log is a header naming the splats it must yield, a blank line, and the
+raw console; tests/golden/README.md describes the header. Adding a log is dropping a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from s2fault.analyzer import FAMILIES, Splat, analyze, analyze_file, run_cli, summary_line
+from s2fault.analyzer.catalogue import SCAN_KEYWORDS
+from s2fault.analyzer.console import decode, split_prefix
+from s2fault.analyzer.frames import first_own, is_plumbing, parse_frame, parse_pc
+from s2fault.analyzer.scanner import scan
+
+GOLDEN = Path(__file__).parent / "golden"
+KEYS = {"KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID", "FRAMES", "LINES"}
+
+
+def parse_golden(path: Path) -> tuple[list[dict[str, str]], bytes]:
+    data = path.read_bytes()
+    blank = re.search(rb"\r?\n\r?\n", data)  # a header saved with CRLF works too
+    if blank is None:
+        raise ValueError(f"{path.name}: no blank line after the header")
+    header, console = data[: blank.start()].decode("utf-8"), data[blank.end() :]
+    blocks: list[dict[str, str]] = [{}]
+    for line in header.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line == "---":
+            blocks.append({})
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"{path.name}: header line {line!r} is not KEY: value")
+        key, value = key.strip().upper(), value.strip()
+        if key == "EXPECT":
+            if value != "none":
+                raise ValueError(f"{path.name}: EXPECT takes only 'none'")
+            return [], console
+        if key not in KEYS:
+            raise ValueError(f"{path.name}: unknown header key {key}")
+        blocks[-1][key] = value
+    if not all(blocks):
+        raise ValueError(f"{path.name}: empty expectation block")
+    return blocks, console
+
+
+def _none_or(value: str) -> str | None:
+    return None if value == "none" else value
+
+
+def check(splat: Splat, want: dict[str, str]) -> list[str]:
+    """Mismatches between a splat and one expectation block."""
+    got = splat.to_dict()
+    errors = []
+    for key, value in want.items():
+        if key == "LINES":
+            start, _, end = value.partition("-")
+            actual = f"{got['lines'][0]}-{got['lines'][1]}"
+            ok = actual == f"{int(start)}-{int(end)}"
+        elif key == "FRAMES":
+            expect = [] if value == "none" else value.split()
+            actual = got["frames"][: len(expect)] if expect else got["frames"]
+            ok = actual == expect
+        elif key in ("CPU", "PID"):
+            expect_int = _none_or(value)
+            actual = got[key.lower()]
+            ok = actual == (int(expect_int) if expect_int is not None else None)
+        else:
+            actual = got[key.lower()]
+            ok = actual == _none_or(value)
+        if not ok:
+            errors.append(f"{key}: want {value!r}, got {actual!r}")
+    return errors
+
+
+GOLDEN_LOGS = sorted(GOLDEN.glob("*.log"))
+
+
+@pytest.mark.parametrize("path", GOLDEN_LOGS, ids=[p.stem for p in GOLDEN_LOGS])
+def test_golden(path: Path) -> None:
+    expected, console = parse_golden(path)
+    splats = analyze(console)
+    found = "\n".join(summary_line(s) for s in splats) or "(no splats)"
+    assert len(splats) == len(expected), f"{path.name}: found\n{found}"
+    for i, (splat, want) in enumerate(zip(splats, expected, strict=True)):
+        errors = check(splat, want)
+        assert not errors, f"{path.name} splat {i + 1} ({summary_line(splat)}): {errors}"
+
+
+def test_golden_strict_path_agrees() -> None:
+    # analyze() falls back to bare headers on an internal error; the goldens must not need it.
+    for path in GOLDEN_LOGS:
+        _, console = parse_golden(path)
+        assert scan(decode(console)) == analyze(console), path.name
+
+
+REQUIRED_KINDS = {
+    "soft_lockup",
+    "hard_lockup",
+    "rcu_stall",
+    "hung_task",
+    "workqueue_lockup",
+    "lockdep",
+    "atomic_sleep",
+    "warning",
+    "bug",
+    "oops",
+    "panic",
+    "kasan",
+    "kmsan",
+    "kcsan",
+    "kfence",
+    "ubsan",
+    "leak",
+}
+REQUIRED_SUBTYPES = {
+    "invalid_wait_context",
+    "circular",
+    "recursive",
+    "inconsistent",
+    "bad_unlock_balance",
+    "held_lock_freed",
+    "lock_held_at_exit",
+    "lock_held_returning_to_user",
+    "nested_lock_not_taken",
+    "irq_lock_inversion",
+    "suspicious_rcu",
+    "spinlock_lockup",
+    "spinlock_recursion",
+    "spinlock_bad_magic",
+    "spinlock_already_unlocked",
+    "sleeping_in_atomic",
+    "scheduling_while_atomic",
+    "smp_processor_id_preemptible",
+    "this_cpu_preemptible",
+}
+
+
+def test_goldens_cover_the_catalogue() -> None:
+    kinds, subtypes, clean = set(), set(), 0
+    for path in GOLDEN_LOGS:
+        expected, _ = parse_golden(path)
+        clean += not expected
+        kinds |= {b["KIND"] for b in expected if "KIND" in b}
+        subtypes |= {b["SUBTYPE"] for b in expected if "SUBTYPE" in b}
+    assert len(GOLDEN_LOGS) >= 40
+    assert clean >= 2
+    assert REQUIRED_KINDS <= kinds, REQUIRED_KINDS - kinds
+    assert REQUIRED_SUBTYPES <= subtypes, REQUIRED_SUBTYPES - subtypes
+
+
+def test_every_row_is_reachable_by_the_scan() -> None:
+    # Only lines holding a scan keyword are tried against the rows, so every header regex must
+    # require one literally.
+    for family in FAMILIES:
+        pattern = family.header.pattern
+        assert any(re.escape(k) in pattern or k in pattern for k in SCAN_KEYWORDS), pattern
+
+
+# --- console and frame parsing ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw,caller,body",
+    [
+        ("[   12.345678] foo", None, "foo"),
+        ("[   12.345678][   T41] foo", "T41", "foo"),
+        ("[   12.345678] [    C1] foo", "C1", "foo"),
+        ("<4>[    1.000000] foo", None, "foo"),
+        ("[  T1] foo", "T1", "foo"),
+        ("foo [1.0] bar", None, "foo [1.0] bar"),
+        ("[   12.345678]  icache_inval_pou+0x18/0x58", None, " icache_inval_pou+0x18/0x58"),
+    ],
+)
+def test_console_prefix(raw: str, caller: str | None, body: str) -> None:
+    assert split_prefix(raw) == (caller, body)
+
+
+def test_line_ends_keep_line_numbers() -> None:
+    assert decode(b"a\r\nb\r\r\nc\n\rd\re") == "a\nb\nc\nd\ne"
+    assert decode(b"\xff\xfe ok") == "\ufffd\ufffd ok"
+
+
+@pytest.mark.parametrize(
+    "line,name,reliable",
+    [
+        (" icache_inval_pou+0x18/0x58", "icache_inval_pou", True),
+        (" kvm_pgtable_walk+0x1a0/0x2b0 [kvm]", "kvm_pgtable_walk", True),
+        (" kvm_vcpu_ioctl+0x2a1/0x8f0 [kvm 4f2b0a1c9e]", "kvm_vcpu_ioctl", True),
+        (" ? foo+0x1/0x2", "foo", False),
+        (" foo+0x1/0x2 (P)", "foo", True),
+        ("[<ffff800080012345>] el1_irq+0xb8/0x130", "el1_irq", True),
+        (" el0_svc_common.constprop.0+0x48/0xf0", "el0_svc_common.constprop.0", True),
+        (" __dump_stack lib/dump_stack.c:94 [inline]", "__dump_stack", True),
+        ("kmemleak:     add_fault_range+0x44/0x120"[9:], "add_fault_range", True),
+    ],
+)
+def test_frame_spellings(line: str, name: str, reliable: bool) -> None:
+    assert parse_frame(line) == (name, reliable)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "pc : icache_inval_pou+0x18/0x58",
+        " #0: ffff0000c2b1c0b8 (&kvm->mmu_lock){++++}-{2:2}, at: user_mem_abort+0x4a8/0x9f8",
+        "x29: ffff800082b3b8f0 x28: ffff0000c1a4e000 x27: 0000000000000000",
+        "RIP: 0010:foo+0x1/0x2",
+        "Call trace:",
+        "",
+    ],
+)
+def test_not_frames(line: str) -> None:
+    assert parse_frame(line) is None
+
+
+def test_pc_spellings() -> None:
+    assert parse_pc("pc : icache_inval_pou+0x18/0x58") == "icache_inval_pou"
+    assert parse_pc("PC is at icache_inval_pou+0x18/0x58") == "icache_inval_pou"
+    assert parse_pc("RIP: 0010:kvm_mmu_page_fault+0x2a/0x400 [kvm]") == "kvm_mmu_page_fault"
+    assert parse_pc("RIP: 0033:0x7f2c5d51a94f") is None
+
+
+def test_plumbing() -> None:
+    for name in (
+        "el1h_64_irq",
+        "handle_softirqs",
+        "lock_acquire.part.0",
+        "mutex_lock_nested",
+        "_raw_spin_lock_irqsave",
+        "__might_resched",
+        "__kmalloc_cache_noprof",
+        "asm_sysvec_apic_timer_interrupt",
+        "arch_timer_handler_virt",
+        "dump_stack_lvl",
+        "print_usage_bug.part.0",
+        "__pfx_watchdog_timer_fn",
+        "tick_nohz_handler",
+    ):
+        assert is_plumbing(name), name
+    for name in (
+        "icache_inval_pou",
+        "stage2_attr_walker",
+        "add_fault_range",
+        "user_mem_abort",
+        "kvm_handle_guest_abort",
+        "handle_exit",
+        "check_vcpu_requests",
+        "update_vmid",
+    ):
+        assert not is_plumbing(name), name
+    assert first_own(["el1h_64_irq", "icache_inval_pou.cold"]) == "icache_inval_pou"
+
+
+# --- behaviour on small hand-made consoles -------------------------------------------------------
+
+SOFT = """\
+watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [kworker/1:1:25]
+pc : icache_inval_pou+0x18/0x58
+Call trace:
+ icache_inval_pou+0x18/0x58
+ stage2_attr_walker+0x12c/0x1a0
+"""
+
+
+def test_task_with_colons_and_slashes() -> None:
+    (splat,) = analyze(SOFT)
+    assert (splat.task, splat.pid, splat.cpu) == ("kworker/1:1", 25, 1)
+    assert splat.frames == ("icache_inval_pou", "stage2_attr_walker")
+
+
+def test_header_glued_after_user_output() -> None:
+    # User space and printk share the serial line; a header can start mid-line.
+    text = "vcpu 3: fault latwatchdog: BUG: soft lockup - CPU#1 stuck for 22s! [vmm:41]\n"
+    (splat,) = analyze(text)
+    assert splat.kind == "soft_lockup" and splat.task == "vmm"
+
+
+def test_str_and_bytes_agree() -> None:
+    assert analyze(SOFT) == analyze(SOFT.encode())
+
+
+def test_to_dict_is_json_ready() -> None:
+    (splat,) = analyze(SOFT)
+    doc = json.loads(json.dumps(splat.to_dict()))
+    assert doc == {
+        "kind": "soft_lockup",
+        "subtype": None,
+        "title": "soft lockup in icache_inval_pou",
+        "function": "icache_inval_pou",
+        "frames": ["icache_inval_pou", "stage2_attr_walker"],
+        "cpu": 1,
+        "task": "kworker/1:1",
+        "pid": 25,
+        "lines": [1, 5],
+    }
+
+
+def test_summary_line() -> None:
+    (splat,) = analyze(SOFT)
+    assert summary_line(splat) == (
+        "L1-5 soft_lockup CPU#1 kworker/1:1: soft lockup in icache_inval_pou"
+    )
+
+
+def test_empty_and_clean() -> None:
+    assert analyze("") == []
+    assert analyze(b"") == []
+    assert analyze("just a line without newline") == []
+
+
+def test_a_distant_panic_is_its_own_splat() -> None:
+    filler = "".join(f"line {i}\n" for i in range(100))
+    text = SOFT + filler + "Kernel panic - not syncing: VFS: Unable to mount root fs\n"
+    kinds = [s.kind for s in analyze(text)]
+    assert kinds == ["soft_lockup", "panic"]
+
+
+def test_a_consequence_panic_joins_its_report_from_afar() -> None:
+    filler = "".join(f"line {i}\n" for i in range(100))
+    text = SOFT + filler + "Kernel panic - not syncing: softlockup: hung tasks\n"
+    (splat,) = analyze(text)
+    assert splat.end_line == 106
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_text(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text(SOFT)
+    clean = tmp_path / "clean.log"
+    clean.write_text("nothing here\n")
+    out = io.StringIO()
+    assert run_cli([str(log), str(clean)], as_json=False, out=out) == 0
+    assert out.getvalue().splitlines() == [
+        f"{log}:",
+        "  L1-5 soft_lockup CPU#1 kworker/1:1: soft lockup in icache_inval_pou",
+        f"{clean}:",
+        "  no splats",
+    ]
+
+
+def test_cli_json_one_and_many(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text(SOFT)
+    out = io.StringIO()
+    assert run_cli([str(log)], as_json=True, out=out) == 0
+    doc = json.loads(out.getvalue())
+    assert doc["log"] == str(log) and doc["splats"][0]["function"] == "icache_inval_pou"
+    out = io.StringIO()
+    assert run_cli([str(log), str(log)], as_json=True, out=out) == 0
+    docs = json.loads(out.getvalue())
+    assert isinstance(docs, list) and len(docs) == 2
+
+
+def test_cli_unreadable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.log"
+    out = io.StringIO()
+    assert run_cli([str(missing)], as_json=True, out=out) == 2
+    assert out.getvalue() == ""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0]
+
+
+def test_analyze_file_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stdin:
+        buffer = io.BytesIO(SOFT.encode())
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    assert [s.kind for s in analyze_file("-")] == ["soft_lockup"]
+
+
+# --- robustness ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def hang_guard(seconds: int) -> Iterator[None]:
+    """Fail instead of hanging CI if the analyzer ever goes quadratic (Unix main thread only)."""
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"analysis took more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# No example database: the runs leave nothing in the work tree and always start fresh.
+FUZZ = settings(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _valid(splats: list[Splat], text: str | bytes) -> None:
+    lines = decode(text).count("\n") + 1
+    last = 0
+    for s in splats:
+        assert 1 <= s.start_line <= s.end_line <= lines
+        assert s.start_line >= last  # in order of appearance
+        last = s.start_line
+        assert "\n" not in s.title and s.title
+        json.dumps(s.to_dict())
+
+
+@settings(FUZZ, max_examples=300)
+@given(st.binary(max_size=4096))
+def test_arbitrary_bytes(data: bytes) -> None:
+    _valid(scan(decode(data)), data)
+
+
+KEYWORD_SOUP = st.lists(
+    st.sampled_from(
+        list(SCAN_KEYWORDS)
+        + [f.needle for f in FAMILIES]
+        + [
+            "Call trace:",
+            " foo+0x1/0x2",
+            "\n",
+            "\r",
+            " ",
+            ":",
+            "[  1.0] ",
+            "[  T1] ",
+            "[#1]",
+            "---[ end trace",
+            "=====",
+            "stack backtrace:",
+            " #0: x (y){....}-{1:1}, at: z+0x1/0x2",
+            "CPU: 1 PID: 2 Comm: x Not tainted",
+            "pc : a+0x1/0x2",
+            "kmemleak: ",
+            "0000",
+        ]
+    ),
+    max_size=200,
+).map("".join)
+
+
+@settings(FUZZ, max_examples=300)
+@given(KEYWORD_SOUP)
+def test_keyword_soup(text: str) -> None:
+    _valid(scan(decode(text)), text)
+
+
+def _mutate(data: bytes, rnd: random.Random) -> bytes:
+    lines = data.split(b"\n")
+    for _ in range(rnd.randint(1, 12)):
+        op = rnd.randrange(6)
+        i = rnd.randrange(len(lines))
+        if op == 0:
+            del lines[i]
+        elif op == 1:
+            lines.insert(i, lines[rnd.randrange(len(lines))])
+        elif op == 2 and lines[i]:
+            j = rnd.randrange(len(lines[i]))
+            lines[i] = lines[i][:j] + bytes([rnd.randrange(256)]) + lines[i][j + 1 :]
+        elif op == 3:
+            lines[i] = lines[i][: rnd.randrange(len(lines[i]) + 1)]
+        elif op == 4:
+            lines = lines[: i + 1]
+        else:
+            lines[i] = lines[i] + b"\r"
+        if not lines:
+            lines = [b""]
+    return b"\n".join(lines)
+
+
+@settings(FUZZ, max_examples=200)
+@given(st.sampled_from(GOLDEN_LOGS), st.integers(min_value=0, max_value=2**32))
+def test_mutated_goldens(path: Path, seed: int) -> None:
+    _, console = parse_golden(path)
+    mutated = _mutate(console, random.Random(seed))
+    _valid(scan(decode(mutated)), mutated)
+
+
+def test_pathological_inputs_stay_linear() -> None:
+    frame_storm = "Call trace:\n" + " f+0x1/0x2\n" * 200_000
+    cases = [
+        "BUG" * 300_000,  # one huge line full of keywords
+        "BUG: soft lockup - CPU#1 stuck for 1s! [" + "a:" * 100_000 + "\n",
+        ("watchdog: BUG: soft lockup - CPU#1 stuck for 1s! [x:1]\n" + frame_storm) * 2,
+        "WARNING: possible circular locking dependency detected\n" * 50_000,
+        ("[" * 50_000 + "\n") * 20,
+        "Kernel panic - not syncing: " + "x" * 1_000_000,
+        "unreferenced object 0x1 (size 8):\n" + "kmemleak: " * 100_000,
+        "\r" * 500_000 + "\n" * 500_000,
+        " #0: " + "(" * 100_000 + ", at: " * 10_000 + "\n",
+        "INFO: task " + "x:" * 200_000 + "1 blocked for more than 1 seconds.\n",
+        "BUG: spinlock recursion on CPU#1, " + "a/" * 200_000 + "1\n",
+        # Long hostile lines inside reports whose rows run per-line regexes.
+        "WARNING: bad unlock balance detected!\n" + ("a/" * 1000 + "\n") * 3000,
+        "BUG: KASAN: wild-memory-access\n" + ("Read by task " * 150 + "\n") * 3000,
+        "unreferenced object 0x1 (size 8):\n" + ('comm "' * 300 + "\n") * 60,
+        "BUG: sleeping function called from invalid context at x:1\n"
+        + ("in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 1, name: " * 30 + "\n") * 3000,
+    ]
+    with hang_guard(60):
+        for text in cases:
+            _valid(analyze(text), text)
