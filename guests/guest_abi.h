@@ -8,7 +8,7 @@
 #define S2FAULT_GUEST_ABI_H
 
 /*
- * Registers set by the VMM before the first KVM_RUN:
+ * Registers set by the VMM before the first KVM_RUN of each round:
  *   x0 vCPU index, x1 IPA of the huge block, x2 MMIO base,
  *   x3 offset of this vCPU's data slot inside the block.
  */

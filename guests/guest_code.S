@@ -29,6 +29,7 @@ guest_code_start:
 	str	x19, [x2, #MMIO_T0]
 	str	x9, [x2, #MMIO_T1]
 	str	x0, [x2, #MMIO_VALUE]
+	/* The VMM resets PC and registers here for its next round. */
 	str	x0, [x2, #MMIO_DONE]
 1:	wfi
 	b	1b

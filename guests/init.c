@@ -1,16 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * init: PID 1 of the s2fault guest image. Mounts the pseudo filesystems,
- * reports the preconditions (S2FAULT-INIT), arms the soft-lockup detector
- * when asked (dilated runs boot with nosoftlockup), runs /bin/s2fault-vmm,
- * reports what is left afterwards (S2FAULT-POST) and powers off.
+ * reports the preconditions (S2FAULT-INIT), runs /bin/s2fault-vmm, reports
+ * what is left afterwards (S2FAULT-POST) and powers off.
  *
  * Kernel command line:
  *   s2fault.vcpus=N            vCPUs for the VMM (default 8)
+ *   s2fault.rounds=K           rounds per VMM run (default 1): one VM, the
+ *                              faults provoked K times; round 0 is a
+ *                              warm-up, the rest independent samples, each
+ *                              checked for coherence (see vmm.c)
  *   s2fault.timeout=S          VMM wall timeout in seconds (default 60)
- *   s2fault.repeat=N           run the VMM N times (default 1)
- *   s2fault.watchdog_thresh=N  if non-zero, set watchdog_thresh to N and
- *                              enable soft_watchdog before the workload
+ *   s2fault.repeat=N           run the VMM N times (default 1), each in a
+ *                              new VM
+ *   s2fault.watchdog_thresh=N  if non-zero, the VMM sets watchdog_thresh to
+ *                              N and enables soft_watchdog once its setup is
+ *                              done, just before the first exec faults
+ *                              (dilated runs boot with nosoftlockup: armed
+ *                              any earlier, the detector reports the slow
+ *                              setup and unrelated tasks)
  *
  * PID 1 must never exit (the kernel panics), so every path ends in
  * power_off().
@@ -40,6 +48,7 @@
 
 struct params {
 	unsigned int vcpus;
+	unsigned int rounds;
 	unsigned int timeout;
 	unsigned int repeat;
 	unsigned int watchdog_thresh;
@@ -147,19 +156,6 @@ static ssize_t read_file(const char *path, char *buf, size_t size)
 	return n;
 }
 
-static bool write_file(const char *path, const char *val)
-{
-	ssize_t n, len = strlen(val);
-	int fd;
-
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = write(fd, val, len);
-	close(fd);
-	return n == len;
-}
-
 static unsigned int cmdline_uint(const char *cmdline, const char *key,
 				 unsigned int def)
 {
@@ -188,12 +184,13 @@ static void parse_cmdline(struct params *p)
 	if (read_file("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
 		fatal("read /proc/cmdline: %s", strerror(errno));
 	p->vcpus = cmdline_uint(cmdline, "s2fault.vcpus", 8);
+	p->rounds = cmdline_uint(cmdline, "s2fault.rounds", 1);
 	p->timeout = cmdline_uint(cmdline, "s2fault.timeout", 60);
 	p->repeat = cmdline_uint(cmdline, "s2fault.repeat", 1);
 	p->watchdog_thresh = cmdline_uint(cmdline, "s2fault.watchdog_thresh",
 					  0);
-	if (!p->vcpus || !p->timeout)
-		fatal("s2fault.vcpus and s2fault.timeout must be positive");
+	if (!p->vcpus || !p->rounds || !p->timeout)
+		fatal("s2fault.vcpus, s2fault.rounds and s2fault.timeout must be positive");
 }
 
 /*
@@ -237,32 +234,19 @@ static void report_init(void)
 	     access("/dev/kvm", F_OK) ? "false" : "true");
 }
 
-/* Dilated runs boot with nosoftlockup; arm the detector only now. */
-static void arm_watchdog(unsigned int thresh)
-{
-	char val[16];
-
-	if (!thresh)
-		return;
-	snprintf(val, sizeof(val), "%u", thresh);
-	if (!write_file("/proc/sys/kernel/watchdog_thresh", val))
-		fatal("write %s to /proc/sys/kernel/watchdog_thresh: %s", val,
-		      strerror(errno));
-	if (!write_file("/proc/sys/kernel/soft_watchdog", "1"))
-		fatal("write 1 to /proc/sys/kernel/soft_watchdog: %s",
-		      strerror(errno));
-}
-
 static pid_t start_vmm(const struct params *p)
 {
-	char vcpus[16], timeout[16];
-	char *argv[] = { VMM_PATH, "--vcpus", vcpus, "--timeout", timeout,
+	char vcpus[16], rounds[16], timeout[16], watchdog[16];
+	char *argv[] = { VMM_PATH, "--vcpus", vcpus, "--rounds", rounds,
+			 "--timeout", timeout, "--arm-watchdog", watchdog,
 			 NULL };
 	sigset_t none;
 	pid_t pid;
 
 	snprintf(vcpus, sizeof(vcpus), "%u", p->vcpus);
+	snprintf(rounds, sizeof(rounds), "%u", p->rounds);
 	snprintf(timeout, sizeof(timeout), "%u", p->timeout);
+	snprintf(watchdog, sizeof(watchdog), "%u", p->watchdog_thresh);
 	pid = fork();
 	if (pid < 0)
 		fatal("fork: %s", strerror(errno));
@@ -318,7 +302,7 @@ static void report_post(int vmm_exit, unsigned int run)
 	json_field(free, sizeof(free), "/proc/meminfo", "HugePages_Free:");
 	json_field(locks, sizeof(locks), "/proc/lockdep_stats",
 		   " debug_locks:");
-	/* Read back, so a dilated run can show its detector was armed. */
+	/* Read back, so a dilated run can show the VMM armed the detector. */
 	json_field(thresh, sizeof(thresh), "/proc/sys/kernel/watchdog_thresh",
 		   "");
 	json_field(soft, sizeof(soft), "/proc/sys/kernel/soft_watchdog", "");
@@ -341,7 +325,6 @@ int main(void)
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
-	arm_watchdog(p.watchdog_thresh);
 	for (run = 1; run <= p.repeat; run++)
 		report_post(wait_vmm(start_vmm(&p), p.timeout), run);
 	emit("S2FAULT-DONE");

@@ -1,15 +1,22 @@
-"""Reports of a matrix run: JSON (the source of truth), JUnit XML and TAP.
+"""Reports of a matrix run: JSON (the source of truth), JUnit XML, TAP and HTML.
 
 Every report is written to a temporary name and renamed, so a reader never
-sees half a file.
+sees half a file. `s2fault report RESULTS_DIR` (report_main) writes all of them
+from a results directory's check.json, merging per-cell CI results first.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import math
 import os
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib.parse import quote
+
+from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, InputError, S2Error
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -72,3 +79,384 @@ def write_tap(rows: list[dict], path: Path) -> None:
             lines += ["  ---", f"  declared: {row['declared']['summary']!r}",
                       f"  observed: {row['observed']!r}", f"  why: {row['why']!r}", "  ..."]
     _atomic_write(path, "\n".join(lines) + "\n")
+
+
+# --- The HTML report -------------------------------------------------------------
+#
+# One self-contained file (inline CSS and SVG, no script, no network) so it opens
+# from a CI artifact or a mail attachment. The latency plot is an SVG written here:
+# a log-scale bar per cell needs a few dozen lines, where matplotlib would add a
+# heavy dependency (and a raster or an SVG full of font paths) for the same picture.
+
+_RESULT = {"ok": "ok", "mismatch": "MISMATCH", "error": "COULD NOT JUDGE"}
+_COLOUR = {"ok": "#2e7d32", "mismatch": "#c62828", "error": "#757575"}
+_MODE_ORDER = ("functional", "dilated")
+_PANEL_TITLE = {
+    "functional": "functional: TCG at full speed, exec-fault latency from the guest's "
+                  "virtual counter",
+    "dilated": "dilated: a MODEL, not hardware (time dilation, -icount: a slow CPU); "
+               "guest time",
+}
+_MODEL_NOTE = ("Dilated cells run QEMU with -icount time dilation: every guest instruction "
+               "costs a fixed slice of guest time, which models a slow CPU. Their latencies "
+               "are guest time under that model, not measurements of real hardware.")
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1250px; }
+h1 { font-size: 1.4em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin-top: 1.5em; }
+table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 6px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+td.result { font-weight: bold; white-space: nowrap; }
+tr.ok td.result { color: #2e7d32; }
+tr.mismatch td.result { color: #c62828; }
+tr.error td.result { color: #616161; }
+.summary { font-size: 1.1em; font-weight: bold; }
+.summary.ok { color: #2e7d32; } .summary.mismatch { color: #c62828; }
+.summary.error { color: #616161; }
+.model { background: #fff3cd; border: 1px solid #e0c36b; padding: 0.5em; }
+.badge { font-size: 0.8em; background: #fff3cd; border: 1px solid #e0c36b; padding: 0 3px; }
+dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; }
+dl.meta dt { font-weight: bold; } dl.meta dd { margin: 0; }
+code { font-size: 0.95em; }
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _locate(path: str | None, results_dir: Path) -> Path | None:
+    """Where an artifact is now. Results copied off a CI runner keep their layout
+    below the results directory but not their absolute paths, so when the recorded
+    path is gone, try its tails below `results_dir`."""
+    if not path:
+        return None
+    p = Path(path)
+    if p.exists():
+        return p.resolve()
+    parts = p.parts[1:] if p.is_absolute() else p.parts
+    for i in range(len(parts)):
+        candidate = results_dir.joinpath(*parts[i:])
+        if candidate.exists():
+            return candidate.resolve()
+    return None
+
+
+def _href(target: Path, html_dir: Path) -> str:
+    """Relative when the artifact lives beside the report, so a moved or downloaded
+    results tree keeps its links; a file: URI otherwise."""
+    try:
+        rel = target.relative_to(html_dir.resolve())
+    except ValueError:
+        return target.as_uri()
+    return quote(rel.as_posix())
+
+
+def _log_links(row: dict, html_dir: Path) -> str:
+    arts = row.get("artifacts") or {}
+    run_dir = arts.get("dir")
+    wanted = [
+        ("console", arts.get("console_log")),
+        ("qmp", arts.get("qmp_log")),
+        ("result.json", str(Path(run_dir) / "result.json") if run_dir else None),
+        ("kernel .config", arts.get("config") or (row.get("build") or {}).get("config")),
+    ]
+    links = []
+    for label, path in wanted:
+        where = _locate(path, html_dir)
+        if where is not None:
+            links.append(f'<a href="{_esc(_href(where, html_dir))}">{_esc(label)}</a>')
+        elif path:
+            links.append(f'<span title="{_esc(path)}">{_esc(label)} (missing)</span>')
+    return " | ".join(links) or "&mdash;"
+
+
+def _latency(row: dict) -> tuple[float | None, list[float]]:
+    ms = (row.get("workload") or {}).get("exec_fault_ms") or {}
+    rounds = [float(x) for x in ms.get("per_round_max") or [] if x is not None]
+    value = ms.get("max")
+    return (float(value) if value is not None else None), rounds
+
+
+def _fmt_ms(ms: float) -> str:
+    if ms >= 1000:
+        return f"{ms / 1000:.3g} s"
+    return f"{ms:.3g} ms"
+
+
+def _is_dilated(row: dict) -> bool:
+    prof = row.get("profile") or {}
+    if prof:
+        return prof.get("icount_shift") is not None
+    return row.get("mode") == "dilated"
+
+
+def _panels(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    modes = sorted({r["mode"] for r in rows},
+                   key=lambda m: (_MODE_ORDER.index(m) if m in _MODE_ORDER else 99, m))
+    return [(m, [r for r in rows if r["mode"] == m]) for m in modes]
+
+
+def latency_svg(rows: list[dict]) -> str:
+    """The exec-fault latency of every cell that measured one: a bar per cell (the
+    median over rounds of the per-round max, as judged), a dot per round, one
+    log-scale panel per mode (functional and dilated latencies are decades apart)."""
+    measured = [r for r in rows if _latency(r)[0] is not None]
+    width, left, right = 1000, 230, 110
+    bar_h, gap, head, axis_h = 18, 8, 40, 34
+    plot_w = width - left - right
+    parts: list[str] = []
+    y = 8
+    for mode, cells in _panels(measured):
+        values = [v for r in cells for v in [_latency(r)[0], *_latency(r)[1]] if v]
+        lo = math.floor(math.log10(max(min(values), 1e-3)))
+        hi = math.ceil(math.log10(max(max(values), 1e-3)))
+        hi = hi if hi > lo else lo + 1
+
+        def x_of(ms: float, lo=lo, hi=hi) -> float:
+            return left + (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_w
+
+        dilated = any(_is_dilated(r) for r in cells)
+        title = _PANEL_TITLE.get(mode, mode)
+        panel_h = head + len(cells) * (bar_h + gap) + axis_h
+        parts.append(f'<g class="panel" data-mode="{_esc(mode)}">')
+        parts.append(f'<text x="{left}" y="{y + 16}" class="panel-title">{_esc(title)}</text>')
+        if dilated:
+            parts.append(f'<text x="{left}" y="{y + 32}" class="model-note">'
+                         "model (time dilation): guest time under -icount, not a hardware "
+                         "measurement</text>")
+        top = y + head
+        bottom = top + len(cells) * (bar_h + gap)
+        for k in range(lo, hi + 1):
+            gx = x_of(10.0 ** k)
+            parts.append(f'<line x1="{gx:.1f}" y1="{top - 4}" x2="{gx:.1f}" y2="{bottom}" '
+                         'class="grid"/>')
+            parts.append(f'<text x="{gx:.1f}" y="{bottom + 14}" class="tick">'
+                         f"{_esc(_fmt_ms(10.0 ** k))}</text>")
+        parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{bottom + 30}" class="axis">'
+                     "exec-fault latency, log scale"
+                     + (" (guest time, model)" if dilated else "") + "</text>")
+        for i, row in enumerate(cells):
+            value, rounds = _latency(row)
+            assert value is not None
+            status = _status(row)
+            by = top + i * (bar_h + gap)
+            x0, x1 = left, x_of(value)
+            label = f"{row['variant']}"
+            parts.append(f'<text x="{left - 8}" y="{by + bar_h - 4}" class="label">'
+                         f"{_esc(label)}</text>")
+            tip = (f"{row['variant']}/{row['mode']}: {_fmt_ms(value)} (median over rounds of "
+                   f"the per-round max); rounds: {', '.join(_fmt_ms(v) for v in rounds)}; "
+                   f"result: {_RESULT[status]}" + ("; model (time dilation)" if dilated else ""))
+            fill = f' fill="{_COLOUR[status]}"'
+            parts.append(
+                f'<rect class="bar" x="{x0}" y="{by}" width="{max(x1 - x0, 1):.1f}" '
+                f'height="{bar_h}"{fill} data-variant="{_esc(row["variant"])}" '
+                f'data-mode="{_esc(row["mode"])}" data-ms="{value:g}">'
+                f"<title>{_esc(tip)}</title></rect>"
+            )
+            if _is_dilated(row):
+                parts.append(f'<rect x="{x0}" y="{by}" width="{max(x1 - x0, 1):.1f}" '
+                             f'height="{bar_h}" fill="url(#model-hatch)"/>')
+            for v in rounds:
+                parts.append(f'<circle class="round" cx="{x_of(v):.1f}" '
+                             f'cy="{by + bar_h / 2}" r="3"><title>{_esc(_fmt_ms(v))}</title>'
+                             "</circle>")
+            parts.append(f'<text x="{x1 + 6:.1f}" y="{by + bar_h - 4}" class="value">'
+                         f"{_esc(_fmt_ms(value))}</text>")
+        parts.append("</g>")
+        y += panel_h + 16
+    height = max(y, 60)
+    if not measured:
+        parts.append('<text x="10" y="30" class="panel-title">no cell measured an exec-fault '
+                     "latency</text>")
+    style = (
+        "<style>.panel-title{font:bold 13px sans-serif}.model-note{font:12px sans-serif;"
+        "fill:#8a6d00}.label{font:12px sans-serif;text-anchor:end}.value,.tick{font:11px "
+        "sans-serif}.tick{text-anchor:middle;fill:#555}.axis{font:12px sans-serif;"
+        "text-anchor:middle;fill:#333}.grid{stroke:#ddd}.round{fill:#111;fill-opacity:.75}"
+        "</style>"
+    )
+    defs = ('<defs><pattern id="model-hatch" width="6" height="6" '
+            'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
+            '<line x1="0" y1="0" x2="0" y2="6" stroke="#fff" stroke-width="2" '
+            'stroke-opacity=".6"/></pattern></defs>')
+    return (
+        f'<svg id="latency-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        'aria-label="exec-fault latency per variant and mode">'
+        f"{style}{defs}{''.join(parts)}</svg>"
+    )
+
+
+def exit_code_of(rows: list[dict]) -> int:
+    """The exit-code contract over report rows: 1 a mismatch, 2 a cell not judged."""
+    statuses = {_status(r) for r in rows}
+    if "mismatch" in statuses:
+        return EXIT_FAIL
+    if "error" in statuses or not rows:
+        return EXIT_ERROR
+    return EXIT_PASS
+
+
+def _summary(rows: list[dict]) -> tuple[str, str]:
+    code = exit_code_of(rows)
+    n_ok = sum(_status(r) == "ok" for r in rows)
+    word = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_ERROR: "COULD NOT JUDGE"}[code]
+    css = {EXIT_PASS: "ok", EXIT_FAIL: "mismatch", EXIT_ERROR: "error"}[code]
+    return css, f"{word}: {n_ok}/{len(rows)} cells show what their variant declares"
+
+
+def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
+    meta = meta or {}
+    css, summary = _summary(rows)
+    table = []
+    for row in rows:
+        status = _status(row)
+        result = _RESULT[status] + (" (flaky)" if row.get("flaky") else "")
+        mode = _esc(row["mode"])
+        if _is_dilated(row):
+            mode += ' <span class="badge" title="time dilation: a model, not hardware">model</span>'
+        reason = row.get("why") or row.get("reason") or ""
+        runs = row.get("runs", 1)
+        table.append(
+            f'<tr class="{status}"><td>{_esc(row["variant"])}</td><td>{mode}</td>'
+            f'<td>{_esc(row["declared"]["summary"])}</td><td>{_esc(row["observed"])}'
+            + (f" <small>({runs} runs)</small>" if runs and runs > 1 else "")
+            + f'</td><td class="result">{_esc(result)}</td><td>{_esc(reason)}</td>'
+            f"<td>{_log_links(row, html_dir)}</td></tr>"
+        )
+    meta_html = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_meta_value(v))}</dd>"
+                        for k, v in meta.items() if v not in (None, "", [], {}))
+    missing = [f"{r['variant']}/{r['mode']}" for r in rows if _latency(r)[0] is None]
+    no_latency = (f"<p>No latency measured: {_esc(', '.join(missing))}.</p>" if missing else "")
+    model = (f'<p class="model">{_esc(_MODEL_NOTE)}</p>'
+             if any(_is_dilated(r) for r in rows) else "")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>s2fault: {_esc(summary)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>s2fault: KVM arm64 stage-2 exec-fault matrix</h1>
+<p class="summary {css}">{_esc(summary)}</p>
+<dl class="meta">{meta_html}</dl>
+<h2>Verdicts</h2>
+<table id="verdicts">
+<thead><tr><th>variant</th><th>mode</th><th>declared</th><th>observed</th><th>result</th>
+<th>reason</th><th>logs</th></tr></thead>
+<tbody>
+{chr(10).join(table)}
+</tbody>
+</table>
+<h2>Exec-fault latency</h2>
+<p>Bar: the latency the verdict used (the median over measured rounds of the slowest
+vCPU's exec fault). Dots: the slowest vCPU of each round. Colour: the cell's result
+(green ok, red mismatch, grey could not judge); hatched: time dilation (a model).</p>
+{model}
+{latency_svg(rows)}
+{no_latency}
+</body>
+</html>
+"""
+
+
+def _meta_value(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def write_html(rows: list[dict], path: Path, meta: dict | None = None) -> None:
+    path = Path(path)
+    _atomic_write(path, render_html(rows, meta, path.parent.resolve()))
+
+
+# --- A results directory ---------------------------------------------------------
+
+
+def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
+    """(rows, meta, merged) of a results directory.
+
+    Its own check.json when there is one; otherwise the check.json of each
+    sub-directory (CI runs one cell per job and downloads each job's results below
+    one directory), merged. A job for a variant with a latency expectation also ran
+    its reference variant: that reference row is kept only when no job ran the
+    reference for its own sake."""
+    own = results_dir / "check.json"
+    if own.is_file():
+        rows, meta = load_json(own)
+        return rows, meta, False
+    parts = sorted(results_dir.glob("*/check.json"))
+    if not parts:
+        raise InputError(
+            f"no check.json in {results_dir} nor in its sub-directories "
+            f"(run `s2fault check --results {results_dir}` first)"
+        )
+    chosen: dict[tuple, tuple[bool, dict]] = {}
+    meta: dict = {"merged_from": []}
+    for part in parts:
+        rows, part_meta = load_json(part)
+        meta["merged_from"].append(part.parent.name)
+        for key in ("variants", "modes"):
+            for value in part_meta.get(key) or []:
+                meta.setdefault(key, [])
+                if value not in meta[key]:
+                    meta[key].append(value)
+        for key in ("vcpus", "pages", "repeat"):
+            if part_meta.get(key) is not None:
+                meta.setdefault(key, set()).add(str(part_meta[key]))
+        asked = part_meta.get("variants")
+        for row in rows:
+            cell = (row["variant"], row["mode"], str(part_meta.get("vcpus")),
+                    str(part_meta.get("pages")))
+            is_own = not asked or row["variant"] in asked
+            if cell not in chosen or (is_own and not chosen[cell][0]):
+                chosen[cell] = (is_own, row)
+    for key in ("vcpus", "pages", "repeat"):
+        if isinstance(meta.get(key), set):
+            meta[key] = sorted(meta[key])
+    return [row for _, row in chosen.values()], meta, True
+
+
+def write_all(results_dir: Path | str) -> list[Path]:
+    """Every report of a results directory: check.json (kept as it is, or merged
+    from sub-directories), junit.xml, check.tap and report.html."""
+    results_dir = Path(results_dir)
+    rows, meta, merged = collect(results_dir)
+    written = []
+    if merged:
+        write_json(rows, results_dir / "check.json", meta)
+        written.append(results_dir / "check.json")
+    write_junit(rows, results_dir / "junit.xml")
+    write_tap(rows, results_dir / "check.tap")
+    write_html(rows, results_dir / "report.html", meta)
+    written += [results_dir / "junit.xml", results_dir / "check.tap",
+                results_dir / "report.html"]
+    return written
+
+
+def report_main(results_dir: str) -> int:
+    """`s2fault report RESULTS_DIR`: write every report; exit by the cells' results."""
+    root = Path(results_dir)
+    try:
+        written = write_all(root)
+        rows, _, _ = collect(root)
+    except (S2Error, OSError, ValueError, KeyError) as e:
+        message = e.message if isinstance(e, S2Error) else f"cannot read {root}: {e}"
+        print(f"s2fault: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    _, summary = _summary(rows)
+    for row in rows:
+        if _status(row) != "ok":
+            print(f"{row['variant']}/{row['mode']}: {_RESULT[_status(row)]}: "
+                  f"{row.get('why') or row.get('reason')}")
+    print(summary)
+    for path in written:
+        print(f"  {path}")
+    return exit_code_of(rows)

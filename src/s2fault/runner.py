@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import guest, image, machine, progress, project, workload
+from . import guest, hosttools, image, machine, progress, project, workload
 from . import profile as profiles
 from .verdict import Verdict, judge
 
@@ -31,6 +31,7 @@ def run_kernel(
     config: Path | None = None,
 ) -> Verdict:
     kernel = image.inspect(kernel_path)
+    hosttools.require(profiles.QEMU)
     profiles.check_host(prof, kernel.block_bytes)
     progress.stage(label, "guest image")
     initramfs = guest.build().initramfs

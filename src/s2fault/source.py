@@ -125,13 +125,21 @@ def unpack(tarball: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(tarball) as tar:
-            tar.extractall(dest, filter="data")
+            tar.extractall(dest, filter=_strict_filter)
     except tarfile.FilterError as e:
         raise InputError(f"tarball {tarball} has an unsafe member: {e}") from e
     except (tarfile.TarError, EOFError) as e:
         raise InputError(f"tarball {tarball} cannot be read: {e}") from e
     except OSError as e:
         raise InfraError(f"unpacking {tarball} failed: {e.strerror} ({e.filename})") from e
+
+
+def _strict_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter, except that absolute names are refused, not re-rooted:
+    a kernel tarball never has them, so one is a sign of a hostile or broken archive."""
+    if member.name.startswith("/"):
+        raise tarfile.AbsolutePathError(member)
+    return tarfile.data_filter(member, dest)
 
 
 def fetch(url: str, sha256: str, cache_root: Path) -> Path:
@@ -192,7 +200,7 @@ def _from_git_ref(spec: str, repo: Path, ref: str, cache_root: Path) -> Source:
                     )
                     tar.seek(0)
                     with tarfile.open(fileobj=tar) as t:
-                        t.extractall(staged / "tree", filter="data")
+                        t.extractall(staged / "tree", filter=_strict_filter)
                 (staged / "SOURCE").write_text(f"{repo} {commit}\n")
                 entry.publish(staged, {"repo": str(repo), "commit": commit}, checksum=["SOURCE"])
             tree = _unpacked_tree(entry)

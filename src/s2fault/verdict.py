@@ -143,7 +143,11 @@ def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
             f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={r.get('ctr_el0')}): the I-cache "
             "invalidation under test never runs; pick a CPU model without DIC"
         )
-    if r.get("errors") and not r.get("exec_fault_us"):
+    if r.get("errors"):
+        # A vCPU that never reported (timeout, KVM error) is not an incoherent I-cache;
+        # with a splat on the console the kernel is to blame, without one nobody is.
+        if splats:
+            return "fail", f"{_splat_reason(splats)}; workload error: {r['errors'][0]}"
         return "error", f"could not judge: workload error: {r['errors'][0]}"
     if r.get("coherent") is False:
         return "fail", (
@@ -151,8 +155,6 @@ def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
         )
     if splats:
         return "fail", _splat_reason(splats)
-    if r.get("errors"):
-        return "error", f"could not judge: workload error: {r['errors'][0]}"
     if pre["exec_faults_taken"] is False:
         return "error", "could not judge: no execute-permission fault was observed on the block"
     if run.outcome not in ("exited",):
