@@ -1,0 +1,21 @@
+"""checkpatch.pl is the judge for C in guests/ and for every file under patches/."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from s2fault import lint
+
+
+@pytest.mark.slow
+def test_patches_and_guests_are_checkpatch_clean():
+    problems = lint.run()
+    assert problems == [], "\n".join(f"{p}: {text}" for p, text in problems)
+
+
+def test_python_is_ruff_clean():
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "bench"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
