@@ -26,9 +26,13 @@ test-quick: setup ## the quick loop: tests that neither build nor boot
 bench: setup ## print build, boot and matrix timings
 	$(VENV)/bin/python bench/bench.py
 
-lint: setup ## ruff for Python, checkpatch for patches/ and guests/
+report: setup ## JUnit, TAP and HTML reports of a results directory (RESULTS=...)
+	$(S2FAULT) report $(RESULTS)
+
+lint: setup ## ruff for Python, checkpatch for patches/ and guests/, ci/ up to date
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/python -m s2fault.lint
+	$(VENV)/bin/python -m s2fault.cimatrix --check
 
 clean: ## remove results and the venv (the kernel cache stays: see README)
 	rm -rf $(VENV) results guests/build

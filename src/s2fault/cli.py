@@ -125,6 +125,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat,
             "pages": args.pages or "64k"}
     report.write_json(rows, results / "check.json", meta)
+    report.write_html(rows, results / "report.html", meta)
     if args.json:
         report.write_json(rows, Path(args.json), meta)
     if args.junit:
@@ -137,6 +138,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{word}: {sum(c.match is True for c in cells)}/{len(cells)} cells match; "
           f"results in {results}")
     return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    return report.report_main(args.results_dir)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -206,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(opt, **kw)
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("report", help="write JUnit, TAP and HTML reports of a results directory")
+    p.add_argument("results_dir", metavar="RESULTS_DIR",
+                   help="a `check --results` directory, or one holding several (CI)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("analyze", help="find splats in console logs")
     p.add_argument("--json", action="store_true", help="JSON output")

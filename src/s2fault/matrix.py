@@ -75,11 +75,13 @@ def _splat_key(s: dict) -> str:
     return key + (f" in {s['function']}" if s.get("function") else "")
 
 
-def with_references(names: list[str]) -> list[str]:
-    """Add the variants that latency expectations are measured against."""
+def with_references(names: list[str], modes: list[str] | tuple[str, ...] = variants.MODES
+                    ) -> list[str]:
+    """Add the variants that the latency expectations of these modes are measured against."""
     out = list(names)
     for name in names:
-        for exp in variants.load(name).expect.values():
+        expect = variants.load(name).expect
+        for exp in (expect[mode] for mode in modes):
             ref = exp.latency_reference
             if exp.latency_ratio_min and ref and ref not in out:
                 out.insert(0, ref)
@@ -96,7 +98,7 @@ def run_matrix(
     repeat: int = 1,
     profile_overrides: dict | None = None,
 ) -> list[Cell]:
-    names = with_references(names or variants.names())
+    names = with_references(names or variants.names(), modes)
     cells: list[Cell] = []
     for name in names:
         cells += run_variant(name, modes, results_dir, vcpus, source, fragments, repeat,

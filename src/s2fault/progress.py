@@ -21,7 +21,8 @@ def set_quiet(quiet: bool) -> None:
 
 
 def _tty() -> bool:
-    return sys.stderr.isatty()
+    # Some harnesses (Avocado) replace stderr with objects that have no isatty().
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def _elapsed() -> str:

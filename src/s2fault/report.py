@@ -134,12 +134,13 @@ def _locate(path: str | None, results_dir: Path) -> Path | None:
     if not path:
         return None
     p = Path(path)
-    if p.exists():
+    if p.is_file():
         return p.resolve()
     parts = p.parts[1:] if p.is_absolute() else p.parts
-    for i in range(len(parts)):
+    # Tails of two parts or more: a bare file name would match any run's file.
+    for i in range(len(parts) - 1):
         candidate = results_dir.joinpath(*parts[i:])
-        if candidate.exists():
+        if candidate.is_file():
             return candidate.resolve()
     return None
 
@@ -186,6 +187,18 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms:.3g} ms"
 
 
+def _ratio(row: dict, same_mode: list[dict]) -> str:
+    """How a latency expectation reads in the plot: the ratio to its reference."""
+    ref = (row.get("declared") or {}).get("latency_reference")
+    if not (row.get("declared") or {}).get("latency_ratio_min") or not ref:
+        return ""
+    value = _latency(row)[0]
+    ref_ms = next((_latency(r)[0] for r in same_mode if r["variant"] == ref), None)
+    if not value or not ref_ms:
+        return ""
+    return f" ({value / ref_ms:.1f}x {ref})"
+
+
 def _is_dilated(row: dict) -> bool:
     prof = row.get("profile") or {}
     if prof:
@@ -204,7 +217,7 @@ def latency_svg(rows: list[dict]) -> str:
     median over rounds of the per-round max, as judged), a dot per round, one
     log-scale panel per mode (functional and dilated latencies are decades apart)."""
     measured = [r for r in rows if _latency(r)[0] is not None]
-    width, left, right = 1000, 230, 110
+    width, left, right = 1000, 230, 170
     bar_h, gap, head, axis_h = 18, 8, 40, 34
     plot_w = width - left - right
     parts: list[str] = []
@@ -240,7 +253,7 @@ def latency_svg(rows: list[dict]) -> str:
                      + (" (guest time, model)" if dilated else "") + "</text>")
         for i, row in enumerate(cells):
             value, rounds = _latency(row)
-            assert value is not None
+            value = value or 0.0  # `cells` holds measured rows only
             status = _status(row)
             by = top + i * (bar_h + gap)
             x0, x1 = left, x_of(value)
@@ -264,8 +277,10 @@ def latency_svg(rows: list[dict]) -> str:
                 parts.append(f'<circle class="round" cx="{x_of(v):.1f}" '
                              f'cy="{by + bar_h / 2}" r="3"><title>{_esc(_fmt_ms(v))}</title>'
                              "</circle>")
-            parts.append(f'<text x="{x1 + 6:.1f}" y="{by + bar_h - 4}" class="value">'
-                         f"{_esc(_fmt_ms(value))}</text>")
+            # Past the bar and its dots, so neither hides the number.
+            tx = max([x1, *(x_of(v) for v in rounds)]) + 6
+            parts.append(f'<text x="{tx:.1f}" y="{by + bar_h - 4}" class="value">'
+                         f"{_esc(_fmt_ms(value) + _ratio(row, cells))}</text>")
         parts.append("</g>")
         y += panel_h + 16
     height = max(y, 60)

@@ -1,0 +1,115 @@
+"""The s2fault matrix as Avocado tests: one test per cell of ci/matrix.yaml.
+
+    avocado run --mux-yaml ci/matrix.yaml tests/functional
+    avocado run --mux-yaml ci/matrix.yaml --mux-filter-only /run/variant/upstream \
+        /run/mode/dilated tests/functional
+    avocado run --mux-yaml ci/matrix.yaml --filter-by-tags arch:aarch64 tests/functional
+
+Selecting cells: Avocado resolves tags from the docstring before the varianter
+multiplies a test into its variants, so a tag cannot carry a mux value. The
+variant, mode, vcpus and pages of a cell come from the yaml-to-mux params and are
+selected with --mux-filter-only/--mux-filter-out on their paths
+(/run/variant/NAME, /run/mode/NAME, /run/mode/functional/vcpus/N, /run/pages/NAME).
+One method per mode with static mode:* tags would multiply by the mode axis again
+and leave half of every job as skipped cross-cells, so the tags stay static and
+name what every cell needs: arch:aarch64 (the booted kernel), accel:tcg.
+
+The engine judges; this file only maps its outcome onto Avocado's statuses:
+PASS the cell shows what its variant declares, FAIL it does not (the engine's
+reason), ERROR it could not be judged (infrastructure, or the path under test
+never ran). Infrastructure is never a pass or a fail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from avocado import Test
+
+from s2fault import kconfig, matrix, progress
+from s2fault import profile as profiles
+from s2fault.errors import S2Error
+
+# A cold kernel build takes ~10 min on a loaded 2-core machine, and a latency
+# expectation builds and runs its reference variant too; the engine's own QEMU
+# timeouts (profile.TIMEOUTS) stop a hung guest long before this.
+_BUILD_ALLOWANCE = 2 * 1800
+_RUN_ALLOWANCE = 2 * profiles.TIMEOUTS[("tcg", True)].total
+
+# What an Avocado user looks for in a test's log directory, from a run's artifacts.
+_ARTIFACTS = (("console_log", "console.log"), ("qmp_log", "qmp.log"))
+
+
+class ExecFault(Test):
+    """Build a variant, boot it nested under QEMU, judge the exec-fault workload.
+
+    :avocado: tags=arch:aarch64,accel:tcg,s2fault
+    """
+
+    timeout = _BUILD_ALLOWANCE + _RUN_ALLOWANCE
+    # avocado.Test is a unittest.TestCase, which pytest (`make test`) would collect
+    # and run outside Avocado; tests/test_avocado.py runs this through Avocado.
+    __test__ = False
+
+    def setUp(self) -> None:
+        # Avocado owns the test's stderr (a stream without isatty()) and logs to
+        # debug.log; the engine's terminal progress line has no place here.
+        progress.set_quiet(True)
+
+    def test(self) -> None:
+        variant = self.params.get("variant", default="upstream")
+        mode = self.params.get("mode", default="functional")
+        vcpus = self.params.get("vcpus", default=None)
+        pages = self.params.get("pages", default=None)
+        self.log.info("cell: variant %s, mode %s, vcpus %s, pages %s",
+                      variant, mode, vcpus or "default", pages or "default")
+
+        runs = Path(self.outputdir) / "runs"
+        fragments = kconfig.fragments_for(str(pages) if pages else None)
+        cells: list[matrix.Cell] = []
+        # with_references() adds the variant a latency expectation is measured
+        # against; it is run here so the ratio compares two runs of one machine.
+        try:
+            for name in matrix.with_references([variant], [mode]):
+                cells += matrix.run_variant(name, [mode], runs, vcpus=vcpus,
+                                            fragments=fragments)
+        except S2Error as e:  # an unknown variant or mode, a missing tool: not judged
+            self.error(f"{variant}/{mode}: could not judge: {e.message}")
+        matrix.judge_cells(cells)
+
+        for cell in cells:
+            own = cell.variant == variant
+            self._keep_artifacts(cell, Path(self.logdir) if own else
+                                 Path(self.logdir) / f"reference-{cell.variant}")
+        cell = next(c for c in cells if c.variant == variant)
+        for line in matrix.table(cells).splitlines():
+            self.log.info(line)
+
+        if cell.match is True:
+            return
+        if cell.match is False:
+            self.fail(f"{variant}/{mode}: {cell.why} (declared: {cell.declared.describe()}; "
+                      f"observed: {cell.observed})")
+        self.error(f"{variant}/{mode}: could not judge: {cell.why or cell.observed}")
+
+    def _keep_artifacts(self, cell: matrix.Cell, dest: Path) -> None:
+        """Copy the last run's console, QMP log, result and kernel .config where
+        Avocado users look (the test's log directory); the full run directories
+        stay under data/runs."""
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "cell.json").write_text(json.dumps(cell.to_dict(), indent=2) + "\n")
+        config = cell.build.get("config")
+        if config and Path(config).is_file():
+            shutil.copyfile(config, dest / "kernel.config")
+        verdict = cell.verdict
+        if verdict is None:
+            return
+        for key, name in _ARTIFACTS:
+            src = verdict.artifacts.get(key)
+            if src and Path(src).is_file():
+                shutil.copyfile(src, dest / name)
+        result = Path(verdict.artifacts.get("dir", "")) / "result.json"
+        if result.is_file():
+            shutil.copyfile(result, dest / "result.json")
