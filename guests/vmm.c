@@ -884,6 +884,19 @@ static void arm_watchdog(void)
 		lab.watchdog_armed = lab.watchdog_thresh;
 }
 
+/*
+ * And disarm it once the exec phase is over: tearing the VM down (unmapping
+ * the block, freeing the huge page) is not the path under test, and under
+ * dilation its long loops would be reported as lockups of other tasks.
+ */
+static void disarm_watchdog(void)
+{
+	if (!lab.watchdog_armed)
+		return;
+	set_phase("disarming the soft-lockup watchdog");
+	write_proc("/proc/sys/kernel/soft_watchdog", "0");
+}
+
 /* Only while no vCPU is in KVM_RUN. */
 static void begin_round(unsigned int r)
 {
@@ -943,8 +956,9 @@ static void run_rounds(void)
 		barrier_wait();		/* release: the exec faults */
 		barrier_wait();		/* all done, reset, out of KVM_RUN */
 		if (!end_round(r))
-			return;
+			break;
 	}
+	disarm_watchdog();
 }
 
 static void report_timeout(void)
@@ -1052,8 +1066,9 @@ static void print_usage(FILE *f)
 		"                     size: 4K->2M, 16K->32M, 64K->512M)\n"
 		"  --arm-watchdog T   write T to /proc/sys/kernel/watchdog_thresh, then\n"
 		"                     1 to soft_watchdog, once set up, just before the\n"
-		"                     first round's exec faults (for runs booted with\n"
-		"                     nosoftlockup; default 0: leave the detector alone)\n"
+		"                     first round's exec faults, and write 0 to\n"
+		"                     soft_watchdog after the last one (for runs booted\n"
+		"                     with nosoftlockup; default 0: leave it alone)\n"
 		"  --help             this text\n"
 		"\n"
 		"Needs /dev/kvm and one free hugetlb page of the block size.\n"
