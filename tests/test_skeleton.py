@@ -7,8 +7,8 @@ import json
 import time
 
 import pytest
-from conftest import s2fault
 
+from conftest import s2fault
 from s2fault import kconfig, kernel
 
 pytestmark = [pytest.mark.slow, pytest.mark.functional]
