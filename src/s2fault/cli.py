@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__, progress
+from . import __version__, bisect, progress
 from .errors import EXIT_ERROR, EXIT_PASS, S2Error
 
 
@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("variants", help="list variants and what each declares")
     p.set_defaults(func=cmd_variants)
+
+    bisect.add_parsers(sub)
     return parser
 
 

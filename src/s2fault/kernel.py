@@ -125,6 +125,83 @@ def build(
     return done(False)
 
 
+def build_incremental(
+    src: source.Source,
+    variant: variants.Variant,
+    fragments: list[Path],
+    build_root: Path,
+    cache_root: Path | None = None,
+    runtime: str = "null",
+    jobs: int | None = None,
+    label: str | None = None,
+) -> KernelBuild:
+    """Build `src` with the variant's patches in a persistent build directory.
+
+    For bisection: one build directory serves every commit of a repository, so kbuild
+    rebuilds only what changed since the previous step (ccache covers the rest).
+    `build_root/build` (kbuild's O=) is kept between calls. The source is `src.tree`
+    itself when there are no patches (tuxmake builds out of tree; the tree stays
+    clean), else a hard-linked copy at the fixed path `build_root/src`, so kbuild's
+    dependency files name the same paths from one step to the next. The kernel is
+    published under the same cache key a fresh build gets: a commit visited twice is a
+    cache hit. Raises BuildError when a patch does not apply or the kernel does not build.
+    `label` names the build in progress output (default: the variant's name).
+    """
+    from . import project
+
+    label = label or variant.name
+    cache_root = cache_root or project.cache_dir()
+    start = time.monotonic()
+    key = build_key(src, variant, fragments)
+    entry = cache.Entry("kernels", key, cache_root)
+
+    def done(cached: bool) -> KernelBuild:
+        return KernelBuild(
+            variant=variant.name, key=key, image=entry.dir / KERNEL_IMAGE,
+            config=entry.dir / "config", dir=entry.dir, cached=cached,
+            seconds=time.monotonic() - start, metadata=entry.metadata(),
+        )
+
+    if entry.verify():
+        return done(True)
+    with (
+        cache.locked(entry.lock_path),
+        cache.locked(build_root.parent / f"{build_root.name}.lock"),
+    ):
+        if entry.verify():
+            return done(True)
+        build_root.mkdir(parents=True, exist_ok=True)
+        # tuxmake keeps an existing .config; a commit may change Kconfig, so each step
+        # gets the config a fresh build of it would get (unchanged symbols touch nothing).
+        (build_root / "build" / ".config").unlink(missing_ok=True)
+        for out in ("out-config", "out-kernel"):
+            shutil.rmtree(build_root / out, ignore_errors=True)
+        src_dir = src.tree
+        if variant.patches:
+            src_dir = build_root / "src"
+            shutil.rmtree(src_dir, ignore_errors=True)
+            progress.stage(label, "patch")
+            source.link_tree(src.tree, src_dir)
+            apply_series(variant, src_dir)
+        with entry.staging() as staged:
+            _tuxmake(label, build_root, fragments, staged, runtime, jobs or _jobs(), key,
+                     src_dir=src_dir)
+            meta = {
+                "variant": variant.name,
+                "source": src.spec,
+                "source_identity": src.identity,
+                "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
+                "fragments": [f.name for f in fragments],
+                "toolchain": toolchain_id(),
+                "tuxmake": _tuxmake_version(),
+                "build_seconds": round(time.monotonic() - start, 1),
+                "incremental_build_dir": str(build_root / "build"),
+            }
+            (staged / "s2fault-build.json").write_text(json.dumps(meta, indent=2) + "\n")
+            entry.publish(staged, meta)
+    return done(False)
+
+
 def _jobs() -> int:
     return (os.cpu_count() or 1) + 1
 
@@ -161,8 +238,10 @@ def _patch_failure(output: str) -> str:
 
 
 def _tuxmake(
-    variant: str, work: Path, fragments: list[Path], staged: Path, runtime: str, jobs: int, key: str
+    variant: str, work: Path, fragments: list[Path], staged: Path, runtime: str, jobs: int,
+    key: str, src_dir: Path | None = None,
 ) -> None:
+    src_dir = src_dir or work / "src"
     tuxmake = shutil.which("tuxmake") or str(Path(os.sys.executable).parent / "tuxmake")
     if not Path(tuxmake).exists():
         raise InfraError("missing host tool 'tuxmake' (PyPI package: tuxmake; run 'make setup')")
@@ -171,7 +250,7 @@ def _tuxmake(
     base = [
         tuxmake, "--runtime", runtime, "--wrapper", "ccache", "--target-arch", "arm64",
         "--toolchain", "gcc", "--kconfig", "allnoconfig", "--jobs", str(jobs),
-        "--kernel-image", KERNEL_IMAGE, "--directory", str(work / "src"),
+        "--kernel-image", KERNEL_IMAGE, "--directory", str(src_dir),
         "--build-dir", str(work / "build"),
         # Paths under the work area become relative, so a variant in another work
         # directory still hits the ccache entries of the first build.
@@ -226,7 +305,8 @@ def _run_tuxmake(cmd: list[str], work: Path, target: str) -> None:
         keep = work.parent.parent / "logs" / f"{work.name}-{target}.log"
         keep.parent.mkdir(parents=True, exist_ok=True)
         keep.write_text(text)
-        raise BuildError(f"kernel {target} failed: {_first_error(text)} (log: {keep})")
+        what = "configuration" if target == "config" else "build"
+        raise BuildError(f"kernel {what} failed: {_first_error(text)} (log: {keep})")
 
 
 def _target_passed(outdir: Path, target: str) -> bool:
