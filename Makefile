@@ -6,7 +6,7 @@ S2FAULT  := $(VENV)/bin/s2fault
 PYTEST   := $(VENV)/bin/pytest
 RESULTS  ?= results/latest
 
-.PHONY: help setup check test test-quick bench bench-bisect report lint clean
+.PHONY: help setup check test test-quick bench bench-bisect soak report lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test-quick: setup ## the quick loop: tests that neither build nor boot
 
 bench: setup ## print build, boot and matrix timings
 	$(VENV)/bin/python bench/bench.py
+
+soak: setup ## run the functional matrix 20 times: false positives, misses, leftovers
+	$(VENV)/bin/python bench/soak.py --iterations 20
 
 bench-bisect: setup ## time a 16-commit bisection
 	$(VENV)/bin/python bench/bench_bisect.py

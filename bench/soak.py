@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Soak: run the functional matrix N times in a row and count what went wrong.
+
+Prints, over all iterations: false positives on the variants declared clean (must be
+0), missed detections on the known-bad variants (must be 0), cells that could not be
+judged, QEMU processes left behind (must be 0), and wall time per iteration.
+
+Usage: bench/soak.py [--iterations 20] [--mode functional]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from s2fault import matrix, progress, variants  # noqa: E402
+
+
+def qemu_processes() -> list[int]:
+    """QEMU processes that are children of this one (ours), read from /proc."""
+    mine = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if cmd.endswith(b"qemu-system-aarch64") and ppid == os.getpid():
+            mine.append(int(entry.name))
+    return mine
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--iterations", type=int, default=20)
+    ap.add_argument("--mode", default="functional", choices=list(variants.MODES))
+    args = ap.parse_args()
+    progress.set_quiet(True)
+    names = variants.names()
+    # Known-bad: the variant must show something (a splat, or a latency ratio).
+    bad = {n for n in names if variants.load(n).expect[args.mode].splats
+           or variants.load(n).expect[args.mode].latency_ratio_min}
+    false_pos = missed = unjudged = leftovers = 0
+    walls = []
+    with tempfile.TemporaryDirectory() as results:
+        for i in range(args.iterations):
+            start = time.monotonic()
+            cells = matrix.run_matrix(names, [args.mode], Path(results) / f"it{i}")
+            walls.append(time.monotonic() - start)
+            for c in cells:
+                if c.match is None:
+                    unjudged += 1
+                elif c.match is False:
+                    if c.variant in bad:
+                        missed += 1
+                    else:
+                        false_pos += 1
+                    print(f"iteration {i + 1}: {c.variant}/{c.mode}: {c.why}", file=sys.stderr)
+            leftovers += len(qemu_processes())
+            print(f"iteration {i + 1}/{args.iterations}: {walls[-1]:.1f} s, "
+                  f"{sum(c.match is True for c in cells)}/{len(cells)} cells match", flush=True)
+    print(f"mode {args.mode}, {args.iterations} iterations x {len(names)} variants")
+    print(f"false positives on clean variants:   {false_pos}")
+    print(f"missed detections on bad variants:   {missed}")
+    print(f"cells that could not be judged:      {unjudged}")
+    print(f"QEMU processes left behind:          {leftovers}")
+    print(f"wall per iteration: median {statistics.median(walls):.1f} s, max {max(walls):.1f} s")
+    return 0 if false_pos == missed == leftovers == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
