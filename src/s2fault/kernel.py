@@ -83,16 +83,7 @@ def build(
     entry = cache.Entry("kernels", key, cache_root)
 
     def done(cached: bool) -> KernelBuild:
-        return KernelBuild(
-            variant=variant_name,
-            key=key,
-            image=entry.dir / KERNEL_IMAGE,
-            config=entry.dir / "config",
-            dir=entry.dir,
-            cached=cached,
-            seconds=time.monotonic() - start,
-            metadata=entry.metadata(),
-        )
+        return _result(variant_name, key, entry, cached, start)
 
     if entry.verify():
         return done(True)
@@ -108,21 +99,39 @@ def build(
                 source.link_tree(src.tree, work / "src")
                 apply_series(variant, work / "src")
                 _tuxmake(variant_name, work, fragments, staged, runtime, jobs or _jobs(), key)
-                meta = {
-                    "variant": variant_name,
-                    "source": src.spec,
-                    "source_identity": src.identity,
-                    "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
-                    "fragments": [f.name for f in fragments],
-                    "toolchain": toolchain_id(),
-                    "tuxmake": _tuxmake_version(),
-                    "build_seconds": round(time.monotonic() - start, 1),
-                }
-                (staged / "s2fault-build.json").write_text(json.dumps(meta, indent=2) + "\n")
-                entry.publish(staged, meta)
+                _publish(entry, staged, _metadata(variant, src, fragments, start))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return done(False)
+
+
+def _result(variant: str, key: str, entry: cache.Entry, cached: bool, start: float
+            ) -> KernelBuild:
+    return KernelBuild(
+        variant=variant, key=key, image=entry.dir / KERNEL_IMAGE,
+        config=entry.dir / "config", dir=entry.dir, cached=cached,
+        seconds=time.monotonic() - start, metadata=entry.metadata(),
+    )
+
+
+def _metadata(variant: variants.Variant, src: source.Source, fragments: list[Path],
+              start: float, **extra: str) -> dict:
+    return {
+        "variant": variant.name,
+        "source": src.spec,
+        "source_identity": src.identity,
+        "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
+        "fragments": [f.name for f in fragments],
+        "toolchain": toolchain_id(),
+        "tuxmake": _tuxmake_version(),
+        "build_seconds": round(time.monotonic() - start, 1),
+        **extra,
+    }
+
+
+def _publish(entry: cache.Entry, staged: Path, meta: dict) -> None:
+    (staged / "s2fault-build.json").write_text(json.dumps(meta, indent=2) + "\n")
+    entry.publish(staged, meta)
 
 
 def build_incremental(
@@ -156,11 +165,7 @@ def build_incremental(
     entry = cache.Entry("kernels", key, cache_root)
 
     def done(cached: bool) -> KernelBuild:
-        return KernelBuild(
-            variant=variant.name, key=key, image=entry.dir / KERNEL_IMAGE,
-            config=entry.dir / "config", dir=entry.dir, cached=cached,
-            seconds=time.monotonic() - start, metadata=entry.metadata(),
-        )
+        return _result(variant.name, key, entry, cached, start)
 
     if entry.verify():
         return done(True)
@@ -186,19 +191,9 @@ def build_incremental(
         with entry.staging() as staged:
             _tuxmake(label, build_root, fragments, staged, runtime, jobs or _jobs(), key,
                      src_dir=src_dir)
-            meta = {
-                "variant": variant.name,
-                "source": src.spec,
-                "source_identity": src.identity,
-                "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
-                "fragments": [f.name for f in fragments],
-                "toolchain": toolchain_id(),
-                "tuxmake": _tuxmake_version(),
-                "build_seconds": round(time.monotonic() - start, 1),
-                "incremental_build_dir": str(build_root / "build"),
-            }
-            (staged / "s2fault-build.json").write_text(json.dumps(meta, indent=2) + "\n")
-            entry.publish(staged, meta)
+            meta = _metadata(variant, src, fragments, start,
+                             incremental_build_dir=str(build_root / "build"))
+            _publish(entry, staged, meta)
     return done(False)
 
 
