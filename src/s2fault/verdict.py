@@ -95,7 +95,9 @@ def _exec_faults_taken(r: dict) -> bool | None:
 def _splat_reason(splats: list[dict]) -> str:
     first = splats[0]
     more = f" (+{len(splats) - 1} more)" if len(splats) > 1 else ""
-    return f"{first['kind']}: {first['title']}{more}"
+    title = first["title"]
+    prefix = "" if title.startswith(first["kind"]) else f"{first['kind']}: "
+    return f"{prefix}{title}{more}"
 
 
 def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
