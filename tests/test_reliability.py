@@ -190,7 +190,8 @@ def test_corrupted_kernel_entry_is_rebuilt_not_booted(upstream_build):
 @pytest.mark.slow
 def test_interrupted_build_publishes_nothing_and_next_build_succeeds(tmp_path):
     frag = tmp_path / "interrupt.config"
-    frag.write_text('CONFIG_LOCALVERSION="-s2fault-interrupt"\n')
+    # A key of its own every time, so the build really runs (and is really interrupted).
+    frag.write_text(f'CONFIG_LOCALVERSION="-s2fault-int-{os.getpid()}-{int(time.time())}"\n')
     cmd = [sys.executable, "-m", "s2fault", "build", "--fragment", str(frag)]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -198,6 +199,7 @@ def test_interrupted_build_publishes_nothing_and_next_build_succeeds(tmp_path):
         if "upstream: build" in line or time.monotonic() > deadline:
             break
     time.sleep(5)
+    assert p.poll() is None, "the build ended before it could be interrupted"
     p.send_signal(signal.SIGINT)
     p.communicate(timeout=120)
     assert p.returncode == 130
