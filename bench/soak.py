@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,32 +49,41 @@ def main() -> int:
     # Known-bad: the variant must show something (a splat, or a latency ratio).
     bad = {n for n in names if variants.load(n).expect[args.mode].splats
            or variants.load(n).expect[args.mode].latency_ratio_min}
-    false_pos = missed = unjudged = leftovers = 0
+    false_pos = missed = unjudged = leftovers = crashes = 0
     walls = []
-    with tempfile.TemporaryDirectory() as results:
-        for i in range(args.iterations):
-            start = time.monotonic()
-            cells = matrix.run_matrix(names, [args.mode], Path(results) / f"it{i}")
-            walls.append(time.monotonic() - start)
-            for c in cells:
-                if c.match is None:
-                    unjudged += 1
-                elif c.match is False:
-                    if c.variant in bad:
-                        missed += 1
-                    else:
-                        false_pos += 1
-                    print(f"iteration {i + 1}: {c.variant}/{c.mode}: {c.why}", file=sys.stderr)
-            leftovers += len(qemu_processes())
-            print(f"iteration {i + 1}/{args.iterations}: {walls[-1]:.1f} s, "
-                  f"{sum(c.match is True for c in cells)}/{len(cells)} cells match", flush=True)
+    # Kept on disk: a failing iteration's console logs are the point of a soak.
+    results = Path("results") / f"soak-{matrix.timestamp()}"
+    print(f"results in {results}", flush=True)
+    for i in range(args.iterations):
+        start = time.monotonic()
+        try:
+            cells = matrix.run_matrix(names, [args.mode], results / f"it{i}")
+        except Exception as e:  # noqa: BLE001 - a soak counts crashes, it does not stop
+            print(f"iteration {i + 1}: harness crashed: {e!r}", file=sys.stderr)
+            crashes += 1
+            continue
+        walls.append(time.monotonic() - start)
+        for c in cells:
+            if c.match is True:
+                continue
+            if c.match is None:
+                unjudged += 1
+            elif c.variant in bad:
+                missed += 1
+            else:
+                false_pos += 1
+            print(f"iteration {i + 1}: {c.variant}/{c.mode}: {c.why}", file=sys.stderr)
+        leftovers += len(qemu_processes())
+        print(f"iteration {i + 1}/{args.iterations}: {walls[-1]:.1f} s, "
+              f"{sum(c.match is True for c in cells)}/{len(cells)} cells match", flush=True)
     print(f"mode {args.mode}, {args.iterations} iterations x {len(names)} variants")
     print(f"false positives on clean variants:   {false_pos}")
     print(f"missed detections on bad variants:   {missed}")
     print(f"cells that could not be judged:      {unjudged}")
     print(f"QEMU processes left behind:          {leftovers}")
+    print(f"harness crashes:                     {crashes}")
     print(f"wall per iteration: median {statistics.median(walls):.1f} s, max {max(walls):.1f} s")
-    return 0 if false_pos == missed == leftovers == 0 else 1
+    return 0 if false_pos == missed == leftovers == crashes == 0 else 1
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ def test_no_exec_fault_observed_cannot_be_judged():
     assert v.verdict == "error" and "no execute-permission fault" in v.reason
 
 
+def test_vcpu_that_never_reported_is_not_judged_incoherent():
+    text = edit_result(REAL, exec_fault_us=[None] * 8, coherent=False, values_ok=0,
+                       errors=["timeout after 60 s in round 1 of 5: vcpus 0,1 did not finish"])
+    v = verdict_of(text)
+    assert v.verdict == "error" and "timeout after 60 s" in v.reason
+    assert v.preconditions["exec_faults_taken"] is None
+
+
 def test_failed_hugepage_reservation_is_infrastructure():
     text = REAL.replace('"hugepages_total":1', '"hugepages_total":0')
     v = verdict_of(text)
