@@ -47,8 +47,8 @@ def main() -> int:
     progress.set_quiet(True)
     names = variants.names()
     # Known-bad: the variant must show something (a splat, or a latency ratio).
-    bad = {n for n in names if variants.load(n).expect[args.mode].splats
-           or variants.load(n).expect[args.mode].latency_ratio_min}
+    declared = {n: variants.load(n).expectation(args.mode) for n in names}
+    bad = {n for n, exp in declared.items() if exp.splats or exp.latency_ratio_min}
     false_pos = missed = unjudged = leftovers = crashes = 0
     walls = []
     # Kept on disk: a failing iteration's console logs are the point of a soak.

@@ -119,7 +119,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     cells = matrix.run_matrix(
         names, modes, results, vcpus=args.vcpus, source=args.source,
         fragments=kconfig.fragments_for(args.pages, args.fragment), repeat=args.repeat,
-        profile_overrides=_overrides(args),
+        profile_overrides=_overrides(args), pages=args.pages,
     )
     rows = [c.to_dict() for c in cells]
     meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat,

@@ -75,13 +75,13 @@ def _splat_key(s: dict) -> str:
     return key + (f" in {s['function']}" if s.get("function") else "")
 
 
-def with_references(names: list[str], modes: list[str] | tuple[str, ...] = variants.MODES
-                    ) -> list[str]:
+def with_references(names: list[str], modes: list[str] | tuple[str, ...] = variants.MODES,
+                    pages: str | None = None) -> list[str]:
     """Add the variants that the latency expectations of these modes are measured against."""
     out = list(names)
     for name in names:
-        expect = variants.load(name).expect
-        for exp in (expect[mode] for mode in modes):
+        var = variants.load(name)
+        for exp in (var.expectation(mode, pages) for mode in modes):
             ref = exp.latency_reference
             if exp.latency_ratio_min and ref and ref not in out:
                 out.insert(0, ref)
@@ -97,12 +97,15 @@ def run_matrix(
     fragments: list[str] | None = None,
     repeat: int = 1,
     profile_overrides: dict | None = None,
+    pages: str | None = None,
 ) -> list[Cell]:
-    names = with_references(names or variants.names(), modes)
+    """Build and run every variant in every mode, then compare. `pages` names the page
+    size the fragments select (it picks the matching declarations)."""
+    names = with_references(names or variants.names(), modes, pages)
     cells: list[Cell] = []
     for name in names:
         cells += run_variant(name, modes, results_dir, vcpus, source, fragments, repeat,
-                             profile_overrides)
+                             profile_overrides, pages)
     _compare_all(cells)
     progress.clear()
     return cells
@@ -117,6 +120,7 @@ def run_variant(
     fragments: list[str] | None = None,
     repeat: int = 1,
     profile_overrides: dict | None = None,
+    pages: str | None = None,
 ) -> list[Cell]:
     """Build one variant and run it in each mode; the cells are not compared yet
     (a latency expectation needs its reference cell: see judge_cells())."""
@@ -125,7 +129,8 @@ def run_variant(
     try:
         build = kernel.build(name, source, fragments)
     except S2Error as e:
-        return [Cell(name, mode, var.expect[mode], why=f"build: {e.message}") for mode in modes]
+        return [Cell(name, mode, var.expectation(mode, pages), why=f"build: {e.message}")
+                for mode in modes]
     build_info = {
         "key": build.key, "cached": build.cached,
         "seconds": round(build.seconds, 1), "image": str(build.image),
@@ -134,7 +139,7 @@ def run_variant(
     cells = []
     for mode in modes:
         prof = profiles.mode(mode).with_(vcpus=vcpus, **(profile_overrides or {}))
-        cell = Cell(name, mode, var.expect[mode], build=build_info)
+        cell = Cell(name, mode, var.expectation(mode, pages), build=build_info)
         for i in range(repeat):
             label = f"{name}-{mode}" + (f"-{i + 1}" if repeat > 1 else "")
             outdir = runner.new_run_dir(results_dir, label)

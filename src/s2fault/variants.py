@@ -14,6 +14,8 @@ from . import project
 from .errors import InputError
 
 MODES = ("functional", "dilated")
+PAGES = ("4k", "16k", "64k")
+DEFAULT_PAGES = "64k"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,15 @@ class Variant:
     folder: Path
     base: str | None
     patches: tuple[Path, ...]  # the whole chain, base first
-    expect: dict[str, Expectation] = field(default_factory=dict)
+    expect: dict[str, Expectation] = field(default_factory=dict)  # for the default pages
+    by_pages: dict[tuple[str, str], Expectation] = field(default_factory=dict)
+
+    def expectation(self, mode: str, pages: str | None = None) -> Expectation:
+        """What this variant must show in `mode` on a kernel with `pages` pages.
+
+        The bug's size follows the block size (512M on 64K pages, 2M on 4K), so a
+        variant may declare `[expect.<mode>.pages.4k]` to override keys there."""
+        return self.by_pages.get((mode, pages or DEFAULT_PAGES), self.expect[mode])
 
 
 def names() -> list[str]:
@@ -154,10 +164,21 @@ def load(name: str, _chain: tuple[str, ...] = ()) -> Variant:
     if base:
         patches.extend(load(base, _chain + (name,)).patches)
     patches.extend(_series(folder))
-    expect = {
-        mode: _expectation(data.get("expect", {}).get(mode, {}), f"{spec} [expect.{mode}]")
-        for mode in MODES
-    }
+    expect = {}
+    by_pages = {}
+    for mode in MODES:
+        raw = dict(data.get("expect", {}).get(mode, {}))
+        overrides = raw.pop("pages", {})
+        expect[mode] = _expectation(raw, f"{spec} [expect.{mode}]")
+        for pages, over in overrides.items():
+            if pages not in PAGES:
+                raise InputError(f"{spec} [expect.{mode}.pages.{pages}]: pages must be one of "
+                                 f"{', '.join(PAGES)}")
+            merged = raw | over
+            if "splats" in over and "clean" not in over:
+                merged.pop("clean", None)
+            by_pages[(mode, pages)] = _expectation(
+                merged, f"{spec} [expect.{mode}.pages.{pages}]")
     return Variant(
         name=name,
         description=str(data.get("description", "")).strip(),
@@ -165,4 +186,5 @@ def load(name: str, _chain: tuple[str, ...] = ()) -> Variant:
         base=base,
         patches=tuple(patches),
         expect=expect,
+        by_pages=by_pages,
     )

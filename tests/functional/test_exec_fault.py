@@ -72,9 +72,10 @@ class ExecFault(Test):
         # with_references() adds the variant a latency expectation is measured
         # against; it is run here so the ratio compares two runs of one machine.
         try:
-            for name in matrix.with_references([variant], [mode]):
+            page_size = str(pages) if pages else None
+            for name in matrix.with_references([variant], [mode], page_size):
                 cells += matrix.run_variant(name, [mode], runs, vcpus=vcpus,
-                                            fragments=fragments)
+                                            fragments=fragments, pages=page_size)
         except S2Error as e:  # an unknown variant or mode, a missing tool: not judged
             self.error(f"{variant}/{mode}: could not judge: {e.message}")
         matrix.judge_cells(cells)
