@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,7 +238,9 @@ def _tuxmake(
     key: str, src_dir: Path | None = None,
 ) -> None:
     src_dir = src_dir or work / "src"
-    tuxmake = shutil.which("tuxmake") or str(Path(os.sys.executable).parent / "tuxmake")
+    # The tuxmake of our own environment first: the version that is in the cache key.
+    beside = Path(sys.executable).parent / "tuxmake"
+    tuxmake = str(beside) if beside.exists() else shutil.which("tuxmake") or str(beside)
     if not Path(tuxmake).exists():
         raise InfraError("missing host tool 'tuxmake' (PyPI package: tuxmake; run 'make setup')")
     for tool in ("aarch64-linux-gnu-gcc", "ccache", "make", "flex", "bison", "bc"):
