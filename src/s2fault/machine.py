@@ -26,6 +26,9 @@ from . import profile as profiles
 from .image import KernelImage
 
 DONE_MARKER = b"S2FAULT-DONE"
+# Every kernel splat with a backtrace prints one of these: enough to shorten the wait
+# for a guest that then goes silent; judging the splat is the analyzer's business.
+STACK_DUMP_MARKERS = (b"Call trace:", b"Call Trace:")
 POLL = 0.2
 
 
@@ -161,14 +164,18 @@ def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) ->
     last_size = -1
     last_change = time.monotonic()
     done_seen_at = None
+    silence = timeouts.no_output
     while True:
         rc = proc.poll()
         now = time.monotonic()
         size = console.stat().st_size
         if size != last_size:
             last_size, last_change = size, now
-            if done_seen_at is None and DONE_MARKER in _tail(console):
+            tail = _tail(console)
+            if done_seen_at is None and DONE_MARKER in tail:
                 done_seen_at = now
+            if any(marker in tail for marker in STACK_DUMP_MARKERS):
+                silence = timeouts.after_splat
         if rc is not None:
             if rc == 0:
                 return finish("exited", "QEMU exited")
@@ -176,13 +183,13 @@ def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) ->
         if done_seen_at is not None and now - done_seen_at > 15:
             status = _status(qmp, qmp_log)
             return finish("exited", f"guest finished but QEMU stayed ({status})", status)
-        if now - last_change > timeouts.no_output:
+        if now - last_change > silence:
             status = _status(qmp, qmp_log)
             last = _last_line(console)
             where = f"after '{last}'" if last else "(nothing printed at all)"
             return finish(
                 "no_output",
-                f"no output for {timeouts.no_output:g} s {where} (vm {status})",
+                f"no output for {silence:g} s {where} (vm {status})",
                 status,
             )
         if now - start > timeouts.total:

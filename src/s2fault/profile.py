@@ -23,19 +23,22 @@ QEMU = "qemu-system-aarch64"
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds. `no_output`: console silent that long means the guest is stuck;
-    `total`: a whole boot + workload + power-off."""
+    `after_splat`: the same once the kernel has dumped a stack (it already misbehaved,
+    and a kernel that then hangs need not be waited for as long); `total`: a whole
+    boot + workload + power-off."""
 
     no_output: float
     total: float
+    after_splat: float
     qmp_connect: float = 20.0
 
 
 # One table, scaled by accelerator and dilation (TCG is slower than KVM; dilation
 # runs single-threaded TCG and stretches everything).
 TIMEOUTS = {
-    ("kvm", False): Timeouts(no_output=30, total=120),
-    ("tcg", False): Timeouts(no_output=60, total=300),
-    ("tcg", True): Timeouts(no_output=120, total=900),
+    ("kvm", False): Timeouts(no_output=30, total=120, after_splat=10),
+    ("tcg", False): Timeouts(no_output=60, total=300, after_splat=20),
+    ("tcg", True): Timeouts(no_output=120, total=900, after_splat=60),
 }
 
 
@@ -61,7 +64,8 @@ class Profile:
     def timeouts(self) -> Timeouts:
         t = TIMEOUTS[(self.accel, self.dilated)]
         if self.no_output_timeout is not None:
-            t = dataclasses.replace(t, no_output=self.no_output_timeout)
+            t = dataclasses.replace(t, no_output=self.no_output_timeout,
+                                    after_splat=min(t.after_splat, self.no_output_timeout))
         return t
 
     def with_(self, **changes) -> Profile:
