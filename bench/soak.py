@@ -20,23 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from s2fault import matrix, progress, variants  # noqa: E402
-
-
-def qemu_processes() -> list[int]:
-    """QEMU processes that are children of this one (ours), read from /proc."""
-    mine = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if cmd.endswith(b"qemu-system-aarch64") and ppid == os.getpid():
-            mine.append(int(entry.name))
-    return mine
+from s2fault.machine import qemu_children  # noqa: E402
 
 
 def main() -> int:
@@ -73,7 +57,7 @@ def main() -> int:
             else:
                 false_pos += 1
             print(f"iteration {i + 1}: {c.variant}/{c.mode}: {c.why}", file=sys.stderr)
-        leftovers += len(qemu_processes())
+        leftovers += len(qemu_children(os.getpid()))
         print(f"iteration {i + 1}/{args.iterations}: {walls[-1]:.1f} s, "
               f"{sum(c.match is True for c in cells)}/{len(cells)} cells match", flush=True)
     print(f"mode {args.mode}, {args.iterations} iterations x {len(names)} variants")

@@ -21,6 +21,7 @@ import pytest
 from conftest import ROOT, s2fault
 from s2fault import cache, image, source
 from s2fault.errors import InfraError, InputError
+from s2fault.machine import qemu_children
 
 
 def spinning_image(path: Path) -> Path:
@@ -32,23 +33,6 @@ def spinning_image(path: Path) -> Path:
     struct.pack_into("<I", head, 56, image.ARM64_MAGIC)
     path.write_bytes(bytes(head) + b"\0" * 4096)
     return path
-
-
-def qemu_children(pid: int) -> list[int]:
-    """QEMU processes below `pid` (ours), found through /proc, never by name."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and cmd.endswith(b"qemu-system-aarch64"):
-            found.append(int(entry.name))
-    return found
 
 
 def start_run(kernel: Path, tmp_path: Path, *extra: str) -> subprocess.Popen:

@@ -198,6 +198,24 @@ def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) ->
         time.sleep(POLL)
 
 
+def qemu_children(pid: int) -> list[int]:
+    """QEMU processes whose parent is `pid`, found through /proc (never by name alone):
+    how tests and the soak check that no run left a machine behind."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and cmd.endswith(profiles.QEMU.encode()):
+            found.append(int(entry.name))
+    return found
+
+
 def _status(qmp, qmp_log) -> str:
     try:
         qmp.settimeout(5)
