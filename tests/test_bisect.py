@@ -371,8 +371,8 @@ def test_an_interrupted_bisection_resumes(histories, tmp_path):
     head = git(repo, "rev-parse", "HEAD")
     proc = subprocess.Popen(
         [sys.executable, "-m", "s2fault", "-q", "bisect", "--repo", str(repo), "--good",
-         BASE_TAG, "--bad", "icache", "--mode", "dilated", "--expect", "soft_lockup",
-         "--dir", str(bdir)],
+         BASE_TAG, "--bad", "icache", "--mode", "dilated", "--expect",
+         "soft_lockup@icache_inval_pou", "--dir", str(bdir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 1800
