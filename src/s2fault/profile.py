@@ -56,6 +56,18 @@ class Profile:
     kvm_mode: str | None = None  # kvm-arm.mode= (e.g. nvhe); None: the kernel's default
     vmm_timeout: int = 60
     no_output_timeout: float | None = None  # override of the table, for tests
+    # The workload's shape (see workloads.py, which names the combinations):
+    workload: str = "exec-fault"
+    vms: int = 1  # VMs (VMM processes) released together
+    blocks: int = 1  # huge blocks per VM, exec-faulted in turn
+    storm: int = 0  # of the vCPUs, how many run I-cache maintenance instead of faulting
+    remap: str = "memslot"  # how a round forgets the block: memslot | dontneed
+    program: str = "s2fault-vmm"  # what init runs (/bin/<program>)
+
+    @property
+    def hugepages(self) -> int:
+        """Boot-time huge pages the workload needs: one per block per VM."""
+        return self.vms * self.blocks
 
     @property
     def dilated(self) -> bool:
@@ -123,24 +135,27 @@ def smp_for(profile: Profile) -> int:
     return 2 if profile.vcpus <= 8 else 4
 
 
-def memory_needed_mb(block_bytes: int) -> int:
-    """Guest RAM for one boot-time hugepage of `block_bytes`. With 64K pages a 512M
-    page needs 3G: under 2G the boot-time reservation fails (measured)."""
+def memory_needed_mb(block_bytes: int, hugepages: int = 1) -> int:
+    """Guest RAM for `hugepages` boot-time hugepages of `block_bytes`. With 64K pages
+    one 512M page needs 3G: under 2G the boot-time reservation fails (measured)."""
     block_mb = block_bytes >> 20
-    return max(1024, 2560 + block_mb) if block_mb >= 512 else 1024
+    if block_mb < 512:
+        return 1024 + block_mb * hugepages
+    return 2560 + block_mb * hugepages
 
 
 def memory_for(profile: Profile, block_bytes: int) -> int:
-    return profile.memory_mb or memory_needed_mb(block_bytes)
+    return profile.memory_mb or memory_needed_mb(block_bytes, profile.hugepages)
 
 
 def check_host(profile: Profile, block_bytes: int) -> None:
     """Refuse, with the reason, what this host cannot run."""
     need = memory_for(profile, block_bytes)
-    if profile.memory_mb and profile.memory_mb < memory_needed_mb(block_bytes):
+    least = memory_needed_mb(block_bytes, profile.hugepages)
+    if profile.memory_mb and profile.memory_mb < least:
         raise InputError(
-            f"-m {profile.memory_mb}M is too small for one {block_bytes >> 20} MiB hugepage: "
-            f"need at least {memory_needed_mb(block_bytes)} MiB"
+            f"-m {profile.memory_mb}M is too small for {profile.hugepages} x "
+            f"{block_bytes >> 20} MiB hugepage(s): need at least {least} MiB"
         )
     avail = _mem_available_mb()
     if avail is not None and avail < need:
@@ -181,7 +196,7 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         "panic=-1",  # a panic reboots at once, and -no-reboot turns that into QEMU exiting
         "rdinit=/init",
         f"hugepagesz={_size(block_bytes)}",
-        "hugepages=1",
+        f"hugepages={profile.hugepages}",
         f"default_hugepagesz={_size(block_bytes)}",
         f"s2fault.vcpus={profile.vcpus}",
         f"s2fault.rounds={profile.rounds}",
@@ -195,6 +210,13 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         args.append(f"s2fault.watchdog_thresh={profile.watchdog_thresh}")
     if profile.kvm_mode:
         args.append(f"kvm-arm.mode={profile.kvm_mode}")
+    # The workload's shape, only where it differs from the plain exec-fault run (so
+    # the command lines of earlier results stay what they were).
+    plain = Profile()
+    for key in ("vms", "blocks", "storm", "remap", "program"):
+        value = getattr(profile, key)
+        if value != getattr(plain, key):
+            args.append(f"s2fault.{key}={value}")
     return " ".join(args)
 
 
