@@ -28,12 +28,22 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--icount-shift", type=int, help="dilation: -icount shift=N")
     p.add_argument("--rounds", type=int, help="exec-fault rounds per boot (first is a warm-up)")
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--workload", default="exec-fault", metavar="NAME",
+                   help="what the guest does (see `s2fault workloads`; default exec-fault)")
 
 
 def _profile(args: argparse.Namespace):
     from . import profile as profiles
+    from . import workloads
 
-    return profiles.mode(args.mode).with_(
+    wl = workloads.get(args.workload)
+    if args.mode not in wl.modes:
+        from .errors import InputError
+
+        raise InputError(f"workload {wl.name} does not run in mode {args.mode} "
+                         f"(its modes: {', '.join(wl.modes)})")
+    base = profiles.mode(args.mode).with_(workload=wl.name, **wl.profile_changes(args.mode))
+    return base.with_(
         vcpus=args.vcpus, cpu=args.cpu, smp=args.smp, memory_mb=args.memory,
         accel=args.accel, kvm_mode=args.kvm_mode, icount_shift=args.icount_shift,
         no_output_timeout=args.no_output_timeout, rounds=args.rounds,
@@ -109,21 +119,24 @@ def _repeat_summary(verdicts, code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import kconfig, matrix, report, variants
+    from . import kconfig, matrix, report, variants, workloads
 
     names = args.variant or variants.names()
     modes = args.mode or ["functional", "dilated"]
     default = Path("results") / f"check-{matrix.timestamp()}"
     results = Path(args.results) if args.results else default
     results.mkdir(parents=True, exist_ok=True)
-    cells = matrix.run_matrix(
-        names, modes, results, vcpus=args.vcpus, source=args.source,
+    chosen = [w.name for w in workloads.select(args.workload)]
+    options = matrix.RunOptions(
+        vcpus=args.vcpus, source=args.source,
         fragments=kconfig.fragments_for(args.pages, args.fragment), repeat=args.repeat,
-        profile_overrides=_overrides(args), pages=args.pages,
+        profile_overrides={k: v for k, v in _overrides(args).items() if v is not None},
+        pages=args.pages, workloads=tuple(chosen),
     )
+    cells = matrix.run_matrix(names, modes, results, options)
     rows = [c.to_dict() for c in cells]
     meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat,
-            "pages": args.pages or "64k"}
+            "pages": args.pages or "64k", "workloads": chosen}
     report.write_json(rows, results / "check.json", meta)
     report.write_html(rows, results / "report.html", meta)
     if args.json:
@@ -160,6 +173,14 @@ def cmd_variants(args: argparse.Namespace) -> int:
         print(f"{name}: {len(v.patches)} patch(es)" + (f" on {v.base}" if v.base else ""))
         for mode, exp in v.expect.items():
             print(f"  {mode}: {exp.describe()}")
+    return EXIT_PASS
+
+
+def cmd_workloads(args: argparse.Namespace) -> int:
+    from . import workloads
+
+    for wl in workloads.WORKLOADS.values():
+        print(f"{wl.name} ({', '.join(wl.modes)}): {wl.question}")
     return EXIT_PASS
 
 
@@ -212,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                     ("--icount-shift", {"type": int}), ("--rounds", {"type": int})):
         p.add_argument(opt, **kw)
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--workload", action="append", metavar="NAME",
+                   help="workload (repeatable, 'all' for every one; default exec-fault)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("report", help="write JUnit, TAP and HTML reports of a results directory")
@@ -226,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("variants", help="list variants and what each declares")
     p.set_defaults(func=cmd_variants)
+
+    p = sub.add_parser("workloads", help="list the workloads and the question each answers")
+    p.set_defaults(func=cmd_workloads)
 
     bisect.add_parsers(sub)
     return parser

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernel, progress, runner, variants
+from . import kernel, progress, runner, variants, workloads
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, S2Error
 from .verdict import Verdict
@@ -28,6 +28,7 @@ class Cell:
     why: str = ""
     flaky: bool = False
     build: dict = field(default_factory=dict)
+    workload: str = workloads.DEFAULT
 
     @property
     def verdict(self) -> Verdict | None:
@@ -41,6 +42,12 @@ class Cell:
         ]
         return max(values) if values else None
 
+    def slope_ms(self) -> float | None:
+        """many-blocks: the cost of one more executable block (max over runs)."""
+        values = [v.workload.get("blocks", {}).get("slope_ms") for v in self.verdicts]
+        values = [x for x in values if x is not None]
+        return max(values) if values else None
+
     def splat_counts(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
         for v in self.verdicts:
@@ -52,6 +59,7 @@ class Cell:
         return {
             "variant": self.variant,
             "mode": self.mode,
+            "workload_name": self.workload,  # "workload" is the run's measurements
             "declared": self.declared.to_dict(),
             "observed": self.observed,
             "match": self.match,
@@ -75,76 +83,78 @@ def _splat_key(s: dict) -> str:
     return key + (f" in {s['function']}" if s.get("function") else "")
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What every cell of one matrix run shares."""
+
+    vcpus: int | None = None
+    source: str | None = None
+    fragments: tuple[str, ...] | list[str] | None = None
+    repeat: int = 1
+    profile_overrides: dict = field(default_factory=dict)
+    pages: str | None = None  # the page size the fragments select (picks declarations)
+    workloads: tuple[str, ...] = (workloads.DEFAULT,)
+
+
 def with_references(names: list[str], modes: list[str] | tuple[str, ...] = variants.MODES,
-                    pages: str | None = None) -> list[str]:
+                    pages: str | None = None,
+                    workload_names: tuple[str, ...] = (workloads.DEFAULT,)) -> list[str]:
     """Add the variants that the latency expectations of these modes are measured against."""
     out = list(names)
     for name in names:
         var = variants.load(name)
-        for exp in (var.expectation(mode, pages) for mode in modes):
+        for exp in (var.expectation(mode, pages, wl) for mode in modes for wl in workload_names):
             ref = exp.latency_reference
-            if exp.latency_ratio_min and ref and ref not in out:
+            if (exp.latency_ratio_min or exp.slope_ratio_min) and ref and ref not in out:
                 out.insert(0, ref)
     return out
 
 
-def run_matrix(
-    names: list[str],
-    modes: list[str],
-    results_dir: Path,
-    vcpus: int | None = None,
-    source: str | None = None,
-    fragments: list[str] | None = None,
-    repeat: int = 1,
-    profile_overrides: dict | None = None,
-    pages: str | None = None,
-) -> list[Cell]:
-    """Build and run every variant in every mode, then compare. `pages` names the page
-    size the fragments select (it picks the matching declarations)."""
-    names = with_references(names or variants.names(), modes, pages)
+def run_matrix(names: list[str], modes: list[str], results_dir: Path,
+               options: RunOptions | None = None) -> list[Cell]:
+    """Build and run every variant under every workload in every mode, then compare."""
+    options = options or RunOptions()
+    names = with_references(names or variants.names(), modes, options.pages, options.workloads)
     cells: list[Cell] = []
     for name in names:
-        cells += run_variant(name, modes, results_dir, vcpus, source, fragments, repeat,
-                             profile_overrides, pages)
+        cells += run_variant(name, modes, results_dir, options)
     _compare_all(cells)
     progress.clear()
     return cells
 
 
-def run_variant(
-    name: str,
-    modes: list[str],
-    results_dir: Path,
-    vcpus: int | None = None,
-    source: str | None = None,
-    fragments: list[str] | None = None,
-    repeat: int = 1,
-    profile_overrides: dict | None = None,
-    pages: str | None = None,
-) -> list[Cell]:
-    """Build one variant and run it in each mode; the cells are not compared yet
-    (a latency expectation needs its reference cell: see judge_cells())."""
+def run_variant(name: str, modes: list[str], results_dir: Path,
+                options: RunOptions | None = None) -> list[Cell]:
+    """Build one variant and run it under each workload in each of the workload's modes;
+    the cells are not compared yet (a latency expectation needs its reference cell:
+    see judge_cells())."""
+    options = options or RunOptions()
     var = variants.load(name)
+    plan = [(workloads.get(wl), mode) for wl in options.workloads for mode in modes
+            if mode in workloads.get(wl).modes]
     progress.stage(name, "build")
     try:
-        build = kernel.build(name, source, fragments)
+        build = kernel.build(name, options.source, list(options.fragments or []) or None)
     except S2Error as e:
-        return [Cell(name, mode, var.expectation(mode, pages), why=f"build: {e.message}")
-                for mode in modes]
+        return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
+                     why=f"build: {e.message}", workload=wl.name) for wl, mode in plan]
     build_info = {
         "key": build.key, "cached": build.cached,
         "seconds": round(build.seconds, 1), "image": str(build.image),
         "config": str(build.config),
     }
     cells = []
-    for mode in modes:
-        prof = profiles.mode(mode).with_(vcpus=vcpus, **(profile_overrides or {}))
-        cell = Cell(name, mode, var.expectation(mode, pages), build=build_info)
-        for i in range(repeat):
-            label = f"{name}-{mode}" + (f"-{i + 1}" if repeat > 1 else "")
+    for wl, mode in plan:
+        prof = profiles.mode(mode).with_(workload=wl.name, **wl.profile_changes(mode))
+        prof = prof.with_(vcpus=options.vcpus, **options.profile_overrides)
+        cell = Cell(name, mode, var.expectation(mode, options.pages, wl.name), build=build_info,
+                    workload=wl.name)
+        suffix = "" if wl.name == workloads.DEFAULT else f"-{wl.name}"
+        for i in range(options.repeat):
+            label = f"{name}-{mode}{suffix}" + (f"-{i + 1}" if options.repeat > 1 else "")
             outdir = runner.new_run_dir(results_dir, label)
-            what = "run" + (f" {i + 1}/{repeat}" if repeat > 1 else "")
-            progress.stage(f"{name}/{mode}", what)
+            what = "run" + (f" {i + 1}/{options.repeat}" if options.repeat > 1 else "")
+            progress.stage(f"{name}/{mode}{'/' + wl.name if suffix else ''}", what)
             try:
                 cell.verdicts.append(
                     runner.run_kernel(build.image, prof, outdir, label, build.config)
@@ -162,10 +172,10 @@ def judge_cells(cells: list[Cell]) -> None:
 
 
 def _compare_all(cells: list[Cell]) -> None:
-    by_key = {(c.variant, c.mode): c for c in cells}
+    by_key = {(c.variant, c.workload, c.mode): c for c in cells}
     for cell in cells:
         ref = cell.declared.latency_reference
-        ref_cell = by_key.get((ref, cell.mode)) if ref else None
+        ref_cell = by_key.get((ref, cell.workload, cell.mode)) if ref else None
         outcomes = [compare(cell.declared, v, ref_cell) for v in cell.verdicts]
         if not outcomes:
             cell.match = None
@@ -187,7 +197,8 @@ def _compare_all(cells: list[Cell]) -> None:
                 cell.why = f"flaky: matched in {n_ok}/{len(outcomes)} runs; {cell.why}"
 
 
-def observed_summary(v: Verdict, ref_ms: float | None = None) -> str:
+def observed_summary(v: Verdict, ref_ms: float | None = None,
+                     ref_slope: float | None = None) -> str:
     parts = [_splat_key(s) for s in v.splats]
     uniq = list(dict.fromkeys(parts))
     text = ", ".join(uniq[:4]) + (f" +{len(uniq) - 4}" if len(uniq) > 4 else "")
@@ -197,6 +208,18 @@ def observed_summary(v: Verdict, ref_ms: float | None = None) -> str:
         text += f"; max {ms:g} ms"
         if ref_ms:
             text += f" ({ms / ref_ms:.1f}x)"
+    slope = v.workload.get("blocks", {}).get("slope_ms")
+    if slope is not None:
+        text += f"; {slope:g} ms/block"
+        if ref_slope:
+            text += f" ({slope / ref_slope:.1f}x)"
+    storm = v.workload.get("storm", {}).get("iteration_max_ms")
+    if storm is not None:
+        text += f"; storm {storm:g} ms/iter"
+    tests = v.workload.get("selftests")
+    if tests:
+        counts = Counter(t.get("status") for t in tests)
+        text += "; selftests " + " ".join(f"{k} {n}" for k, n in sorted(counts.items()))
     return text
 
 
@@ -205,7 +228,8 @@ def compare(
 ) -> tuple[bool | None, str, str]:
     """(match, observed summary, why) for one run against its declared expectation."""
     ref_ms = ref_cell.max_latency_ms() if ref_cell else None
-    observed = observed_summary(v, ref_ms)
+    ref_slope = ref_cell.slope_ms() if ref_cell else None
+    observed = observed_summary(v, ref_ms, ref_slope)
     if v.verdict == "error":
         return None, observed, v.reason
     if v.workload.get("coherent") is False:
@@ -213,6 +237,12 @@ def compare(
     missing = [s.describe() for s in exp.splats if not any(s.matches(x) for x in v.splats)]
     if missing:
         return False, observed, "expected but not seen: " + "; ".join(missing)
+    for spec in exp.splats:
+        pids = {x.get("pid") for x in v.splats if spec.matches(x)}
+        if len(pids) < spec.processes_min:
+            return False, observed, (
+                f"{spec.describe()}: seen in {len(pids)} process(es) "
+                f"(pids {', '.join(str(p) for p in sorted(pids, key=str))})")
     if exp.clean:
         extra = [x for x in v.splats if not any(s.matches(x) for s in exp.splats)]
         if extra:
@@ -228,6 +258,18 @@ def compare(
                 f"exec-fault latency {ms:g} ms is {ms / ref_ms:.1f}x {exp.latency_reference}'s "
                 f"{ref_ms:g} ms, expected >= {exp.latency_ratio_min:g}x"
             )
+    if exp.slope_ratio_min:
+        slope = v.workload.get("blocks", {}).get("slope_ms")
+        if slope is None:
+            return None, observed, "no per-block cost measured (a many-blocks run needs >= 2)"
+        if not ref_slope:
+            return None, observed, f"reference {exp.latency_reference} has no slope in this run"
+        if slope / ref_slope < exp.slope_ratio_min:
+            return False, observed, (
+                f"cost per block {slope:g} ms is {slope / ref_slope:.1f}x "
+                f"{exp.latency_reference}'s {ref_slope:g} ms, expected >= "
+                f"{exp.slope_ratio_min:g}x"
+            )
     return True, observed, ""
 
 
@@ -240,19 +282,25 @@ def exit_code(cells: list[Cell]) -> int:
 
 
 def table(cells: list[Cell]) -> str:
-    rows = [("VARIANT", "MODE", "DECLARED", "OBSERVED", "RESULT")]
+    """The verdict table; a WORKLOAD column when the run had more than exec-fault."""
+    show_wl = any(c.workload != workloads.DEFAULT for c in cells)
+    head = ("VARIANT",) + (("WORKLOAD",) if show_wl else ()) + ("MODE", "DECLARED", "OBSERVED")
+    rows = [head + ("RESULT",)]
     for c in cells:
         result = {True: "ok", False: "MISMATCH", None: "COULD NOT JUDGE"}[c.match]
         if c.flaky:
             result += " (flaky)"
-        rows.append((c.variant, c.mode, c.declared.describe(), c.observed, result))
-    widths = [min(max(len(r[i]) for r in rows), 60) for i in range(4)]
+        rows.append((c.variant,) + ((c.workload,) if show_wl else ())
+                    + (c.mode, c.declared.describe(), c.observed, result))
+    n = len(head)
+    widths = [min(max(len(r[i]) for r in rows), 60) for i in range(n)]
     lines = []
     for r in rows:
-        lines.append("  ".join(r[i][:60].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+        lines.append("  ".join(r[i][:60].ljust(widths[i]) for i in range(n)) + "  " + r[n])
     for c in cells:
         if c.match is not True and c.why:
-            lines.append(f"{c.variant}/{c.mode}: {c.why}")
+            where = f"{c.variant}/{c.workload}/{c.mode}" if show_wl else f"{c.variant}/{c.mode}"
+            lines.append(f"{where}: {c.why}")
     return "\n".join(lines)
 
 

@@ -153,9 +153,11 @@ def check_host(profile: Profile, block_bytes: int) -> None:
     need = memory_for(profile, block_bytes)
     least = memory_needed_mb(block_bytes, profile.hugepages)
     if profile.memory_mb and profile.memory_mb < least:
+        pages = ("one" if profile.hugepages == 1 else f"{profile.hugepages} x")
+        plural = "s" if profile.hugepages > 1 else ""
         raise InputError(
-            f"-m {profile.memory_mb}M is too small for {profile.hugepages} x "
-            f"{block_bytes >> 20} MiB hugepage(s): need at least {least} MiB"
+            f"-m {profile.memory_mb}M is too small for {pages} {block_bytes >> 20} MiB "
+            f"hugepage{plural}: need at least {least} MiB"
         )
     avail = _mem_available_mb()
     if avail is not None and avail < need:

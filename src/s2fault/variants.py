@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import project
+from . import project, workloads
 from .errors import InputError
 
 MODES = ("functional", "dilated")
@@ -27,6 +27,7 @@ class SplatSpec:
     function: tuple[str, ...] = ()
     in_frames: tuple[str, ...] = ()
     task: str | None = None
+    processes_min: int = 1  # seen in at least this many processes (distinct pids)
 
     def matches(self, splat: dict) -> bool:
         if splat.get("kind") != self.kind:
@@ -49,6 +50,8 @@ class SplatSpec:
             text += " in " + "|".join(self.function)
         if self.in_frames:
             text += " via " + "|".join(self.in_frames)
+        if self.processes_min > 1:
+            text += f" in >={self.processes_min} processes"
         return text
 
 
@@ -58,6 +61,8 @@ class Expectation:
     clean: bool = True
     latency_ratio_min: float | None = None
     latency_reference: str | None = None
+    # many-blocks: the slope of cost against the number of blocks, against the reference's
+    slope_ratio_min: float | None = None
 
     def describe(self) -> str:
         parts = [s.describe() for s in self.splats]
@@ -65,6 +70,8 @@ class Expectation:
             parts.append("clean")
         if self.latency_ratio_min:
             parts.append(f"latency>={self.latency_ratio_min:g}x {self.latency_reference}")
+        if self.slope_ratio_min:
+            parts.append(f"slope>={self.slope_ratio_min:g}x {self.latency_reference}")
         return ", ".join(parts) or "anything"
 
     def to_dict(self) -> dict:
@@ -74,6 +81,7 @@ class Expectation:
             "clean": self.clean,
             "latency_ratio_min": self.latency_ratio_min,
             "latency_reference": self.latency_reference,
+            "slope_ratio_min": self.slope_ratio_min,
             "summary": self.describe(),
         }
 
@@ -85,15 +93,20 @@ class Variant:
     folder: Path
     base: str | None
     patches: tuple[Path, ...]  # the whole chain, base first
-    expect: dict[str, Expectation] = field(default_factory=dict)  # for the default pages
-    by_pages: dict[tuple[str, str], Expectation] = field(default_factory=dict)
+    expect: dict[str, Expectation] = field(default_factory=dict)  # exec-fault, default pages
+    # (mode, pages, workload) -> expectation, for every combination declared or implied
+    combos: dict[tuple[str, str, str], Expectation] = field(default_factory=dict)
 
-    def expectation(self, mode: str, pages: str | None = None) -> Expectation:
-        """What this variant must show in `mode` on a kernel with `pages` pages.
+    def expectation(self, mode: str, pages: str | None = None,
+                    workload: str | None = None) -> Expectation:
+        """What this variant must show in `mode`, on a kernel with `pages` pages, under
+        `workload`.
 
         The bug's size follows the block size (512M on 64K pages, 2M on 4K), so a
-        variant may declare `[expect.<mode>.pages.4k]` to override keys there."""
-        return self.by_pages.get((mode, pages or DEFAULT_PAGES), self.expect[mode])
+        variant may declare `[expect.<mode>.pages.4k]` to override keys there; a
+        workload measures other things, so `[expect.<mode>.workload.<name>]` overrides
+        keys for it (applied after the page-size override)."""
+        return self.combos[(mode, pages or DEFAULT_PAGES, workload or workloads.DEFAULT)]
 
 
 def names() -> list[str]:
@@ -121,6 +134,7 @@ def _expectation(data: dict, where: str) -> Expectation:
                 function=_as_tuple(raw.get("function")),
                 in_frames=_as_tuple(raw.get("in_frames")),
                 task=raw.get("task"),
+                processes_min=int(raw.get("processes_min", 1)),
             )
         )
     ratio = data.get("latency_ratio_min")
@@ -128,8 +142,20 @@ def _expectation(data: dict, where: str) -> Expectation:
         splats=tuple(splats),
         clean=bool(data.get("clean", not splats)),
         latency_ratio_min=float(ratio) if ratio is not None else None,
-        latency_reference=data.get("latency_reference", "upstream" if ratio else None),
+        latency_reference=data.get(
+            "latency_reference", "upstream" if ratio or data.get("slope_ratio_min") else None),
+        slope_ratio_min=(float(data["slope_ratio_min"])
+                         if data.get("slope_ratio_min") is not None else None),
     )
+
+
+def _override(raw: dict, over: dict) -> dict:
+    """Keys of `over` replace those of `raw`; declaring splats without `clean` lets
+    `clean` follow the new splats again."""
+    merged = raw | over
+    if "splats" in over and "clean" not in over:
+        merged.pop("clean", None)
+    return merged
 
 
 def _series(folder: Path) -> list[Path]:
@@ -165,20 +191,28 @@ def load(name: str, _chain: tuple[str, ...] = ()) -> Variant:
         patches.extend(load(base, _chain + (name,)).patches)
     patches.extend(_series(folder))
     expect = {}
-    by_pages = {}
+    combos = {}
     for mode in MODES:
         raw = dict(data.get("expect", {}).get(mode, {}))
-        overrides = raw.pop("pages", {})
-        expect[mode] = _expectation(raw, f"{spec} [expect.{mode}]")
-        for pages, over in overrides.items():
+        by_pages = raw.pop("pages", {})
+        by_workload = raw.pop("workload", {})
+        where = f"{spec} [expect.{mode}]"
+        for pages in by_pages:
             if pages not in PAGES:
                 raise InputError(f"{spec} [expect.{mode}.pages.{pages}]: pages must be one of "
                                  f"{', '.join(PAGES)}")
-            merged = raw | over
-            if "splats" in over and "clean" not in over:
-                merged.pop("clean", None)
-            by_pages[(mode, pages)] = _expectation(
-                merged, f"{spec} [expect.{mode}.pages.{pages}]")
+        for wl in by_workload:
+            if wl not in workloads.WORKLOADS:
+                raise InputError(f"{spec} [expect.{mode}.workload.{wl}]: unknown workload "
+                                 f"(valid: {', '.join(workloads.WORKLOADS)})")
+        expect[mode] = _expectation(raw, where)
+        for pages in PAGES:
+            paged = _override(raw, by_pages.get(pages, {}))
+            for wl in workloads.WORKLOADS:
+                label = where[:-1] + (f".pages.{pages}" if pages in by_pages else "") + (
+                    f".workload.{wl}" if wl in by_workload else "") + "]"
+                combos[(mode, pages, wl)] = _expectation(
+                    _override(paged, by_workload.get(wl, {})), label)
     return Variant(
         name=name,
         description=str(data.get("description", "")).strip(),
@@ -186,5 +220,5 @@ def load(name: str, _chain: tuple[str, ...] = ()) -> Variant:
         base=base,
         patches=tuple(patches),
         expect=expect,
-        by_pages=by_pages,
+        combos=combos,
     )

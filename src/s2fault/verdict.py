@@ -100,6 +100,23 @@ def _splat_reason(splats: list[dict]) -> str:
     return f"{prefix}{title}{more}"
 
 
+def _incoherent(w: Workload, r: dict) -> str:
+    """Name the first round in which a vCPU executed something other than what the VMM
+    had just written, and whether it was the previous round's code (stale I-cache)."""
+    stale = w.summary()["stale"]
+    if not stale:
+        return (f"incoherent: {r.get('values_ok')}/{r.get('vcpus')} vCPUs ran the code the "
+                "VMM wrote")
+    first = stale[0]
+    what = ("the previous round's code" if first.get("got") == first.get("previous")
+            else "neither this round's nor the previous round's code")
+    vm = f"VM {first['vm']} " if first.get("vm") is not None else ""
+    rounds = sorted({s["round"] for s in stale})
+    return (f"incoherent: round {first['round']}: {vm}vCPU {first.get('vcpu')} executed {what} "
+            f"(got {first.get('got')}, expected {first.get('expected')}); stale executions: "
+            f"{len(stale)} in round(s) {', '.join(map(str, rounds))}")
+
+
 def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
     if run.outcome == "qemu_failed" and not text.strip():
         return "error", f"could not judge: {run.reason}"
@@ -152,9 +169,7 @@ def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
             return "fail", f"{_splat_reason(splats)}; workload error: {r['errors'][0]}"
         return "error", f"could not judge: workload error: {r['errors'][0]}"
     if r.get("coherent") is False:
-        return "fail", (
-            f"incoherent: {r.get('values_ok')}/{r.get('vcpus')} vCPUs ran the code the VMM wrote"
-        )
+        return "fail", _incoherent(w, r)
     if splats:
         return "fail", _splat_reason(splats)
     if pre["exec_faults_taken"] is False:

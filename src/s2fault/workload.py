@@ -29,13 +29,33 @@ class Workload:
 
     @property
     def result(self) -> dict | None:
-        return self.results[-1] if self.results else None
+        """The last run's result; a multi-VM run's lines (one per VMM process) merged."""
+        if not self.results:
+            return None
+        last = self.results[-1]
+        vms = int(last.get("vms") or 1)
+        if vms <= 1:
+            return last
+        group: list[dict] = []
+        for r in reversed(self.results):
+            if len(group) == vms or any(g.get("vm") == r.get("vm") for g in group):
+                break
+            group.insert(0, r)
+        return merge_vms(group, vms)
 
     def summary(self) -> dict:
         """The `workload` object of a verdict."""
         r = self.result or {}
         rounds = r.get("rounds") or [r]
-        return {
+        extra: dict = {}
+        if int(r.get("blocks") or 1) > 1:
+            extra["blocks"] = _block_costs(rounds)
+        if r.get("storm"):
+            extra["storm"] = _storm(rounds, r)
+        if "selftests" in r:
+            extra["selftests"] = list(r.get("selftests") or [])
+        stale = [dict(s, round=i) for i, rd in enumerate(rounds) for s in rd.get("stale") or []]
+        return extra | {
             "vcpus": r.get("vcpus"),
             "block_bytes": r.get("block_bytes"),
             "page_size": r.get("page_size"),
@@ -47,7 +67,105 @@ class Workload:
             "ctr_el0": r.get("ctr_el0"),
             "errors": list(r.get("errors") or []),
             "runs": len(self.results),
+            "vms": int(r.get("vms") or 1),
+            "remap": r.get("remap", "memslot"),
+            "stale": stale,
         }
+
+
+# Keys every VMM process reports alike (the machine's, not the VM's).
+_SHARED = ("page_size", "block_bytes", "ctr_el0", "dic", "idc", "cntfrq", "blocks", "storm",
+           "remap", "watchdog_armed")
+# Per-round lists with one entry per vCPU: concatenated VM after VM.
+_PER_VCPU = ("exec_fault_us", "exec_fault_wall_us", "block_fault_us", "storm_max_us",
+             "storm_mean_us", "storm_iterations")
+
+
+def merge_vms(lines: list[dict], vms: int) -> dict:
+    """One result out of the lines of a multi-VM run: vCPUs of VM 0, then VM 1, ...;
+    a VM that printed nothing is an error of the run."""
+    lines = sorted(lines, key=lambda r: r.get("vm") or 0)
+    merged: dict = {k: lines[0].get(k) for k in _SHARED if k in lines[0]}
+    merged["vms"] = vms
+    merged["vcpus"] = sum(int(r.get("vcpus") or 0) for r in lines)
+    merged["coherent"] = all(r.get("coherent") for r in lines) and len(lines) == vms
+    merged["values_ok"] = sum(int(r.get("values_ok") or 0) for r in lines)
+    errors = [f"vm {r.get('vm')}: {e}" for r in lines for e in r.get("errors") or []]
+    seen = {r.get("vm") for r in lines}
+    errors += [f"vm {i}: no result line" for i in range(vms) if i not in seen]
+    merged["errors"] = errors
+    merged["per_vm"] = [{"vm": r.get("vm"), "vcpus": r.get("vcpus"),
+                         "coherent": r.get("coherent")} for r in lines]
+    n_rounds = max(len(r.get("rounds") or []) for r in lines)
+    rounds = []
+    for i in range(n_rounds):
+        parts = [(r.get("vm"), (r.get("rounds") or [])[i]) for r in lines
+                 if i < len(r.get("rounds") or [])]
+        rd: dict = {k: [x for _, p in parts for x in p.get(k) or []]
+                    for k in _PER_VCPU if any(k in p for _, p in parts)}
+        rd["coherent"] = all(p.get("coherent") for _, p in parts) and len(parts) == vms
+        rd["values_ok"] = sum(int(p.get("values_ok") or 0) for _, p in parts)
+        rd["stale"] = [dict(s, vm=vm) for vm, p in parts for s in p.get("stale") or []]
+        rd["elapsed_ms"] = max((p.get("elapsed_ms") or 0) for _, p in parts)
+        rounds.append(rd)
+    merged["rounds"] = rounds
+    return merged
+
+
+def _measured(rounds: list[dict]) -> list[dict]:
+    """Round 0 is a warm-up when there are more (see _latency)."""
+    return rounds[1:] if len(rounds) > 1 else rounds
+
+
+def _block_costs(rounds: list[dict]) -> dict:
+    """many-blocks: what each block's exec fault cost (the slowest vCPU on it, median
+    over measured rounds), the running total against the number of blocks, and the
+    least-squares slope of that total: the cost of making one more block executable."""
+    per_round = []
+    for rd in _measured(rounds):
+        rows = [row for row in rd.get("block_fault_us") or [] if row]
+        if not rows:
+            continue
+        width = max(len(row) for row in rows)
+        per_round.append([
+            max((row[b] for row in rows if b < len(row) and row[b] is not None), default=None)
+            for b in range(width)
+        ])
+    if not per_round:
+        return {"cost_ms": [], "cumulative_ms": [], "slope_ms": None}
+    width = max(len(c) for c in per_round)
+    cost = []
+    for b in range(width):
+        seen = [c[b] for c in per_round if b < len(c) and c[b] is not None]
+        cost.append(round(statistics.median(seen) / 1000.0, 3) if seen else None)
+    known = [c for c in cost if c is not None]
+    cumulative = [round(sum(known[: i + 1]), 3) for i in range(len(known))]
+    return {"cost_ms": cost, "cumulative_ms": cumulative, "slope_ms": slope(cumulative)}
+
+
+def slope(totals: list[float]) -> float | None:
+    """Least-squares slope of totals[m-1] against m = 1..M."""
+    n = len(totals)
+    if n < 2:
+        return None
+    xs = range(1, n + 1)
+    mx, my = (n + 1) / 2, sum(totals) / n
+    den = sum((x - mx) ** 2 for x in xs)
+    return round(sum((x - mx) * (y - my) for x, y in zip(xs, totals, strict=True)) / den, 3)
+
+
+def _storm(rounds: list[dict], r: dict) -> dict:
+    """guest-icache-storm: the storm vCPUs' side, one I-cache maintenance iteration."""
+    maxes = [max(v) for rd in _measured(rounds)
+             if (v := [x for x in rd.get("storm_max_us") or [] if x is not None])]
+    means = [x for rd in _measured(rounds) for x in rd.get("storm_mean_us") or []
+             if x is not None]
+    return {
+        "vcpus": r.get("storm"),
+        "iteration_max_ms": round(statistics.median(maxes) / 1000.0, 3) if maxes else None,
+        "iteration_mean_ms": round(statistics.median(means) / 1000.0, 3) if means else None,
+        "range_bytes": (rounds[-1] or {}).get("storm_range_bytes") if rounds else None,
+    }
 
 
 def _ms(values_us) -> list[float]:
@@ -60,7 +178,7 @@ def _latency(rounds: list[dict], key: str) -> dict:
     lock chains (measured: 30-45 ms on the shipped kernel, the size of the bug's own
     signal). `max` is the median over the measured rounds of the max over vCPUs, so
     one preempted vCPU in one round cannot fake a 10x signal."""
-    measured = rounds[1:] if len(rounds) > 1 else rounds
+    measured = _measured(rounds)
     per_round = [_ms(r.get(key)) for r in measured]
     round_max = [max(v) for v in per_round if v]
     every = [x for v in per_round for x in v]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from avocado import Test
 
-from s2fault import kconfig, matrix, progress
+from s2fault import kconfig, matrix, progress, workloads
 from s2fault import profile as profiles
 from s2fault.errors import S2Error
 
@@ -63,20 +63,23 @@ class ExecFault(Test):
         mode = self.params.get("mode", default="functional")
         vcpus = self.params.get("vcpus", default=None)
         pages = self.params.get("pages", default=None)
-        self.log.info("cell: variant %s, mode %s, vcpus %s, pages %s",
-                      variant, mode, vcpus or "default", pages or "default")
+        workload = self.params.get("workload", default=workloads.DEFAULT)
+        self.log.info("cell: variant %s, workload %s, mode %s, vcpus %s, pages %s",
+                      variant, workload, mode, vcpus or "default", pages or "default")
+        if workload in workloads.WORKLOADS and mode not in workloads.get(workload).modes:
+            self.cancel(f"workload {workload} does not run in mode {mode}")
 
         runs = Path(self.outputdir) / "runs"
-        fragments = kconfig.fragments_for(str(pages) if pages else None)
+        page_size = str(pages) if pages else None
+        options = matrix.RunOptions(vcpus=vcpus, fragments=kconfig.fragments_for(page_size),
+                                    pages=page_size, workloads=(workload,))
         cells: list[matrix.Cell] = []
         # with_references() adds the variant a latency expectation is measured
         # against; it is run here so the ratio compares two runs of one machine.
         try:
-            page_size = str(pages) if pages else None
-            for name in matrix.with_references([variant], [mode], page_size):
-                cells += matrix.run_variant(name, [mode], runs, vcpus=vcpus,
-                                            fragments=fragments, pages=page_size)
-        except S2Error as e:  # an unknown variant or mode, a missing tool: not judged
+            for name in matrix.with_references([variant], [mode], page_size, (workload,)):
+                cells += matrix.run_variant(name, [mode], runs, options)
+        except S2Error as e:  # an unknown variant, mode or workload, a missing tool
             self.error(f"{variant}/{mode}: could not judge: {e.message}")
         matrix.judge_cells(cells)
 

@@ -1,0 +1,96 @@
+"""Workloads: the review's questions, each a named way to drive the stage-2 fault path.
+
+A workload is data: which profile fields it changes, in which modes it runs and
+what it measures. The VMM (guests/vmm.c) and init implement the shapes; the
+matrix runs every workload against every variant and compares what it saw with
+the variant's declaration (variant.toml: `[expect.<mode>.workload.<name>]`
+overrides keys of `[expect.<mode>]` for that workload).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import InputError
+
+DEFAULT = "exec-fault"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    question: str  # what the workload answers, in the review's words
+    modes: tuple[str, ...]  # the matrix modes it is meaningful in
+    shape: dict[str, dict] = field(default_factory=dict)  # mode ("*": any) -> profile changes
+    measures: tuple[str, ...] = ("exec_fault",)  # metrics its result carries
+
+    def profile_changes(self, mode: str) -> dict:
+        return self.shape.get("*", {}) | self.shape.get(mode, {})
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "exec-fault",
+            "N vCPUs of one VM take execute-permission faults on one huge block at once.",
+            ("functional", "dilated"),
+        ),
+        Workload(
+            "multi-vm",
+            "What happens when another VM does the same: K VMs (VMM processes), each with its "
+            "own huge block, released together.",
+            ("functional", "dilated"),
+            {"functional": {"vms": 2, "vcpus": 4}, "dilated": {"vms": 2}},
+        ),
+        Workload(
+            "guest-icache-storm",
+            "What happens when vCPUs perform I-cache invalidation in the guest while others "
+            "take exec faults.",
+            ("functional",),
+            {"*": {"vcpus": 8, "storm": 4}},
+            ("exec_fault", "storm"),
+        ),
+        Workload(
+            "coherence-rounds",
+            "Is the code the guest executes the code the host wrote: the block is rewritten and "
+            "its mapping dropped (MADV_DONTNEED) between rounds.",
+            ("functional",),
+            {"*": {"remap": "dontneed", "rounds": 10}},
+        ),
+        Workload(
+            "many-blocks",
+            "How fault cost grows with the memory made executable: M huge blocks exec-faulted "
+            "in turn.",
+            ("functional",),
+            {"*": {"blocks": 4, "rounds": 3}},
+            ("exec_fault", "blocks"),
+        ),
+        Workload(
+            "kvm-selftests",
+            "The kernel's own KVM selftests from the same tree, run inside the booted kernel.",
+            ("functional",),
+            {"*": {"program": "s2fault-ksft", "rounds": 1}},
+            ("selftests",),
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    return list(WORKLOADS)
+
+
+def get(name: str) -> Workload:
+    if name not in WORKLOADS:
+        raise InputError(f"unknown workload '{name}' (valid: {', '.join(WORKLOADS)})")
+    return WORKLOADS[name]
+
+
+def select(requested: list[str] | None) -> list[Workload]:
+    """The workloads a command line names ('all' for every one; default exec-fault)."""
+    if not requested:
+        return [WORKLOADS[DEFAULT]]
+    if "all" in requested:
+        return list(WORKLOADS.values())
+    return [get(n) for n in dict.fromkeys(requested)]
