@@ -152,3 +152,22 @@ def test_storm_side_is_summarised():
     s = workload.parse(console_with(r)).summary()["storm"]
     assert s == {"vcpus": 4, "iteration_max_ms": 0.12, "iteration_mean_ms": 0.04,
                  "range_bytes": 1 << 20}
+
+
+def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):
+    from s2fault import report
+
+    def row(variant, per_block_ms):
+        cum = [round(per_block_ms * m, 3) for m in range(1, 5)]
+        return {"variant": variant, "mode": "functional", "workload_name": "many-blocks",
+                "match": True, "why": "", "observed": "clean", "runs": 1,
+                "declared": {"summary": "clean"},
+                "workload": {"blocks": {"cumulative_ms": cum, "slope_ms": per_block_ms}}}
+
+    rows = [row("upstream", 0.3), row("fix-reverted", 150.0)]
+    html = report.render_html(rows, {"workloads": ["many-blocks"]}, tmp_path)
+    assert "<th>workload</th>" in html and "<td>many-blocks</td>" in html
+    assert html.count('<polyline class="series"') == 2
+    assert 'data-variant="fix-reverted" data-slope-ms="150.0"' in html
+    report.write_tap(rows, tmp_path / "t.tap")
+    assert "ok 1 - upstream many-blocks functional" in (tmp_path / "t.tap").read_text()

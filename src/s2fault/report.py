@@ -39,12 +39,23 @@ def _status(row: dict) -> str:
     return {True: "ok", False: "mismatch", None: "error"}[row["match"]]
 
 
+def _workload(row: dict) -> str:
+    return row.get("workload_name") or "exec-fault"
+
+
+def _cell_name(row: dict, sep: str = " ") -> str:
+    """variant, mode, and the workload when it is not the plain exec-fault run."""
+    wl = _workload(row)
+    return sep.join([row["variant"], *([wl] if wl != "exec-fault" else []), row["mode"]])
+
+
 def write_junit(rows: list[dict], path: Path) -> None:
     suite = ET.Element("testsuite", name="s2fault", tests=str(len(rows)))
     failures = errors = 0
     for row in rows:
         case = ET.SubElement(
-            suite, "testcase", classname=f"s2fault.{row['variant']}", name=row["mode"]
+            suite, "testcase", classname=f"s2fault.{row['variant']}",
+            name=_cell_name(row, "/").split("/", 1)[1],
         )
         seconds = (row.get("build", {}) or {}).get("seconds", 0)
         case.set("time", str(seconds))
@@ -69,7 +80,7 @@ def write_tap(rows: list[dict], path: Path) -> None:
     lines = ["TAP version 13", f"1..{len(rows)}"]
     for i, row in enumerate(rows, 1):
         status = _status(row)
-        name = f"{row['variant']} {row['mode']}"
+        name = _cell_name(row)
         if status == "ok":
             lines.append(f"ok {i} - {name}: {row['observed']}")
         elif status == "error":
@@ -193,7 +204,8 @@ def _ratio(row: dict, same_mode: list[dict]) -> str:
     if not (row.get("declared") or {}).get("latency_ratio_min") or not ref:
         return ""
     value = _latency(row)[0]
-    ref_ms = next((_latency(r)[0] for r in same_mode if r["variant"] == ref), None)
+    ref_ms = next((_latency(r)[0] for r in same_mode
+                   if r["variant"] == ref and _workload(r) == _workload(row)), None)
     if not value or not ref_ms:
         return ""
     return f" ({value / ref_ms:.1f}x {ref})"
@@ -257,17 +269,18 @@ def latency_svg(rows: list[dict]) -> str:
             status = _status(row)
             by = top + i * (bar_h + gap)
             x0, x1 = left, x_of(value)
-            label = f"{row['variant']}"
+            label = _cell_name(row).rsplit(" ", 1)[0]  # the panel names the mode
             parts.append(f'<text x="{left - 8}" y="{by + bar_h - 4}" class="label">'
                          f"{_esc(label)}</text>")
-            tip = (f"{row['variant']}/{row['mode']}: {_fmt_ms(value)} (median over rounds of "
+            tip = (f"{_cell_name(row, '/')}: {_fmt_ms(value)} (median over rounds of "
                    f"the per-round max); rounds: {', '.join(_fmt_ms(v) for v in rounds)}; "
                    f"result: {_RESULT[status]}" + ("; model (time dilation)" if dilated else ""))
             fill = f' fill="{_COLOUR[status]}"'
             parts.append(
                 f'<rect class="bar" x="{x0}" y="{by}" width="{max(x1 - x0, 1):.1f}" '
                 f'height="{bar_h}"{fill} data-variant="{_esc(row["variant"])}" '
-                f'data-mode="{_esc(row["mode"])}" data-ms="{value:g}">'
+                f'data-mode="{_esc(row["mode"])}" data-ms="{value:g}" '
+                f'data-workload="{_esc(_workload(row))}">'
                 f"<title>{_esc(tip)}</title></rect>"
             )
             if _is_dilated(row):
@@ -306,6 +319,85 @@ def latency_svg(rows: list[dict]) -> str:
     )
 
 
+def _blocks(row: dict) -> list[float]:
+    return [float(x) for x in ((row.get("workload") or {}).get("blocks") or {}).get(
+        "cumulative_ms") or [] if x is not None]
+
+
+_LINE_COLOURS = ("#1565c0", "#c62828", "#6a1b9a", "#ef6c00", "#2e7d32", "#00838f", "#5d4037")
+
+
+def blocks_svg(rows: list[dict]) -> str:
+    """many-blocks: total exec-fault cost against the number of blocks made executable,
+    a line per variant, log-scale cost (the variants' slopes are decades apart)."""
+    series = [(r, _blocks(r)) for r in rows if len(_blocks(r)) >= 2]
+    width, height, left, right, top, bottom = 760, 330, 70, 230, 20, 50
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [v for _, ys in series for v in ys if v > 0] or [1.0]
+    lo = math.floor(math.log10(min(values)))
+    hi = math.ceil(math.log10(max(values)))
+    hi = hi if hi > lo else lo + 1
+    m_max = max([len(ys) for _, ys in series] or [2])
+
+    def x_of(m: int) -> float:
+        return left + (m - 1) / max(m_max - 1, 1) * plot_w
+
+    def y_of(ms: float) -> float:
+        return top + plot_h - (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_h
+
+    parts = []
+    for k in range(lo, hi + 1):
+        gy = y_of(10.0 ** k)
+        parts.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" '
+                     'class="grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" class="ytick">'
+                     f"{_esc(_fmt_ms(10.0 ** k))}</text>")
+    for m in range(1, m_max + 1):
+        parts.append(f'<text x="{x_of(m):.1f}" y="{top + plot_h + 16}" class="tick">{m}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" class="axis">'
+                 "huge blocks made executable (exec-faulted in turn)</text>")
+    for i, (row, ys) in enumerate(series):
+        colour = _LINE_COLOURS[i % len(_LINE_COLOURS)]
+        points = " ".join(f"{x_of(m):.1f},{y_of(v):.1f}" for m, v in enumerate(ys, 1))
+        slope = ((row.get("workload") or {}).get("blocks") or {}).get("slope_ms")
+        name = f"{row['variant']} ({row['mode']})"
+        tip = (f"{name}: total {', '.join(_fmt_ms(v) for v in ys)}; "
+               + (f"slope {_fmt_ms(slope)} per block; " if slope is not None else "")
+               + f"result: {_RESULT[_status(row)]}")
+        parts.append(f'<polyline class="series" points="{points}" fill="none" '
+                     f'stroke="{colour}" stroke-width="2" data-variant="{_esc(row["variant"])}"'
+                     f' data-slope-ms="{slope if slope is not None else ""}">'
+                     f"<title>{_esc(tip)}</title></polyline>")
+        for m, v in enumerate(ys, 1):
+            parts.append(f'<circle cx="{x_of(m):.1f}" cy="{y_of(v):.1f}" r="3" '
+                         f'fill="{colour}"><title>{_esc(f"{name}, {m} blocks: {_fmt_ms(v)}")}'
+                         "</title></circle>")
+        ly = top + 14 + i * 18
+        parts.append(f'<line x1="{left + plot_w + 14}" y1="{ly - 4}" x2="{left + plot_w + 34}" '
+                     f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+        per = f", {_fmt_ms(slope)}/block" if slope is not None else ""
+        parts.append(f'<text x="{left + plot_w + 40}" y="{ly}" class="legend">'
+                     f"{_esc(row['variant'] + per)}</text>")
+    style = ("<style>.tick{font:11px sans-serif;text-anchor:middle;fill:#555}"
+             ".ytick{font:11px sans-serif;text-anchor:end;fill:#555}.axis{font:12px sans-serif;"
+             "text-anchor:middle}.legend{font:12px sans-serif}.grid{stroke:#ddd}</style>")
+    return (f'<svg id="blocks-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            'aria-label="total exec-fault cost against the number of huge blocks">'
+            f"{style}{''.join(parts)}</svg>")
+
+
+def _blocks_section(rows: list[dict]) -> str:
+    if not any(len(_blocks(r)) >= 2 for r in rows):
+        return ""
+    return ("<h2>Cost against memory made executable (many-blocks)</h2>\n"
+            "<p>Total exec-fault cost (the slowest vCPU per block, median over measured "
+            "rounds, summed) after 1..M huge blocks were made executable, log scale. The "
+            "slope is the cost of one more block: constant for a fix that invalidates the "
+            "whole I-cache at once, proportional to the block size for line-by-line "
+            "invalidation.</p>\n" + blocks_svg(rows))
+
+
 def exit_code_of(rows: list[dict]) -> int:
     """The exit-code contract over report rows: 1 a mismatch, 2 a cell not judged."""
     statuses = {_status(r) for r in rows}
@@ -327,6 +419,7 @@ def _summary(rows: list[dict]) -> tuple[str, str]:
 def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
     meta = meta or {}
     css, summary = _summary(rows)
+    show_wl = any(_workload(r) != "exec-fault" for r in rows)
     table = []
     for row in rows:
         status = _status(row)
@@ -337,7 +430,8 @@ def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
         reason = row.get("why") or row.get("reason") or ""
         runs = row.get("runs", 1)
         table.append(
-            f'<tr class="{status}"><td>{_esc(row["variant"])}</td><td>{mode}</td>'
+            f'<tr class="{status}"><td>{_esc(row["variant"])}</td>'
+            + (f"<td>{_esc(_workload(row))}</td>" if show_wl else "") + f"<td>{mode}</td>"
             f'<td>{_esc(row["declared"]["summary"])}</td><td>{_esc(row["observed"])}'
             + (f" <small>({runs} runs)</small>" if runs and runs > 1 else "")
             + f'</td><td class="result">{_esc(result)}</td><td>{_esc(reason)}</td>'
@@ -345,7 +439,7 @@ def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
         )
     meta_html = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_meta_value(v))}</dd>"
                         for k, v in meta.items() if v not in (None, "", [], {}))
-    missing = [f"{r['variant']}/{r['mode']}" for r in rows if _latency(r)[0] is None]
+    missing = [_cell_name(r, "/") for r in rows if _latency(r)[0] is None]
     no_latency = (f"<p>No latency measured: {_esc(', '.join(missing))}.</p>" if missing else "")
     model = (f'<p class="model">{_esc(_MODEL_NOTE)}</p>'
              if any(_is_dilated(r) for r in rows) else "")
@@ -363,8 +457,8 @@ def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
 <dl class="meta">{meta_html}</dl>
 <h2>Verdicts</h2>
 <table id="verdicts">
-<thead><tr><th>variant</th><th>mode</th><th>declared</th><th>observed</th><th>result</th>
-<th>reason</th><th>logs</th></tr></thead>
+<thead><tr><th>variant</th>{"<th>workload</th>" if show_wl else ""}<th>mode</th>
+<th>declared</th><th>observed</th><th>result</th><th>reason</th><th>logs</th></tr></thead>
 <tbody>
 {chr(10).join(table)}
 </tbody>
@@ -376,6 +470,7 @@ vCPU's exec fault). Dots: the slowest vCPU of each round. Colour: the cell's res
 {model}
 {latency_svg(rows)}
 {no_latency}
+{_blocks_section(rows)}
 </body>
 </html>
 """
@@ -418,7 +513,7 @@ def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
     for part in parts:
         rows, part_meta = load_json(part)
         meta["merged_from"].append(part.parent.name)
-        for key in ("variants", "modes"):
+        for key in ("variants", "modes", "workloads"):
             for value in part_meta.get(key) or []:
                 meta.setdefault(key, [])
                 if value not in meta[key]:
@@ -428,7 +523,7 @@ def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
                 meta.setdefault(key, set()).add(str(part_meta[key]))
         asked = part_meta.get("variants")
         for row in rows:
-            cell = (row["variant"], row["mode"], str(part_meta.get("vcpus")),
+            cell = (row["variant"], _workload(row), row["mode"], str(part_meta.get("vcpus")),
                     str(part_meta.get("pages")))
             is_own = not asked or row["variant"] in asked
             if cell not in chosen or (is_own and not chosen[cell][0]):
