@@ -100,6 +100,20 @@ def _splat_reason(splats: list[dict]) -> str:
     return f"{prefix}{title}{more}"
 
 
+def _refused_option(text: str) -> str | None:
+    """A kvm-arm.mode the kernel did not honour: the run did not test what was asked
+    (measured on QEMU 7.2 TCG: `max` lacks FEAT_NV2, so "nested" silently falls back to
+    VHE; an nVHE CPU model rejects the option, after a boot-time WARN)."""
+    if "Malformed early option 'kvm-arm.mode'" in text:
+        return ("not applicable: the kernel rejected kvm-arm.mode (\"Malformed early option\"; "
+                "nested needs a VHE CPU model with FEAT_NV2)")
+    if "kvm-arm.mode=nested" in text and "unavailable: Nested Virtualization Support" in text:
+        return ("not applicable: kvm-arm.mode=nested was not granted (CPU features: "
+                "unavailable: Nested Virtualization Support; the CPU model lacks FEAT_NV2) "
+                "and KVM ran as an ordinary host")
+    return None
+
+
 def _incoherent(w: Workload, r: dict) -> str:
     """Name the first round in which a vCPU executed something other than what the VMM
     had just written, and whether it was the previous round's code (stale I-cache)."""
@@ -120,6 +134,9 @@ def _incoherent(w: Workload, r: dict) -> str:
 def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
     if run.outcome == "qemu_failed" and not text.strip():
         return "error", f"could not judge: {run.reason}"
+    refused = _refused_option(text)
+    if refused:
+        return "error", refused
     if w.init is None:
         for needle, why in _MISSING:
             if needle in text:
