@@ -283,6 +283,7 @@ def test_download_verified_by_sha256(http_server, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="does not match"):
         source.fetch(f"{http_server}/other.tar.xz", "0" * 64, tmp_path)
     monkeypatch.setattr(source, "DOWNLOAD_TIMEOUT", 0.5)
+    monkeypatch.setattr(source, "RETRY_BACKOFF", 0)  # each retry also times out
     with pytest.raises(InfraError, match="download of .*/slow failed"):
         source.fetch(f"{http_server}/slow", "1" * 64, tmp_path)
     assert not [p for p in (tmp_path / "downloads").iterdir() if p.name.startswith(".tmp-")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -58,11 +59,29 @@ def _overrides(args: argparse.Namespace) -> dict:
     }
 
 
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help="debian (default), a kernel tree, a git repository (path or "
+                   "URL) with --ref, REPO@REF, a tarball, or URL#sha256=HEX")
+    p.add_argument("--ref", help="commit, branch or tag of a git --source")
+    p.add_argument("--offline", action="store_true",
+                   help="never touch the network; fail naming what is not cached "
+                   "(also S2FAULT_OFFLINE=1)")
+
+
+def _source_spec(args: argparse.Namespace) -> str | None:
+    from . import source
+
+    if args.offline:
+        # The environment carries the switch to every stage and every child process.
+        os.environ[source.OFFLINE_ENV] = "1"
+    return source.with_ref(args.source, args.ref)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from . import kconfig, kernel
 
     fragments = kconfig.fragments_for(args.pages, args.fragment)
-    b = kernel.build(args.variant, args.source, fragments, runtime=args.runtime)
+    b = kernel.build(args.variant, _source_spec(args), fragments, runtime=args.runtime)
     progress.clear()
     state = "cached" if b.cached else "built"
     print(f"{b.variant}: {state} in {b.seconds:.1f} s")
@@ -119,8 +138,11 @@ def _repeat_summary(verdicts, code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import kconfig, matrix, report, variants, workloads
+    from . import kconfig, matrix, project, report, source, variants, workloads
 
+    spec = _source_spec(args)
+    # A source that cannot be had stops the run here, once, not as an error in every cell.
+    source.resolve(spec, project.cache_dir())
     names = args.variant or variants.names()
     modes = args.mode or ["functional", "dilated"]
     default = Path("results") / f"check-{matrix.timestamp()}"
@@ -128,7 +150,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     results.mkdir(parents=True, exist_ok=True)
     chosen = [w.name for w in workloads.select(args.workload)]
     options = matrix.RunOptions(
-        vcpus=args.vcpus, source=args.source,
+        vcpus=args.vcpus, source=spec,
         fragments=kconfig.fragments_for(args.pages, args.fragment), repeat=args.repeat,
         profile_overrides={k: v for k, v in _overrides(args).items() if v is not None},
         pages=args.pages, workloads=tuple(chosen),
@@ -196,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build a kernel variant into the cache")
     p.add_argument("--variant", default="upstream")
-    p.add_argument("--source", help="debian (default), a tree, PATH@REF, a tarball, URL#sha256=")
+    _source_args(p)
     p.add_argument("--pages", choices=["4k", "16k", "64k"],
                    help="page size of the kernel (default 64k: 512M blocks)")
     p.add_argument("--fragment", action="append",
@@ -218,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", action="append", choices=["functional", "dilated"],
                    help="mode (repeatable; default: both)")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload in every mode")
-    p.add_argument("--source", help="kernel source spec (default: debian)")
+    _source_args(p)
     p.add_argument("--pages", choices=["4k", "16k", "64k"],
                    help="page size of the kernel (default 64k: 512M blocks)")
     p.add_argument("--fragment", action="append",

@@ -1,14 +1,18 @@
 """The source stage: turn a source spec into an unpacked kernel tree and an identity.
 
-Specs:
+Specs (the CLI's --source, with --ref for git):
   debian (default)      Debian's linux-source-6.12 tarball under /usr/src
   PATH.tar.{xz,gz,bz2}  a local tarball
   URL#sha256=HEX        a tarball downloaded over HTTP(S), verified by sha256
   PATH                  a kernel tree or git checkout, used as it is
-  PATH@REF              a ref of a local git repository, exported with git archive
+  REPO@REF              a commit of a git repository (a path or a URL): fetched
+                        shallowly into a shared bare store, checked out once per commit
 
 The identity is what the kernel cache key is made of: a tarball's sha256, a
 commit id (plus a hash of uncommitted changes), never a path or a timestamp.
+
+S2FAULT_OFFLINE=1 (the CLI's --offline) refuses every network access: what is
+not in the cache yet is an error that names the URL and where it would have gone.
 """
 
 from __future__ import annotations
@@ -16,19 +20,35 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tarfile
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cache, hosttools
+from . import cache, hosttools, progress
 from .errors import InfraError, InputError
 
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_PACKAGE = "linux-source-6.12"
+OFFLINE_ENV = "S2FAULT_OFFLINE"
+TARBALL_SUFFIXES = (".tar.xz", ".tar.gz", ".tgz", ".tar.bz2", ".tar")
+
+# Downloads: seconds to connect, seconds without a byte before giving up on a read.
+CONNECT_TIMEOUT = 15
 DOWNLOAD_TIMEOUT = 60
+DOWNLOAD_ATTEMPTS = 4
+RETRY_BACKOFF = 0.5  # seconds before the second attempt, doubled after each failure
+# What a dropped connection can lose: requests hands out whole chunks only.
+CHUNK = 64 * 1024
+
+# Protocol v2 lets a client fetch any commit by id; v0 servers only hand out what
+# they advertise (the fallback then fetches every branch and tag, not shallow).
+GIT_PROTOCOL = "2"
+_FULL_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,37 @@ class Source:
     identity: str
     tree: Path
     description: str
+
+
+def offline() -> bool:
+    """True when S2FAULT_OFFLINE (or --offline) forbids network access."""
+    return os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
+
+
+def with_ref(spec: str | None, ref: str | None) -> str | None:
+    """The spec for `--source SPEC --ref REF`: `REPO@REF`, the one form resolve() reads."""
+    if not ref:
+        return spec
+    if not spec or spec == "debian":
+        raise InputError(f"--ref {ref} needs a git repository as --source (a path or a URL)")
+    if "#sha256=" in spec or spec.endswith(TARBALL_SUFFIXES):
+        raise InputError(f"--ref {ref} does not apply to a tarball source ({spec})")
+    if _split_ref(spec) is not None and not Path(spec).exists():
+        raise InputError(f"--source {spec} already names a ref; drop --ref {ref} or the @REF")
+    return f"{spec}@{ref}"
+
+
+def _split_ref(spec: str) -> tuple[str, str] | None:
+    """(repository, ref) of `REPO@REF`. A ref never holds ':', which keeps the user
+    part of `git@host:path` from being read as a ref."""
+    repo, at, ref = spec.rpartition("@")
+    if not at or not repo or not ref or ":" in ref:
+        return None
+    return repo, ref
+
+
+def _is_url(spec: str) -> bool:
+    return "://" in spec or re.match(r"^[\w.-]+@[\w.-]+:", spec) is not None
 
 
 def resolve(spec: str | None, cache_root: Path) -> Source:
@@ -49,25 +100,33 @@ def resolve(spec: str | None, cache_root: Path) -> Source:
                 f"(Debian package: {DEBIAN_PACKAGE})"
             )
         return _from_tarball(spec, DEBIAN_TARBALL, cache_root)
-    if spec.startswith(("http://", "https://")):
+    if spec.startswith(("http://", "https://")) and "#" in spec:
         url, _, frag = spec.partition("#")
         if not frag.startswith("sha256="):
             raise InputError(f"source URL needs '#sha256=<hex>' to be verified: {spec}")
-        tarball = fetch(url, frag.removeprefix("sha256="), cache_root)
-        return _from_tarball(spec, tarball, cache_root)
-    if "@" in spec and not Path(spec).exists():
-        repo, _, ref = spec.rpartition("@")
-        return _from_git_ref(spec, Path(repo), ref, cache_root)
+        return _from_url(spec, url, frag.removeprefix("sha256="), cache_root)
+    split = None if Path(spec).exists() else _split_ref(spec)
+    if split is not None:
+        return _from_git(spec, split[0], split[1], cache_root)
+    if _is_url(spec):
+        raise InputError(
+            f"source URL {spec} needs '#sha256=<hex>' (a tarball) or --ref (a git repository)"
+        )
     path = Path(spec)
     if not path.exists():
         raise InputError(f"kernel source '{spec}' does not exist")
     if path.is_file():
-        if not any(spec.endswith(s) for s in (".tar.xz", ".tar.gz", ".tgz", ".tar.bz2", ".tar")):
+        if not spec.endswith(TARBALL_SUFFIXES):
             raise InputError(f"kernel source '{spec}' is a file but not a tarball")
         return _from_tarball(spec, path, cache_root)
     if not (path / "Makefile").is_file() or not (path / "arch" / "arm64").is_dir():
+        if _git_dir_of(path) is not None:
+            raise InputError(f"git repository '{spec}' has no work tree: give a --ref")
         raise InputError(f"'{spec}' is not a kernel tree (no Makefile or arch/arm64)")
     return Source(spec, _tree_identity(path), path.resolve(), f"tree {path}")
+
+
+# --- tarballs ------------------------------------------------------------------------------
 
 
 def _tarball_sha256(tarball: Path, cache_root: Path) -> str:
@@ -90,13 +149,15 @@ def _tarball_sha256(tarball: Path, cache_root: Path) -> str:
     return digest
 
 
-def _from_tarball(spec: str, tarball: Path, cache_root: Path) -> Source:
-    digest = _tarball_sha256(tarball, cache_root)
+def _from_tarball(spec: str, tarball: Path, cache_root: Path, digest: str | None = None
+                  ) -> Source:
+    digest = digest or _tarball_sha256(tarball, cache_root)
     entry = cache.Entry("sources", digest[:24], cache_root)
     with cache.locked(entry.lock_path):
         tree = _unpacked_tree(entry)
         if tree is None:
             with entry.staging() as staged:
+                progress.stage("source", f"unpack {tarball.name}")
                 unpack(tarball, staged / "tree")
                 # The manifest checksums files; a kernel tree has 80k of them, so the
                 # entry records only a stamp file and relies on the atomic rename.
@@ -107,6 +168,19 @@ def _from_tarball(spec: str, tarball: Path, cache_root: Path) -> Source:
             tree = _unpacked_tree(entry)
     assert tree is not None
     return Source(spec, f"tarball:sha256:{digest}", tree, f"{tarball.name} ({digest[:12]})")
+
+
+def _from_url(spec: str, url: str, sha256: str, cache_root: Path) -> Source:
+    sha256 = sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise InputError(f"'{sha256}' in {spec} is not a sha256 (64 hex digits)")
+    # Unpacked before: neither the download nor the network is needed again.
+    tree = _unpacked_tree(cache.Entry("sources", sha256[:24], cache_root))
+    if tree is not None:
+        return Source(spec, f"tarball:sha256:{sha256}", tree, f"{url} ({sha256[:12]})")
+    tarball = fetch(url, sha256, cache_root)
+    src = _from_tarball(spec, tarball, cache_root, digest=sha256)
+    return Source(spec, src.identity, src.tree, f"{url} ({sha256[:12]})")
 
 
 def _unpacked_tree(entry: cache.Entry) -> Path | None:
@@ -142,70 +216,320 @@ def _strict_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None
     return tarfile.data_filter(member, dest)
 
 
-def fetch(url: str, sha256: str, cache_root: Path) -> Path:
-    """Download `url` once into the cache, verified by sha256, with a timeout."""
-    import requests
+# --- downloads -----------------------------------------------------------------------------
 
+
+class _Retry(Exception):
+    """One attempt failed in a way another attempt may fix (network, 5xx)."""
+
+
+def fetch(url: str, sha256: str, cache_root: Path) -> Path:
+    """Download `url` once into the cache and return the file, verified by sha256.
+
+    Bytes go to `downloads/<key>.part` first; an interrupted download (a dropped
+    connection, a killed run) continues from there with an HTTP Range request. The
+    file is hashed before it is published (atomic rename) and before anyone unpacks it.
+    """
     sha256 = sha256.lower()
     name = url.rstrip("/").rsplit("/", 1)[-1] or "source.tar"
     entry = cache.Entry("downloads", sha256[:24], cache_root)
     with cache.locked(entry.lock_path):
         if entry.verify() and (entry.dir / name).is_file():
             return entry.dir / name
+        if offline():
+            raise InfraError(
+                f"offline ({OFFLINE_ENV}): {url} is not in the cache; it would be kept at "
+                f"{entry.dir / name}"
+            )
+        part = entry.dir.with_name(f"{entry.key}.part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        _download(url, part)
+        digest = cache.sha256_file(part)
+        if digest != sha256:
+            part.unlink()  # a wrong file is not worth resuming
+            raise InputError(f"download of {url}: sha256 {digest} does not match {sha256}")
         with entry.staging() as staged:
-            digest = hashlib.sha256()
-            try:
-                with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as r:
-                    r.raise_for_status()
-                    with open(staged / name, "wb") as f:
-                        for chunk in r.iter_content(1 << 20):
-                            digest.update(chunk)
-                            f.write(chunk)
-            except requests.RequestException as e:
-                raise InfraError(f"download of {url} failed: {e}") from e
-            if digest.hexdigest() != sha256:
-                raise InputError(
-                    f"download of {url}: sha256 {digest.hexdigest()} does not match {sha256}"
-                )
-            entry.publish(staged, {"url": url})
+            os.replace(part, staged / name)
+            entry.publish(staged, {"url": url, "sha256": sha256})
     return entry.dir / name
 
 
-def _git(repo: Path, *args: str) -> str:
+def _download(url: str, part: Path) -> None:
+    """Fill `part` with the whole of `url`, resuming and retrying with backoff."""
+    import requests
+
+    session = requests.Session()
+    why = ""
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        if attempt > 1:
+            time.sleep(RETRY_BACKOFF * 2 ** (attempt - 2))
+        try:
+            _attempt(session, url, part)
+            return
+        except _Retry as e:
+            why = str(e)
+        except requests.Timeout as e:
+            if isinstance(e, requests.ConnectTimeout):
+                why = f"connect timed out (limit {CONNECT_TIMEOUT} s)"
+            else:
+                why = f"read timed out (no byte for {DOWNLOAD_TIMEOUT} s)"
+        except requests.RequestException as e:
+            why = _short(e)
+        except OSError as e:
+            raise InfraError(f"download of {url}: cannot write {part}: {e.strerror}") from e
+        if attempt < DOWNLOAD_ATTEMPTS:
+            progress.stage("source", f"download of {url}: {why}; retrying")
+    raise InfraError(f"download of {url} failed after {DOWNLOAD_ATTEMPTS} attempts: {why}")
+
+
+def _attempt(session, url: str, part: Path) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    timeout = (CONNECT_TIMEOUT, DOWNLOAD_TIMEOUT)
+    with session.get(url, stream=True, timeout=timeout, headers=headers) as r:
+        if r.status_code == 416 and have:
+            part.unlink()  # the partial file is longer than the file: start again
+            raise _Retry("server refused the resume range; starting again")
+        if r.status_code >= 500 or r.status_code in (408, 429):
+            raise _Retry(f"HTTP {r.status_code} {r.reason}")
+        if r.status_code >= 400:
+            raise InputError(f"download of {url} failed: HTTP {r.status_code} {r.reason}")
+        mode, offset = "wb", 0
+        if have and r.status_code == 206 and _range_start(r.headers) == have:
+            mode, offset = "ab", have
+        total = _total_size(r.headers, offset)
+        with open(part, mode) as f:
+            _copy(r, f, offset, total, url)
+        got = part.stat().st_size
+        if total is not None and got < total:
+            raise _Retry(f"connection closed after {got} of {total} bytes")
+
+
+def _range_start(headers) -> int | None:
+    """The first byte of a 206 answer (Content-Range: bytes START-END/TOTAL)."""
+    m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", headers.get("Content-Range", ""))
+    return int(m[1]) if m else None
+
+
+def _total_size(headers, offset: int) -> int | None:
+    m = re.match(r"bytes \d+-\d+/(\d+)", headers.get("Content-Range", ""))
+    if m:
+        return int(m[1])
+    length = headers.get("Content-Length")
+    return offset + int(length) if length and length.isdigit() else None
+
+
+def _copy(r, f, offset: int, total: int | None, url: str) -> None:
+    name = url.rsplit("/", 1)[-1]
+    tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    every = 1.0 if tty else 10.0  # CI logs get a line now and then, not a ticker
+    start = last = time.monotonic()
+    done = offset
+    for chunk in r.iter_content(CHUNK):
+        f.write(chunk)
+        done += len(chunk)
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            rate = (done - offset) / (now - start) / 1e6
+            of = f"/{total / 1e6:.1f}" if total else ""
+            progress.stage("source", f"download {name}: {done / 1e6:.1f}{of} MB, {rate:.1f} MB/s")
+
+
+def _short(e: Exception) -> str:
+    """requests wraps urllib3 wraps socket errors; the innermost one says what happened."""
+    inner: BaseException = e
+    for _ in range(5):
+        nested = getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException) and inner.args:
+            nested = inner.args[0]
+        if not isinstance(nested, BaseException):
+            break
+        inner = nested
+    text = re.sub(r"^<[^>]*>: ", "", str(inner))  # urllib3 prefixes the connection object
+    return text[:200]
+
+
+# --- git ---------------------------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str, what: type = InputError) -> str:
     hosttools.require("git")
     try:
         out = subprocess.run(
-            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+            ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+            env=os.environ | {"GIT_TERMINAL_PROMPT": "0"},
         )
     except subprocess.CalledProcessError as e:
         msg = (e.stderr or "").strip().splitlines()
-        raise InputError(f"git {' '.join(args)} in {repo}: {msg[-1] if msg else e}") from e
+        raise what(f"git {' '.join(args)} in {repo}: {msg[-1] if msg else e}") from e
     return out.stdout.strip()
 
 
-def _from_git_ref(spec: str, repo: Path, ref: str, cache_root: Path) -> Source:
-    if not repo.is_dir():
+def _git_dir_of(path: Path) -> Path | None:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--absolute-git-dir"],
+                             capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return Path(out.stdout.strip()) if out.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """Where commits come from: `url` is what git fetches; `local` the repository path
+    when it is on this machine (fetched as file:// so that --depth works)."""
+
+    url: str
+    label: str
+    local: Path | None
+
+    @property
+    def network(self) -> bool:
+        return self.local is None and not self.url.startswith("file://")
+
+
+def _remote(repo: str) -> _Remote:
+    if _is_url(repo):
+        return _Remote(repo, repo, None)
+    path = Path(repo).expanduser()
+    if not path.is_dir() or _git_dir_of(path) is None:
         raise InputError(f"git repository '{repo}' does not exist")
-    commit = _git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    path = path.resolve()
+    return _Remote(path.as_uri(), str(path), path)
+
+
+def git_store(remote_url: str, cache_root: Path) -> Path:
+    """The shared bare repository that holds every commit fetched from one remote."""
+    key = hashlib.sha256(remote_url.rstrip("/").encode()).hexdigest()[:16]
+    base = re.sub(r"[^\w.-]", "_", remote_url.rstrip("/").rsplit("/", 1)[-1]).removesuffix(".git")
+    return cache_root / "git" / f"{base or 'repo'}-{key}.git"
+
+
+def _store_lock(store: Path) -> Path:
+    return store.parent.parent / "locks" / f"git-{store.name}.lock"
+
+
+def _open_store(remote: _Remote, cache_root: Path) -> Path:
+    store = git_store(remote.url, cache_root)
+    with cache.locked(_store_lock(store)):
+        if not (store / "HEAD").is_file():
+            tmp = store.with_name(f".tmp-{store.name}-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            _git(cache_root, "init", "-q", "--bare", str(tmp), what=InfraError)
+            # Auto gc could repack a kernel's worth of objects in the middle of a run.
+            _git(tmp, "config", "gc.auto", "0", what=InfraError)
+            (tmp / "s2fault-remote").write_text(remote.url + "\n")
+            os.rename(tmp, store)
+    return store
+
+
+def _has_commit(store: Path, commit: str) -> bool:
+    return subprocess.run(["git", "-C", str(store), "cat-file", "-e", f"{commit}^{{commit}}"],
+                          capture_output=True, check=False).returncode == 0
+
+
+def _known_refs(store: Path) -> dict:
+    try:
+        return json.loads((store / "s2fault-refs.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_ref(store: Path, ref: str, commit: str) -> None:
+    """Which commit a ref named when it was last looked up: what --offline falls back on."""
+    refs = _known_refs(store) | {ref: commit}
+    tmp = store / f"s2fault-refs.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, store / "s2fault-refs.json")
+
+
+def _commit_of(remote: _Remote, store: Path, ref: str) -> str:
+    """The full commit id `ref` names, asking the remote only when it must."""
+    if remote.local is not None:
+        return _git(remote.local, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}")
+    if _FULL_COMMIT.fullmatch(ref):
+        return ref
+    if offline() and remote.network:
+        commit = _known_refs(store).get(ref)
+        if commit:
+            return commit
+        raise InfraError(
+            f"offline ({OFFLINE_ENV}): ref {ref} of {remote.url} was never fetched into {store}"
+        )
+    out = _git(store, "ls-remote", "--", remote.url, ref, f"refs/heads/{ref}", f"refs/tags/{ref}",
+               what=InfraError)
+    found = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
+        if name in found:
+            _remember_ref(store, ref, found[name])
+            return found[name]
+    if re.fullmatch(r"[0-9a-f]{4,63}", ref):
+        # An abbreviated id names no ref: only a full fetch can expand it.
+        _fetch_all(remote, store)
+        return _git(store, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}")
+    raise InputError(f"ref '{ref}' not found in {remote.label}")
+
+
+def _fetch_commit(remote: _Remote, store: Path, commit: str) -> None:
+    """Bring one commit (depth 1) into the store; objects it shares with commits
+    fetched before are not sent again."""
+    if _has_commit(store, commit):
+        return
+    if offline() and remote.network:
+        raise InfraError(
+            f"offline ({OFFLINE_ENV}): commit {commit} of {remote.url} is not in {store}"
+        )
+    progress.stage("source", f"git fetch {commit[:12]} from {remote.label}")
+    r = subprocess.run(
+        ["git", "-C", str(store), "-c", f"protocol.version={GIT_PROTOCOL}", "fetch", "-q",
+         "--no-tags", "--depth", "1", "--", remote.url, commit],
+        capture_output=True, text=True, check=False,
+        env=os.environ | {"GIT_TERMINAL_PROMPT": "0"},
+    )
+    if r.returncode != 0 or not _has_commit(store, commit):
+        # A server that only serves advertised tips: take them all (and their history).
+        _fetch_all(remote, store)
+    if not _has_commit(store, commit):
+        raise InputError(f"commit {commit} is not in {remote.label}")
+
+
+def _fetch_all(remote: _Remote, store: Path) -> None:
+    if offline() and remote.network:
+        raise InfraError(f"offline ({OFFLINE_ENV}): cannot fetch {remote.url} into {store}")
+    progress.stage("source", f"git fetch (all branches and tags) from {remote.label}")
+    if (store / "shallow").exists():
+        _git(store, "fetch", "-q", "--unshallow", "--", remote.url, what=InfraError)
+    _git(store, "fetch", "-q", "--", remote.url,
+         "+refs/heads/*:refs/s2fault/heads/*", "+refs/tags/*:refs/tags/*", what=InfraError)
+
+
+def _from_git(spec: str, repo: str, ref: str, cache_root: Path) -> Source:
+    remote = _remote(repo)
+    store = _open_store(remote, cache_root)
+    commit = _commit_of(remote, store, ref)
     entry = cache.Entry("sources", f"git-{commit[:24]}", cache_root)
     with cache.locked(entry.lock_path):
         tree = _unpacked_tree(entry)
         if tree is None:
-            with entry.staging() as staged:
-                (staged / "tree").mkdir()
-                with tempfile.TemporaryFile() as tar:
-                    subprocess.run(
-                        ["git", "-C", str(repo), "archive", "--format=tar", commit],
-                        stdout=tar, check=True,
-                    )
-                    tar.seek(0)
-                    with tarfile.open(fileobj=tar) as t:
-                        t.extractall(staged / "tree", filter=_strict_filter)
-                (staged / "SOURCE").write_text(f"{repo} {commit}\n")
-                entry.publish(staged, {"repo": str(repo), "commit": commit}, checksum=["SOURCE"])
+            # One lock over fetch, checkout and publish: `worktree prune` (run here, under
+            # the same lock) must never see a worktree between its rename and its repair.
+            with cache.locked(_store_lock(store)), entry.staging() as staged:
+                _fetch_commit(remote, store, commit)
+                progress.stage("source", f"check out {commit[:12]}")
+                _git(store, "worktree", "prune", what=InfraError)
+                _git(store, "worktree", "add", "-q", "--detach", str(staged / "tree"), commit,
+                     what=InfraError)
+                (staged / "SOURCE").write_text(f"{remote.url} {commit}\n")
+                entry.publish(staged, {"repo": remote.label, "ref": ref, "commit": commit,
+                                       "store": str(store)}, checksum=["SOURCE"])
+                # The worktree's own link to the store survives the rename; the
+                # store's link back to the worktree is what repair updates.
+                _git(store, "worktree", "repair", str(entry.dir / "tree"), what=InfraError)
             tree = _unpacked_tree(entry)
-    assert tree is not None
-    return Source(spec, f"git:{commit}", tree, f"{repo}@{ref} ({commit[:12]})")
+    if tree is None:
+        raise InputError(f"{repo}@{ref} ({commit[:12]}) is not a kernel tree (no Makefile)")
+    return Source(spec, f"git:{commit}", tree, f"{remote.label}@{ref} ({commit[:12]})")
 
 
 def _tree_identity(path: Path) -> str:
