@@ -15,12 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import cache, hosttools, kconfig, progress, source, variants
-from .errors import BuildError, InfraError
+from .errors import BuildError, InfraError, S2Error
 
 # Bump when the way a kernel is built changes, so old entries are not reused.
 RECIPE = "s2fault-kernel-1"
@@ -214,6 +215,67 @@ def apply_series(variant: variants.Variant, tree: Path) -> None:
             raise BuildError(
                 f"patch {patch.parent.name}/{patch.name} does not apply: {_patch_failure(r.stdout)}"
             )
+
+
+def check_series(variant: variants.Variant, tree: Path) -> None:
+    """Check that the variant's whole chain applies to `tree`, without building.
+
+    The same patch(1) run as the build, so fuzz and offsets are judged alike, but on
+    copies of only the files the chain touches: milliseconds, not a copy of 80k files.
+    A later patch sees what the earlier ones did, as in the build. Raises BuildError
+    naming the patch and the hunk."""
+    with tempfile.TemporaryDirectory(prefix="s2fault-apply-") as scratch_name:
+        scratch = Path(scratch_name)
+        for rel in sorted(set().union(*(_touched_files(p) for p in variant.patches))):
+            original = tree / rel
+            if original.is_file() and not original.is_symlink():
+                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(original, scratch / rel)
+        apply_series(variant, scratch)
+
+
+def _touched_files(patch: Path) -> set[str]:
+    """Paths (after -p1) a patch names; a stray match is harmless, it just is not copied."""
+    names: set[str] = set()
+    for line in patch.read_text(errors="replace").splitlines():
+        m = re.match(r"diff --git a/(\S+) b/(\S+)$", line)
+        if m:
+            names.update(m.groups())
+            continue
+        m = re.match(r"(?:---|\+\+\+) ([^\t]+)", line)
+        if m and m.group(1).strip() != "/dev/null" and "/" in m.group(1):
+            names.add(m.group(1).strip().split("/", 1)[1])
+            continue
+        m = re.match(r"(?:rename|copy) from (\S+)$", line)
+        if m:
+            names.add(m.group(1))
+    # Never outside the tree, whatever a hostile patch says.
+    return {n for n in names if not n.startswith("/") and ".." not in Path(n).parts}
+
+
+def series_problems(names: list[str], source_spec: str | None = None,
+                    cache_root: Path | None = None) -> dict[str, str]:
+    """Variant name -> why its series does not apply to the source, for those that
+    do not. A source that cannot be had is left to the build to report."""
+    from . import project
+
+    loaded = [variants.load(name) for name in names]
+    if not any(v.patches for v in loaded):
+        return {}
+    try:
+        src = source.resolve(source_spec, cache_root or project.cache_dir())
+    except S2Error:
+        return {}
+    problems = {}
+    for var in loaded:
+        if not var.patches:
+            continue
+        progress.stage(var.name, "apply check")
+        try:
+            check_series(var, src.tree)
+        except BuildError as e:
+            problems[var.name] = e.message
+    return problems
 
 
 def _patch_failure(output: str) -> str:

@@ -116,11 +116,29 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
     options = options or RunOptions()
     names = with_references(names or variants.names(), modes, options.pages, options.workloads)
     cells: list[Cell] = []
+    unapplied = kernel.series_problems(names, options.source)
     for name in names:
+        if name in unapplied:
+            cells += not_applying(name, modes, options, unapplied[name])
+            continue
         cells += run_variant(name, modes, results_dir, options)
     _compare_all(cells)
     progress.clear()
     return cells
+
+
+def not_applying(name: str, modes: list[str], options: RunOptions, why: str) -> list[Cell]:
+    """The cells of a variant whose series does not apply to the source: checked
+    before the first build, so none is built for it; could not judge, never failed."""
+    var = variants.load(name)
+    return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
+                 why=f"could not judge: {why}", workload=wl.name)
+            for wl, mode in _plan(modes, options)]
+
+
+def _plan(modes: list[str], options: RunOptions) -> list[tuple[workloads.Workload, str]]:
+    return [(workloads.get(wl), mode) for wl in options.workloads for mode in modes
+            if mode in workloads.get(wl).modes]
 
 
 def run_variant(name: str, modes: list[str], results_dir: Path,
@@ -130,8 +148,7 @@ def run_variant(name: str, modes: list[str], results_dir: Path,
     see judge_cells())."""
     options = options or RunOptions()
     var = variants.load(name)
-    plan = [(workloads.get(wl), mode) for wl in options.workloads for mode in modes
-            if mode in workloads.get(wl).modes]
+    plan = _plan(modes, options)
     progress.stage(name, "build")
     try:
         build = kernel.build(name, options.source, list(options.fragments or []) or None)
