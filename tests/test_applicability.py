@@ -11,6 +11,7 @@ import pytest
 
 from s2fault import kernel, matrix, variants
 from s2fault.errors import BuildError
+from s2fault.verdict import Verdict
 
 ORIGINAL = [f"static int line_{i};\n" for i in range(1, 21)]
 
@@ -106,3 +107,16 @@ def test_the_matrix_does_not_build_a_series_that_does_not_apply(tree_and_home, t
     assert matrix.exit_code(cells) == 2
     assert "COULD NOT JUDGE" in matrix.table(cells)
 
+
+def test_expectations_not_filled_in_are_never_judged():
+    unfilled = variants.Expectation(unfilled=True)
+    clean = Verdict("pass", "clean")
+    splat = Verdict("fail", "lockdep", splats=[{"kind": "lockdep", "title": "BUG"}])
+    cells = [matrix.Cell("imported", "functional", unfilled, verdicts=[clean]),
+             matrix.Cell("imported", "dilated", unfilled, verdicts=[splat])]
+    matrix.judge_cells(cells)
+    for c in cells:
+        assert c.match is None
+        assert c.why == "could not judge: expectations of imported not filled in"
+    assert cells[0].observed == "clean" and cells[1].observed.startswith("lockdep")
+    assert matrix.exit_code(cells) == 2
