@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__, bisect, progress
+from . import __version__, bisect, lore, progress
 from .errors import EXIT_ERROR, EXIT_PASS, S2Error
 
 
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_workloads)
 
     bisect.add_parsers(sub)
+    lore.add_parsers(sub)
     return parser
 
 
