@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +30,17 @@ def run_kernel(
     outdir: Path,
     label: str = "kernel",
     config: Path | None = None,
+    extra_initramfs: list[Path] | None = None,
 ) -> Verdict:
+    """`extra_initramfs`: cpio archives appended to the guest image (e.g. the KVM
+    selftests); the kernel unpacks concatenated archives in order."""
     kernel = image.inspect(kernel_path)
     hosttools.require(profiles.QEMU)
     profiles.check_host(prof, kernel.block_bytes)
     progress.stage(label, "guest image")
     initramfs = guest.build().initramfs
+    if extra_initramfs:
+        initramfs = _concatenated(outdir / "initramfs.cpio", [initramfs, *extra_initramfs])
     progress.stage(label, f"boot ({prof.name}, {prof.vcpus} vCPUs)")
     result = machine.run(kernel, initramfs, prof, outdir)
     text = result.console_log.read_bytes().decode("utf-8", errors="replace")
@@ -54,6 +60,16 @@ def run_kernel(
         "kernel": str(kernel_path),
         "config": str(config) if config else None,
         "initramfs": str(initramfs),
+        "extra_initramfs": [str(p) for p in extra_initramfs or []],
     }
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
+
+
+def _concatenated(dest: Path, parts: list[Path]) -> Path:
+    """One -initrd file of `parts` in order, written beside the run's other files."""
+    with open(dest, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out)
+    return dest
