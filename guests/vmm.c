@@ -22,17 +22,52 @@
  * same boot, and each checks coherence again against a nonce that differs
  * from the previous round's (stale code would return the old one).
  *
- * Output: one "S2FAULT-RESULT {json}" line on stdout: top-level values of
- * the last round, "rounds" with each round's.
- * Exit: 0 run completed, 1 a vCPU executed stale code, 2 bad usage,
- * 3 infrastructure (no KVM, no hugetlb memory, ioctl failure, timeout).
+ * The shape of the load is set by four options (the issue's workloads);
+ * the defaults are the run described above.
+ *
+ * --blocks M (many-blocks): M huge blocks at consecutive IPAs, one memslot
+ * each. Every vCPU data-faults on all of them, then, once released,
+ * executes block 0, 1, ..., M-1 in turn, each exec fault timed on its own:
+ * how the cost grows with the memory made executable.
+ *
+ * --storm N (guest-icache-storm): the last N vCPUs take no exec fault.
+ * Once released they run I-cache maintenance in the guest (ic ivau over
+ * up to 1 MiB of their block's data half, line by line, then ic iallu,
+ * dsb ish, isb), each iteration timed, until every faulting vCPU of the
+ * round is done (at least one batch of STORM_BATCH iterations): the VMM
+ * answers their MMIO_STORM_GO load. Both sides' latency is reported.
+ *
+ * --remap dontneed (coherence-rounds): between rounds the block is
+ * dropped with madvise(MADV_DONTNEED) instead of a memslot delete/add: the
+ * MMU notifier unmaps stage 2 and the next touch gets a fresh zeroed huge
+ * page, into which the VMM writes the new round's code. A vCPU that
+ * executes anything but the new nonce is listed as stale, with what it
+ * got and the previous round's nonce. In every mode the VMM also checks
+ * that each vCPU's data-fault store landed in the block.
+ *
+ * --vms K (multi-vm): K VMs, each its own VMM process (forked before the
+ * VM exists, so each has its own blocks and vCPU threads, all named
+ * s2fault-vmm). The processes meet at a process-shared barrier before
+ * each round's release and after each round, so the exec faults of every
+ * VM start together; a VM that gives up releases the others. Each process
+ * prints its own result line; the first waits for the others and exits
+ * with the worst status.
+ *
+ * Output: one "S2FAULT-RESULT {json}" line on stdout per VM: top-level
+ * values of the last round, "rounds" with each round's.
+ * Exit: 0 run completed, 1 a vCPU executed stale code or a data store was
+ * lost, 2 bad usage, 3 infrastructure (no KVM, no hugetlb memory, ioctl
+ * failure, timeout).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <linux/kvm.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,7 +77,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,9 +94,12 @@
 
 #define CODE_SLOT_SIZE	0x10000UL
 #define CODE_SLOT	0
-#define BLOCK_SLOT	1
+#define BLOCK_SLOT	1	/* the first; block b is slot BLOCK_SLOT + b */
 #define DATA_STRIDE	64
 #define MAX_ROUNDS	1000
+#define MAX_BLOCKS	64
+#define MAX_VMS		64
+#define STORM_RANGE	(1UL << 20)
 #define MAX_ERRORS	64
 #define ERROR_LEN	512
 #define CTR_IDC		(1UL << 28)
@@ -71,11 +112,27 @@
 enum vcpu_state { VCPU_PENDING, VCPU_READY, VCPU_RELEASED, VCPU_DONE,
 		  VCPU_FAILED };
 
+enum remap_kind { REMAP_MEMSLOT, REMAP_DONTNEED };
+
+static const char * const remap_names[] = {
+	[REMAP_MEMSLOT] = "memslot",
+	[REMAP_DONTNEED] = "dontneed",
+};
+
+/* What one vCPU reported about one block's exec fault in one round. */
+struct exec_sample {
+	bool have_t0, have_t1, have_value;
+	uint64_t t0, t1, value;
+};
+
 /* What one vCPU reported in one round. */
 struct sample {
-	bool have_t0, have_t1, have_value, have_wall;
-	uint64_t t0, t1, value;
+	struct exec_sample *exec;	/* one per block */
+	bool stored;			/* its data-fault stores are done */
+	bool have_wall;
 	struct timespec released, exited;
+	/* a storm vCPU's iterations, in counter ticks */
+	uint64_t storm_max, storm_sum, storm_iterations;
 };
 
 struct round {
@@ -83,15 +140,30 @@ struct round {
 	bool ended;
 	struct timespec start, end;
 	struct sample *samples;		/* one per vCPU */
+	unsigned int stores_lost;	/* (vCPU, block) pairs, see check_stores() */
 };
 
 struct vcpu {
 	int index;
 	int fd;
+	pid_t tid;
+	bool storm;			/* I-cache maintenance, no exec fault */
 	struct kvm_run *run;
 	enum vcpu_state state;		/* in the current round */
 	struct sample *s;		/* the current round's */
+	unsigned int block;		/* of the exec results being reported */
 	uint64_t exc_esr, exc_elr, exc_far;
+};
+
+/*
+ * The VMs' meeting point, in memory shared by the VMM processes: a
+ * sense-counting barrier on a futex, which (unlike a pthread barrier) a
+ * process that gives up can open for everyone.
+ */
+struct vm_sync {
+	uint32_t arrived;
+	uint32_t generation;
+	uint32_t aborted;		/* 1 + the index of the VM that gave up */
 };
 
 struct lab {
@@ -101,14 +173,24 @@ struct lab {
 	unsigned int timeout_s;
 	unsigned int watchdog_thresh;
 	size_t block_size;
+	unsigned int nr_vms;
+	unsigned int nr_blocks;
+	unsigned int nr_storm;
+	enum remap_kind remap;
+	/* this process */
+	unsigned int vm_index;
+	unsigned int nr_children;
+	pid_t children[MAX_VMS];
+	struct vm_sync *vm_sync;	/* NULL with one VM */
 	/* host facts */
 	long page_size;
 	uint64_t ctr, cntfrq;
 	/* VM */
 	int kvm_fd, vm_fd;
 	size_t run_size;
-	uint64_t block_ipa;
-	void *code_mem, *block_mem;
+	uint64_t block_ipa;		/* of block 0 */
+	void *code_mem, *block_mem;	/* block_mem: all blocks, in order */
+	size_t storm_range;		/* bytes a storm vCPU invalidates */
 	struct vcpu *vcpus;
 	/* vCPU threads and the main thread meet here, see run_rounds() */
 	pthread_barrier_t barrier;
@@ -117,6 +199,9 @@ struct lab {
 	const char *phase;		/* for a timeout outside a round */
 	bool vcpus_running;
 	unsigned int nr_started;	/* rounds begun, the last one current */
+	bool rounds_complete;		/* every round ran (this VM's part) */
+	/* faulting vCPUs not yet done in this round; storm vCPUs poll it */
+	unsigned int faulters_left;
 	/* report */
 	struct round rounds[MAX_ROUNDS];
 	unsigned int watchdog_armed;
@@ -129,6 +214,9 @@ static struct lab lab = {
 	.nr_vcpus = 8,
 	.nr_rounds = 1,
 	.timeout_s = 60,
+	.nr_vms = 1,
+	.nr_blocks = 1,
+	.remap = REMAP_MEMSLOT,
 	.kvm_fd = -1,
 	.vm_fd = -1,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -207,9 +295,29 @@ static double ts_diff_us(const struct timespec *a, const struct timespec *b)
 	return (b->tv_sec - a->tv_sec) * 1e6 + (b->tv_nsec - a->tv_nsec) / 1e3;
 }
 
+static unsigned int nr_faulting(void)
+{
+	return lab.nr_vcpus - lab.nr_storm;
+}
+
+static double ticks_us(uint64_t ticks)
+{
+	return (double)(int64_t)ticks * 1e6 / lab.cntfrq;
+}
+
+/* One exec fault as JSON: microseconds by the guest's counter, or null. */
+static void add_exec_us(struct buf *b, const struct exec_sample *e)
+{
+	if (e->have_t0 && e->have_t1 && lab.cntfrq)
+		buf_add(b, "%.1f", ticks_us(e->t1 - e->t0));
+	else
+		buf_add(b, "null");
+}
+
 /*
- * Per-vCPU lists of @rd; "null" for what a vCPU did not report. Before the
- * vCPUs exist (setup failed) the lists are empty.
+ * Per-vCPU lists of @rd; "null" for what a vCPU did not report (and for
+ * the exec faults of storm vCPUs, which take none). The exec fault is
+ * block 0's. Before the vCPUs exist (setup failed) the lists are empty.
  */
 static void add_fault_lists(struct buf *b, const struct round *rd)
 {
@@ -218,13 +326,8 @@ static void add_fault_lists(struct buf *b, const struct round *rd)
 
 	buf_add(b, "\"exec_fault_us\":[");
 	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++) {
-		s = &rd->samples[i];
 		buf_add(b, i ? "," : "");
-		if (s->have_t0 && s->have_t1 && lab.cntfrq)
-			buf_add(b, "%.1f",
-				(double)(int64_t)(s->t1 - s->t0) * 1e6 / lab.cntfrq);
-		else
-			buf_add(b, "null");
+		add_exec_us(b, &rd->samples[i].exec[0]);
 	}
 	buf_add(b, "],\"exec_fault_wall_us\":[");
 	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++) {
@@ -238,21 +341,88 @@ static void add_fault_lists(struct buf *b, const struct round *rd)
 	buf_add(b, "]");
 }
 
-/* vCPUs of @rd that returned (@match) or did not return its nonce. */
+/* many-blocks: [[vcpu 0 block 0, ..., block M-1], [vcpu 1 ...], ...]. */
+static void add_block_lists(struct buf *b, const struct round *rd)
+{
+	unsigned int i, k;
+
+	buf_add(b, ",\"block_fault_us\":[");
+	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++) {
+		buf_add(b, "%s[", i ? "," : "");
+		for (k = 0; k < lab.nr_blocks; k++) {
+			buf_add(b, k ? "," : "");
+			add_exec_us(b, &rd->samples[i].exec[k]);
+		}
+		buf_add(b, "]");
+	}
+	buf_add(b, "]");
+}
+
+/* guest-icache-storm: per vCPU, null for the faulting ones. */
+static void add_storm_lists(struct buf *b, const struct round *rd)
+{
+	static const char * const keys[] = {
+		"storm_max_us", "storm_mean_us", "storm_iterations"
+	};
+	const struct sample *s;
+	unsigned int i, k;
+
+	for (k = 0; k < 3; k++) {
+		buf_add(b, ",\"%s\":[", keys[k]);
+		for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++) {
+			s = &rd->samples[i];
+			buf_add(b, i ? "," : "");
+			if (!lab.vcpus[i].storm || !s->storm_iterations ||
+			    (k < 2 && !lab.cntfrq))
+				buf_add(b, "null");
+			else if (k == 0)
+				buf_add(b, "%.1f", ticks_us(s->storm_max));
+			else if (k == 1)
+				buf_add(b, "%.1f", ticks_us(s->storm_sum) /
+					s->storm_iterations);
+			else
+				buf_add(b, "%llu", (unsigned long long)
+					s->storm_iterations);
+		}
+		buf_add(b, "]");
+	}
+	buf_add(b, ",\"storm_range_bytes\":%zu", lab.storm_range);
+}
+
+/*
+ * A faulting vCPU of @rd whose every block returned the nonce (@match), or
+ * one that returned something else from at least one block (!@match).
+ * Storm vCPUs execute no block and count as neither.
+ */
+static bool vcpu_matches(const struct round *rd, unsigned int i, bool match)
+{
+	const struct exec_sample *e = rd->samples[i].exec;
+	unsigned int k;
+
+	if (lab.vcpus[i].storm)
+		return false;
+	for (k = 0; k < lab.nr_blocks; k++) {
+		if (match && (!e[k].have_value || e[k].value != rd->nonce))
+			return false;
+		if (!match && e[k].have_value && e[k].value != rd->nonce)
+			return true;
+	}
+	return match;
+}
+
 static unsigned int count_values(const struct round *rd, bool match)
 {
 	unsigned int i, n = 0;
 
 	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++)
-		if (rd->samples[i].have_value &&
-		    (rd->samples[i].value == rd->nonce) == match)
+		if (vcpu_matches(rd, i, match))
 			n++;
 	return n;
 }
 
 static bool round_coherent(const struct round *rd)
 {
-	return count_values(rd, true) == lab.nr_vcpus;
+	return count_values(rd, true) == nr_faulting() && !rd->stores_lost;
 }
 
 /* Every round ran, and in each every vCPU returned that round's nonce. */
@@ -268,6 +438,37 @@ static bool all_coherent(void)
 	return true;
 }
 
+/*
+ * Each block value of round @r that is not its nonce, with the previous
+ * round's nonce (null in round 0): got == previous is stale code.
+ */
+static void add_stale(struct buf *b, unsigned int r)
+{
+	const struct round *rd = &lab.rounds[r];
+	const struct exec_sample *e;
+	unsigned int i, k, n = 0;
+
+	buf_add(b, ",\"stale\":[");
+	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++) {
+		for (k = 0; k < lab.nr_blocks && !lab.vcpus[i].storm; k++) {
+			e = &rd->samples[i].exec[k];
+			if (!e->have_value || e->value == rd->nonce)
+				continue;
+			buf_add(b, "%s{\"vcpu\":%u,", n++ ? "," : "", i);
+			if (lab.nr_blocks > 1)
+				buf_add(b, "\"block\":%u,", k);
+			buf_add(b, "\"got\":\"0x%08llx\",\"expected\":\"0x%08x\"",
+				(unsigned long long)e->value, rd->nonce);
+			if (r)
+				buf_add(b, ",\"previous\":\"0x%08x\"}",
+					lab.rounds[r - 1].nonce);
+			else
+				buf_add(b, ",\"previous\":null}");
+		}
+	}
+	buf_add(b, "]");
+}
+
 static void add_rounds(struct buf *b)
 {
 	const struct round *rd;
@@ -280,9 +481,15 @@ static void add_rounds(struct buf *b)
 		buf_add(b, "%s{\"nonce\":\"0x%08x\",", r ? "," : "",
 			rd->nonce);
 		add_fault_lists(b, rd);
+		if (lab.nr_blocks > 1)
+			add_block_lists(b, rd);
+		if (lab.nr_storm)
+			add_storm_lists(b, rd);
+		add_stale(b, r);
 		buf_add(b, ",\"values_ok\":%u,\"coherent\":%s",
 			count_values(rd, true),
 			round_coherent(rd) ? "true" : "false");
+		buf_add(b, ",\"stores_lost\":%u", rd->stores_lost);
 		if (rd->ended)
 			now = rd->end;
 		else
@@ -293,9 +500,25 @@ static void add_rounds(struct buf *b)
 	buf_add(b, "]");
 }
 
+/* Which VM this is, and the ids a kernel splat names ([comm:tid]). */
+static void add_vm(struct buf *b)
+{
+	unsigned int i;
+
+	buf_add(b, ",\"vm\":%u,\"vms\":%u,\"blocks\":%u,\"storm\":%u",
+		lab.vm_index, lab.nr_vms, lab.nr_blocks, lab.nr_storm);
+	buf_add(b, ",\"remap\":\"%s\",\"pid\":%d,\"vcpu_tids\":[",
+		remap_names[lab.remap], (int)getpid());
+	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++)
+		buf_add(b, "%s%d", i ? "," : "", (int)lab.vcpus[i].tid);
+	buf_add(b, "]");
+}
+
 /*
- * One write(2), so the line is not split by our own buffering. The
- * top-level per-vCPU values are those of the current (last begun) round.
+ * One write(2), so the line is not split by our own buffering (nor mixed
+ * with another VM's: a tty write holds the tty's write lock throughout).
+ * The top-level per-vCPU values are those of the current (last begun)
+ * round.
  */
 static void print_result(void)
 {
@@ -313,6 +536,7 @@ static void print_result(void)
 	buf_add(&b, ",\"dic\":%d,\"idc\":%d,\"cntfrq\":%llu",
 		!!(lab.ctr & CTR_DIC), !!(lab.ctr & CTR_IDC),
 		(unsigned long long)lab.cntfrq);
+	add_vm(&b);
 	buf_add(&b, ",\"nonce\":\"0x%08x\",\"coherent\":%s,",
 		cur->nonce, all_coherent() ? "true" : "false");
 	add_fault_lists(&b, cur);
@@ -331,6 +555,93 @@ static void print_result(void)
 	free(b.p);
 }
 
+/* ---- the VMs' barrier ------------------------------------------------ */
+
+static long futex(uint32_t *addr, int op, uint32_t val)
+{
+	/* Not FUTEX_PRIVATE_FLAG: the word is shared between processes. */
+	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
+}
+
+/* Let every VM out of vm_sync_wait(), now and from now on. */
+static void vm_sync_abort(void)
+{
+	struct vm_sync *vs = lab.vm_sync;
+	uint32_t none = 0;
+
+	if (!vs)
+		return;
+	__atomic_compare_exchange_n(&vs->aborted, &none, lab.vm_index + 1,
+				    false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&vs->generation, 1, __ATOMIC_SEQ_CST);
+	futex(&vs->generation, FUTEX_WAKE, INT_MAX);
+}
+
+/*
+ * The main threads of all VMs meet here. False if a VM gave up: this one
+ * then stops too, since the others will not come.
+ */
+static bool vm_sync_wait(const char *where)
+{
+	struct vm_sync *vs = lab.vm_sync;
+	uint32_t gen, who;
+
+	if (!vs)
+		return true;
+	gen = __atomic_load_n(&vs->generation, __ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&vs->aborted, __ATOMIC_SEQ_CST)) {
+		if (__atomic_add_fetch(&vs->arrived, 1, __ATOMIC_SEQ_CST) ==
+		    lab.nr_vms) {
+			__atomic_store_n(&vs->arrived, 0, __ATOMIC_SEQ_CST);
+			__atomic_add_fetch(&vs->generation, 1,
+					   __ATOMIC_SEQ_CST);
+			futex(&vs->generation, FUTEX_WAKE, INT_MAX);
+		}
+		while (__atomic_load_n(&vs->generation, __ATOMIC_SEQ_CST) ==
+		       gen)
+			futex(&vs->generation, FUTEX_WAIT, gen);
+	}
+	who = __atomic_load_n(&vs->aborted, __ATOMIC_SEQ_CST);
+	if (!who)
+		return true;
+	pthread_mutex_lock(&lab.lock);
+	add_error_locked("stopped %s: vm %u gave up", where, who - 1);
+	pthread_mutex_unlock(&lab.lock);
+	return false;
+}
+
+/* The more telling of two exit codes: stale code, infra, usage, ok. */
+static int worse_exit(int a, int b)
+{
+	static const int rank[] = {
+		[EXIT_OK] = 0, [EXIT_USAGE] = 1, [EXIT_INFRA] = 2,
+		[EXIT_INCOHERENT] = 3,
+	};
+	int ra = a >= 0 && a <= EXIT_INFRA ? rank[a] : rank[EXIT_INFRA];
+	int rb = b >= 0 && b <= EXIT_INFRA ? rank[b] : rank[EXIT_INFRA];
+
+	return rb > ra ? b : a;
+}
+
+/* VM 0 outlives the others, so init sees one exit for the whole run. */
+static int wait_other_vms(int code)
+{
+	unsigned int i;
+	int status;
+	pid_t ret;
+
+	for (i = 0; i < lab.nr_children; i++) {
+		do {
+			ret = waitpid(lab.children[i], &status, 0);
+		} while (ret < 0 && errno == EINTR);
+		if (ret < 0 || !WIFEXITED(status))
+			code = worse_exit(code, EXIT_INFRA);
+		else
+			code = worse_exit(code, WEXITSTATUS(status));
+	}
+	return code;
+}
+
 /*
  * The single way out once the run has started: with lab.lock held, so the
  * result is printed once, and never released, so that vCPU threads still
@@ -339,7 +650,9 @@ static void print_result(void)
 static void __noreturn finish_locked(int code)
 {
 	print_result();
-	_exit(code);
+	if (!lab.rounds_complete)
+		vm_sync_abort();
+	_exit(wait_other_vms(code));
 }
 
 static void __noreturn fail(const char *fmt, ...)
@@ -391,7 +704,6 @@ static void read_host_facts(void)
 	lab.ctr = ctr;
 	lab.cntfrq = frq;
 	lab.page_size = getpagesize();
-	make_nonces();
 }
 
 /* The PMD block size for the host's translation granule. */
@@ -486,12 +798,17 @@ static uint32_t a64_set_imm16(uint32_t insn, uint16_t imm)
 	return (insn & ~(0xffffU << 5)) | ((uint32_t)imm << 5);
 }
 
-static void write_exec_target(uint32_t nonce)
+static void *block_mem(unsigned int k)
+{
+	return (char *)lab.block_mem + (size_t)k * lab.block_size;
+}
+
+static void write_exec_target(unsigned int k, uint32_t nonce)
 {
 	size_t len = (guest_exec_target_end - guest_exec_target) *
 		     sizeof(uint32_t);
 	size_t at = guest_exec_nonce - guest_exec_target;
-	uint32_t *code = lab.block_mem;
+	uint32_t *code = block_mem(k);
 
 	memcpy(code, guest_exec_target, len);
 	code[at] = a64_set_imm16(code[at], nonce & 0xffff);
@@ -500,38 +817,120 @@ static void write_exec_target(uint32_t nonce)
 	__builtin___clear_cache((char *)code, (char *)code + len);
 }
 
+/* Every block's slot, at consecutive IPAs; a size of 0 deletes them. */
+static void set_block_slots(size_t size)
+{
+	unsigned int k;
+
+	for (k = 0; k < lab.nr_blocks; k++)
+		set_memory_region(BLOCK_SLOT + k,
+				  lab.block_ipa + (uint64_t)k * lab.block_size,
+				  size, block_mem(k));
+}
+
+static void write_exec_targets(uint32_t nonce)
+{
+	unsigned int k;
+
+	for (k = 0; k < lab.nr_blocks; k++)
+		write_exec_target(k, nonce);
+}
+
 static void setup_block_slot(void)
 {
 	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE;
+	size_t bytes = (size_t)lab.nr_blocks * lab.block_size;
 	char size[32];
 
 	flags |= (__builtin_ctzl(lab.block_size)) << MAP_HUGE_SHIFT;
-	lab.block_mem = mmap(NULL, lab.block_size, PROT_READ | PROT_WRITE,
-			     flags, -1, 0);
+	lab.block_mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, flags, -1,
+			     0);
 	if (lab.block_mem == MAP_FAILED) {
 		describe_size(size, sizeof(size), lab.block_size);
-		fail("hugetlb mmap of %s failed: %s", size, strerror(errno));
+		fail("hugetlb mmap of %u x %s failed: %s", lab.nr_blocks,
+		     size, strerror(errno));
 	}
-	write_exec_target(lab.rounds[0].nonce);
+	write_exec_targets(lab.rounds[0].nonce);
 	/* Block-aligned IPA, clear of the code slot and the MMIO window. */
 	lab.block_ipa = lab.block_size > (1UL << 30) ? lab.block_size :
 			1UL << 30;
-	set_memory_region(BLOCK_SLOT, lab.block_ipa, lab.block_size,
-			  lab.block_mem);
+	set_block_slots(lab.block_size);
+	/* The data half of the block, where no code is. */
+	lab.storm_range = lab.nr_storm ? lab.block_size / 2 : 0;
+	if (lab.storm_range > STORM_RANGE)
+		lab.storm_range = STORM_RANGE;
+}
+
+static uint64_t *data_slot(unsigned int k, unsigned int vcpu)
+{
+	return (uint64_t *)((char *)block_mem(k) + lab.block_size / 2 +
+			    (size_t)vcpu * DATA_STRIDE);
 }
 
 /*
- * Between rounds, with no vCPU in KVM_RUN: deleting the memslot unmaps the
- * block at stage 2, so the next round takes the data fault (mapped without
- * execute) and the execute-permission fault again. The hugetlb page stays
- * populated; only the nonce in the code changes.
+ * Between rounds, with no vCPU in KVM_RUN, stage 2 forgets the blocks so
+ * that the next round takes the data fault (mapped without execute) and
+ * the execute-permission fault again, and the code gets a new nonce.
+ *
+ * memslot: deleting the memslots unmaps them at stage 2; the hugetlb pages
+ * stay populated. dontneed: the memslots stay; MADV_DONTNEED frees the
+ * pages, the MMU notifier unmaps them at stage 2, and writing the new code
+ * faults in fresh zeroed pages (so the data-fault stores must land in
+ * those, see check_stores()).
  */
-static void remap_block(uint32_t nonce)
+static void remap_blocks(uint32_t nonce)
 {
-	set_memory_region(BLOCK_SLOT, lab.block_ipa, 0, lab.block_mem);
-	write_exec_target(nonce);
-	set_memory_region(BLOCK_SLOT, lab.block_ipa, lab.block_size,
-			  lab.block_mem);
+	if (lab.remap == REMAP_DONTNEED) {
+		if (madvise(lab.block_mem, (size_t)lab.nr_blocks *
+			    lab.block_size, MADV_DONTNEED) < 0)
+			infra_fail("madvise(MADV_DONTNEED) of the blocks",
+				   errno);
+		write_exec_targets(nonce);
+		/* Else this round would test nothing new: say so. */
+		if (*data_slot(0, 0))
+			fail("MADV_DONTNEED left the block's data in place");
+		return;
+	}
+	set_block_slots(0);
+	write_exec_targets(nonce);
+	set_block_slots(lab.block_size);
+}
+
+/* What vCPU @v stores in its data slots in round @r: never 0 nor reused. */
+static uint64_t data_token(const struct vcpu *v, unsigned int r)
+{
+	return (uint64_t)lab.rounds[r].nonce << 32 | (uint32_t)v->index;
+}
+
+/*
+ * After round @r, with no vCPU in KVM_RUN: did each vCPU's data-fault
+ * store reach its block? The guest stored with the MMU off (non-cacheable
+ * unless the CPU forces write-back at stage 2), so drop any line this
+ * process may hold before reading it back.
+ */
+static void check_stores(unsigned int r)
+{
+	struct round *rd = &lab.rounds[r];
+	uint64_t *slot, got, want;
+	unsigned int i, k;
+
+	for (i = 0; i < lab.nr_vcpus; i++) {
+		if (!rd->samples[i].stored)
+			continue;
+		want = data_token(&lab.vcpus[i], r);
+		for (k = 0; k < lab.nr_blocks; k++) {
+			slot = data_slot(k, i);
+			asm volatile("dc civac, %0\n\tdsb ish"
+				     : : "r" (slot) : "memory");
+			got = __atomic_load_n(slot, __ATOMIC_RELAXED);
+			if (got == want)
+				continue;
+			rd->stores_lost++;
+			add_error_locked("round %u: vcpu %u's store to block %u did not land (0x%llx, not 0x%llx)",
+					 r, i, k, (unsigned long long)got,
+					 (unsigned long long)want);
+		}
+	}
 }
 
 #define CORE_X(n)	offsetof(struct kvm_regs, regs.regs[n])
@@ -548,22 +947,31 @@ static int set_core_reg(struct vcpu *v, size_t offset, uint64_t val)
 	return ioctl(v->fd, KVM_SET_ONE_REG, &reg) < 0 ? errno : 0;
 }
 
-/* The guest_abi.h registers and the entry point; 0 or an errno. */
-static int set_entry_regs(struct vcpu *v)
+/* The guest_abi.h registers for round @r and the entry point; 0 or errno. */
+static int set_entry_regs(struct vcpu *v, unsigned int r)
 {
-	int err;
+	const struct {
+		size_t reg;
+		uint64_t val;
+	} regs[] = {
+		{ CORE_X(GUEST_REG_INDEX), v->index },
+		{ CORE_X(GUEST_REG_BLOCK), lab.block_ipa },
+		{ CORE_X(GUEST_REG_MMIO), GUEST_MMIO_IPA },
+		{ CORE_X(GUEST_REG_DATA_OFF), lab.block_size / 2 +
+					      (uint64_t)v->index * DATA_STRIDE },
+		{ CORE_X(GUEST_REG_NR_BLOCKS), lab.nr_blocks },
+		{ CORE_X(GUEST_REG_BLOCK_STRIDE), lab.block_size },
+		{ CORE_X(GUEST_REG_STORM_START), lab.block_ipa +
+						 lab.block_size / 2 },
+		{ CORE_X(GUEST_REG_STORM_BYTES), v->storm ? lab.storm_range : 0 },
+		{ CORE_X(GUEST_REG_DATA_TOKEN), data_token(v, r) },
+		{ CORE_PC, GUEST_CODE_IPA },
+	};
+	unsigned int i;
+	int err = 0;
 
-	err = set_core_reg(v, CORE_X(GUEST_REG_INDEX), v->index);
-	if (!err)
-		err = set_core_reg(v, CORE_X(GUEST_REG_BLOCK), lab.block_ipa);
-	if (!err)
-		err = set_core_reg(v, CORE_X(GUEST_REG_MMIO), GUEST_MMIO_IPA);
-	if (!err)
-		err = set_core_reg(v, CORE_X(GUEST_REG_DATA_OFF),
-				   lab.block_size / 2 +
-				   (uint64_t)v->index * DATA_STRIDE);
-	if (!err)
-		err = set_core_reg(v, CORE_PC, GUEST_CODE_IPA);
+	for (i = 0; i < ARRAY_SIZE(regs) && !err; i++)
+		err = set_core_reg(v, regs[i].reg, regs[i].val);
 	return err;
 }
 
@@ -580,7 +988,7 @@ static void create_vcpu(struct vcpu *v, const struct kvm_vcpu_init *init)
 		infra_fail("mmap of kvm_run", errno);
 	kvm_ioctl_checked(v->fd, KVM_ARM_VCPU_INIT, (void *)init,
 			  "KVM_ARM_VCPU_INIT");
-	err = set_entry_regs(v);
+	err = set_entry_regs(v, 0);
 	if (err)
 		infra_fail("KVM_SET_ONE_REG", err);
 }
@@ -588,18 +996,22 @@ static void create_vcpu(struct vcpu *v, const struct kvm_vcpu_init *init)
 /* All vCPUs exist and are initialised before any of them runs. */
 static void create_vcpus(void)
 {
+	size_t nr_samples = (size_t)lab.nr_rounds * lab.nr_vcpus;
+	struct exec_sample *exec;
 	struct kvm_vcpu_init init;
 	struct sample *samples;
 	struct vcpu *vcpus;
-	unsigned int i;
+	size_t i;
 
 	vcpus = calloc(lab.nr_vcpus, sizeof(*vcpus));
-	samples = calloc((size_t)lab.nr_rounds * lab.nr_vcpus,
-			 sizeof(*samples));
-	if (!vcpus || !samples)
+	samples = calloc(nr_samples, sizeof(*samples));
+	exec = calloc(nr_samples * lab.nr_blocks, sizeof(*exec));
+	if (!vcpus || !samples || !exec)
 		infra_fail("calloc", ENOMEM);
+	for (i = 0; i < nr_samples; i++)
+		samples[i].exec = exec + i * lab.nr_blocks;
 	for (i = 0; i < lab.nr_rounds; i++)
-		lab.rounds[i].samples = samples + (size_t)i * lab.nr_vcpus;
+		lab.rounds[i].samples = samples + i * lab.nr_vcpus;
 	/* From here on the report has per-vCPU lists. */
 	lab.vcpus = vcpus;
 	memset(&init, 0, sizeof(init));
@@ -607,6 +1019,8 @@ static void create_vcpus(void)
 			  "KVM_ARM_PREFERRED_TARGET");
 	for (i = 0; i < lab.nr_vcpus; i++) {
 		lab.vcpus[i].index = i;
+		/* The last --storm vCPUs. */
+		lab.vcpus[i].storm = i >= nr_faulting();
 		create_vcpu(&lab.vcpus[i], &init);
 	}
 }
@@ -676,7 +1090,9 @@ static long vcpu_run_once(struct vcpu *v, uint64_t *data)
 		return -1;
 	}
 	off = run->mmio.phys_addr - GUEST_MMIO_IPA;
-	if (!run->mmio.is_write || run->mmio.len != 8 || off >= MMIO_SIZE) {
+	/* MMIO_STORM_GO is the one register the guest loads. */
+	if (run->mmio.is_write != (off != MMIO_STORM_GO) ||
+	    run->mmio.len != 8 || off >= MMIO_SIZE) {
 		vcpu_fail(v, "unexpected MMIO %s of %u bytes at 0x%llx",
 			  run->mmio.is_write ? "write" : "read",
 			  run->mmio.len,
@@ -687,22 +1103,50 @@ static long vcpu_run_once(struct vcpu *v, uint64_t *data)
 	return off;
 }
 
+/* Storm vCPUs go on while a faulting vCPU of the round is not done. */
+static void storm_answer(struct vcpu *v)
+{
+	uint64_t go = !!__atomic_load_n(&lab.faulters_left, __ATOMIC_SEQ_CST);
+
+	memcpy(v->run->mmio.data, &go, sizeof(go));
+}
+
 static bool vcpu_record(struct vcpu *v, long reg, uint64_t data)
 {
 	struct sample *s = v->s;
+	struct exec_sample *e = &s->exec[v->block];
 
 	switch (reg) {
+	case MMIO_BLOCK:
+		if (data >= lab.nr_blocks) {
+			vcpu_fail(v, "reported block %llu of %u",
+				  (unsigned long long)data, lab.nr_blocks);
+			return false;
+		}
+		v->block = data;
+		break;
 	case MMIO_T0:
-		s->t0 = data;
-		s->have_t0 = true;
+		e->t0 = data;
+		e->have_t0 = true;
 		break;
 	case MMIO_T1:
-		s->t1 = data;
-		s->have_t1 = true;
+		e->t1 = data;
+		e->have_t1 = true;
 		break;
 	case MMIO_VALUE:
-		s->value = data;
-		s->have_value = true;
+		e->value = data;
+		e->have_value = true;
+		break;
+	case MMIO_STORM_MAX:
+		if (data > s->storm_max)
+			s->storm_max = data;
+		break;
+	case MMIO_STORM_SUM:
+		s->storm_sum += data;
+		s->storm_iterations += STORM_BATCH;
+		break;
+	case MMIO_STORM_GO:
+		storm_answer(v);
 		break;
 	case MMIO_EXC_ESR:
 		v->exc_esr = data;
@@ -739,7 +1183,7 @@ static bool vcpu_run_until(struct vcpu *v, long stop)
 
 	for (;;) {
 		reg = vcpu_run_once(v, &data);
-		if (v->state == VCPU_RELEASED && !s->have_wall) {
+		if (v->state == VCPU_RELEASED && !s->have_wall && !v->storm) {
 			clock_gettime(CLOCK_MONOTONIC, &s->exited);
 			s->have_wall = true;
 		}
@@ -757,7 +1201,7 @@ static bool vcpu_run_until(struct vcpu *v, long stop)
  * with a KVM_RUN that returns before entering the guest (immediate_exit,
  * see KVM_RUN in Documentation/virt/kvm/api.rst).
  */
-static bool vcpu_reset(struct vcpu *v)
+static bool vcpu_reset(struct vcpu *v, unsigned int next_round)
 {
 	int ret, err;
 
@@ -770,7 +1214,7 @@ static bool vcpu_reset(struct vcpu *v)
 			  ret >= 0 ? "did not return EINTR" : strerror(err));
 		return false;
 	}
-	err = set_entry_regs(v);
+	err = set_entry_regs(v, next_round);
 	if (err) {
 		vcpu_fail(v, "KVM_SET_ONE_REG: %s", strerror(err));
 		return false;
@@ -793,21 +1237,29 @@ static void *vcpu_thread(void *arg)
 	unsigned int r;
 	bool ready;
 
+	v->tid = gettid();
 	for (r = 0; r < lab.nr_rounds; r++) {
 		barrier_wait();
-		/* The data fault: KVM maps the block without execute permission. */
+		/* The data faults: KVM maps the blocks without execute permission. */
 		ready = vcpu_run_until(v, MMIO_READY);
-		if (ready)
+		if (ready) {
+			v->s->stored = true;
 			v->state = VCPU_READY;
+		}
 		barrier_wait();
 		barrier_wait();
 		if (ready) {
 			clock_gettime(CLOCK_MONOTONIC, &v->s->released);
 			v->state = VCPU_RELEASED;
+			v->block = 0;
 			if (vcpu_run_until(v, MMIO_DONE) &&
-			    (r + 1 == lab.nr_rounds || vcpu_reset(v)))
+			    (r + 1 == lab.nr_rounds || vcpu_reset(v, r + 1)))
 				v->state = VCPU_DONE;
 		}
+		/* Done or failed, it no longer keeps the storm going. */
+		if (!v->storm)
+			__atomic_sub_fetch(&lab.faulters_left, 1,
+					   __ATOMIC_SEQ_CST);
 		barrier_wait();
 	}
 	return NULL;
@@ -910,11 +1362,13 @@ static void begin_round(unsigned int r)
 	pthread_mutex_unlock(&lab.lock);
 	/* Round 0 runs on the fresh VM that setup left. */
 	if (r)
-		remap_block(rd->nonce);
+		remap_blocks(rd->nonce);
 	for (i = 0; i < lab.nr_vcpus; i++) {
 		lab.vcpus[i].s = &rd->samples[i];
 		lab.vcpus[i].state = VCPU_PENDING;
 	}
+	/* Published to the vCPU threads by the next barrier. */
+	lab.faulters_left = nr_faulting();
 	set_phase("running vCPUs");
 }
 
@@ -928,6 +1382,7 @@ static bool end_round(unsigned int r)
 	pthread_mutex_lock(&lab.lock);
 	clock_gettime(CLOCK_MONOTONIC, &rd->end);
 	rd->ended = true;
+	check_stores(r);
 	for (i = 0; i < lab.nr_vcpus; i++)
 		if (lab.vcpus[i].state != VCPU_DONE)
 			ok = false;
@@ -938,14 +1393,28 @@ static bool end_round(unsigned int r)
 	return ok;
 }
 
+static int run_exit_code(void);
+
+/* A VM gave up: this one stops too, judged on what it has so far. */
+static void __noreturn stop_rounds(void)
+{
+	disarm_watchdog();
+	pthread_mutex_lock(&lab.lock);
+	finish_locked(run_exit_code());
+}
+
 /*
  * The main thread's side of the rounds: the vCPU threads and this one
- * meet at four barriers a round, so the memslot and the registers are only
- * changed while no vCPU is in KVM_RUN.
+ * meet at four barriers a round, so the memslots and the registers are
+ * only changed while no vCPU is in KVM_RUN. With several VMs the main
+ * threads also meet before the release (so the exec faults of all VMs
+ * start together) and after the round (so no VM disarms the watchdog, or
+ * starts its next round, while another is still faulting).
  */
 static void run_rounds(void)
 {
 	unsigned int r;
+	bool ok;
 
 	for (r = 0; r < lab.nr_rounds; r++) {
 		begin_round(r);
@@ -953,11 +1422,17 @@ static void run_rounds(void)
 		barrier_wait();		/* all parked before the branch */
 		if (!r)
 			arm_watchdog();
+		if (!vm_sync_wait("before the release"))
+			stop_rounds();
 		barrier_wait();		/* release: the exec faults */
 		barrier_wait();		/* all done, reset, out of KVM_RUN */
-		if (!end_round(r))
+		ok = end_round(r);
+		if (!vm_sync_wait("after a round"))
+			stop_rounds();
+		if (!ok)
 			break;
 	}
+	lab.rounds_complete = r == lab.nr_rounds;
 	disarm_watchdog();
 }
 
@@ -1019,14 +1494,15 @@ static void start_timeout_thread(void)
 	pthread_detach(tid);
 }
 
-/* Stale code in any round beats a missing value in any. */
+/* Stale code or a lost store in any round beats a missing value in any. */
 static int run_exit_code(void)
 {
 	bool missing = lab.nr_started < lab.nr_rounds;
 	unsigned int r;
 
 	for (r = 0; r < lab.nr_started; r++) {
-		if (count_values(&lab.rounds[r], false))
+		if (count_values(&lab.rounds[r], false) ||
+		    lab.rounds[r].stores_lost)
 			return EXIT_INCOHERENT;
 		if (!round_coherent(&lab.rounds[r]))
 			missing = true;
@@ -1041,6 +1517,8 @@ static void print_usage(FILE *f)
 	fprintf(f,
 		"usage: s2fault-vmm [--vcpus N] [--rounds K] [--timeout S]\n"
 		"                   [--block-size BYTES] [--arm-watchdog T]\n"
+		"                   [--vms K] [--blocks M] [--storm N]\n"
+		"                   [--remap memslot|dontneed]\n"
 		"\n"
 		"Run N vCPUs that fault on one hugetlb-backed stage-2 block, first for\n"
 		"write (mapped without execute), then all at once for execute (KVM\n"
@@ -1069,12 +1547,25 @@ static void print_usage(FILE *f)
 		"                     first round's exec faults, and write 0 to\n"
 		"                     soft_watchdog after the last one (for runs booted\n"
 		"                     with nosoftlockup; default 0: leave it alone)\n"
+		"  --vms K            K VMs, one VMM process each, their exec faults\n"
+		"                     released together; one result line per VM\n"
+		"                     (default 1, at most %u)\n"
+		"  --blocks M         M huge blocks per VM, one memslot each, at\n"
+		"                     consecutive IPAs; each vCPU exec-faults them in\n"
+		"                     turn, each timed (default 1, at most %u)\n"
+		"  --storm N          the last N vCPUs take no exec fault: they run\n"
+		"                     ic ivau over up to 1 MiB of the block, ic iallu,\n"
+		"                     dsb ish, isb, timed, while the others fault\n"
+		"                     (default 0; fewer than --vcpus)\n"
+		"  --remap HOW        how a round makes stage 2 forget the blocks:\n"
+		"                     memslot (delete and add again, default) or\n"
+		"                     dontneed (madvise MADV_DONTNEED: fresh pages)\n"
 		"  --help             this text\n"
 		"\n"
-		"Needs /dev/kvm and one free hugetlb page of the block size.\n"
-		"Exit status: 0 run completed, 1 a vCPU ran stale code,\n"
-		"2 bad usage, 3 infrastructure problem or timeout.\n",
-		MAX_ROUNDS);
+		"Needs /dev/kvm and K x M free hugetlb pages of the block size.\n"
+		"Exit status: 0 run completed, 1 a vCPU ran stale code or a data\n"
+		"store was lost, 2 bad usage, 3 infrastructure problem or timeout.\n",
+		MAX_ROUNDS, MAX_VMS, MAX_BLOCKS);
 }
 
 static bool parse_size(const char *s, size_t *out)
@@ -1117,6 +1608,19 @@ static bool parse_uint(const char *s, unsigned int min, unsigned int max,
 	return true;
 }
 
+static bool parse_remap(const char *s, enum remap_kind *out)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(remap_names); i++) {
+		if (!strcmp(s, remap_names[i])) {
+			*out = i;
+			return true;
+		}
+	}
+	return false;
+}
+
 static void parse_args(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -1125,6 +1629,10 @@ static void parse_args(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "block-size", required_argument, NULL, 'b' },
 		{ "arm-watchdog", required_argument, NULL, 'w' },
+		{ "vms", required_argument, NULL, 'V' },
+		{ "blocks", required_argument, NULL, 'B' },
+		{ "storm", required_argument, NULL, 'S' },
+		{ "remap", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -1148,6 +1656,18 @@ static void parse_args(int argc, char **argv)
 		case 'w':
 			ok = parse_uint(optarg, 0, 60, &lab.watchdog_thresh);
 			break;
+		case 'V':
+			ok = parse_uint(optarg, 1, MAX_VMS, &lab.nr_vms);
+			break;
+		case 'B':
+			ok = parse_uint(optarg, 1, MAX_BLOCKS, &lab.nr_blocks);
+			break;
+		case 'S':
+			ok = parse_uint(optarg, 0, 4095, &lab.nr_storm);
+			break;
+		case 'R':
+			ok = parse_remap(optarg, &lab.remap);
+			break;
 		case 'h':
 			print_usage(stdout);
 			exit(EXIT_OK);
@@ -1155,9 +1675,48 @@ static void parse_args(int argc, char **argv)
 			ok = false;
 		}
 	}
+	if (ok && lab.nr_storm >= lab.nr_vcpus) {
+		fprintf(stderr, "s2fault-vmm: --storm %u leaves none of the %u vCPUs to take exec faults\n",
+			lab.nr_storm, lab.nr_vcpus);
+		exit(EXIT_USAGE);
+	}
 	if (!ok || optind != argc) {
 		print_usage(stderr);
 		exit(EXIT_USAGE);
+	}
+}
+
+/*
+ * Before anything else exists (threads, the VM): fork VMs 1..K-1, which
+ * go on from here as VMM processes of their own, and share the barrier
+ * of vm_sync_wait(). They die with VM 0, which waits for them.
+ */
+static void start_vms(void)
+{
+	pid_t parent = getpid(), pid;
+	unsigned int i;
+
+	if (lab.nr_vms == 1)
+		return;
+	lab.vm_sync = mmap(NULL, sizeof(*lab.vm_sync), PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (lab.vm_sync == MAP_FAILED) {
+		lab.vm_sync = NULL;
+		infra_fail("mmap of the VMs' barrier", errno);
+	}
+	for (i = 1; i < lab.nr_vms; i++) {
+		pid = fork();
+		if (pid < 0)
+			infra_fail("fork", errno);
+		if (!pid) {
+			lab.vm_index = i;
+			lab.nr_children = 0;
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (getppid() != parent)
+				_exit(EXIT_INFRA);
+			return;
+		}
+		lab.children[lab.nr_children++] = pid;
 	}
 }
 
@@ -1171,6 +1730,9 @@ int main(int argc, char **argv)
 	if (!lab.block_size)
 		fail("no default block size for %ld-byte pages",
 		     lab.page_size);
+	start_vms();
+	/* After the fork: each VM checks coherence against nonces of its own. */
+	make_nonces();
 	start_timeout_thread();
 	lab.phase = "creating the VM";
 	create_vm();
