@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * init: PID 1 of the s2fault guest image. Mounts the pseudo filesystems,
- * reports the preconditions (S2FAULT-INIT), runs /bin/s2fault-vmm, reports
- * what is left afterwards (S2FAULT-POST) and powers off.
+ * reports the preconditions (S2FAULT-INIT), runs the workload program
+ * (/bin/s2fault-vmm unless s2fault.program says otherwise), reports what
+ * is left once every process it started has exited (S2FAULT-POST) and
+ * powers off.
  *
  * Kernel command line:
  *   s2fault.vcpus=N            vCPUs for the VMM (default 8)
@@ -19,11 +21,25 @@
  *                              (dilated runs boot with nosoftlockup: armed
  *                              any earlier, the detector reports the slow
  *                              setup and unrelated tasks)
+ *   s2fault.vms=K              K VMs, one VMM process each (default 1)
+ *   s2fault.blocks=M           M huge blocks per VM (default 1)
+ *   s2fault.storm=N            of the vCPUs, N run I-cache maintenance
+ *                              instead of exec faults (default 0)
+ *   s2fault.remap=HOW          memslot (default) or dontneed: how a round
+ *                              makes stage 2 forget the blocks
+ *   s2fault.program=NAME       run /bin/NAME (default s2fault-vmm) with
+ *                              the same arguments
+ *
+ * The program gets --vcpus, --rounds, --timeout and --arm-watchdog always,
+ * and --vms, --blocks, --storm and --remap only when not the default (see
+ * vmm.c for what they do). It runs in a process group of its own, so that
+ * the processes of a multi-VM run can be killed together.
  *
  * PID 1 must never exit (the kernel panics), so every path ends in
  * power_off().
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -42,9 +58,12 @@
 
 #include "compiler.h"
 
-#define VMM_PATH	"/bin/s2fault-vmm"
+#define DEFAULT_PROGRAM	"s2fault-vmm"
+#define DEFAULT_REMAP	"memslot"
 /* After the VMM's own timeout, how long before init kills it. */
 #define VMM_GRACE_S	30
+#define WORD_LEN	48
+#define MAX_ARGS	24
 
 struct params {
 	unsigned int vcpus;
@@ -52,6 +71,12 @@ struct params {
 	unsigned int timeout;
 	unsigned int repeat;
 	unsigned int watchdog_thresh;
+	unsigned int vms;
+	unsigned int blocks;
+	unsigned int storm;
+	char remap[WORD_LEN];
+	char program[WORD_LEN];
+	char path[WORD_LEN + 8];
 };
 
 /* A whole line in one write(2), starting at column 0. */
@@ -177,6 +202,36 @@ static unsigned int cmdline_uint(const char *cmdline, const char *key,
 	return def;
 }
 
+static bool word_char(char c)
+{
+	return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.';
+}
+
+/* The value of @key, a word of letters, digits, '-', '_' or '.', or @def. */
+static void cmdline_word(const char *cmdline, const char *key,
+			 const char *def, char *out, size_t n)
+{
+	size_t len = strlen(key), i;
+	const char *p = cmdline, *v;
+
+	snprintf(out, n, "%s", def);
+	for (; (p = strstr(p, key)); p += len) {
+		if ((p != cmdline && p[-1] != ' ') || p[len] != '=')
+			continue;
+		v = p + len + 1;
+		for (i = 0; v[i] && v[i] != ' ' && v[i] != '\n'; i++)
+			if (i + 1 >= n || !word_char(v[i]))
+				fatal("bad value for %s on the kernel command line",
+				      key);
+		if (!i)
+			fatal("empty value for %s on the kernel command line",
+			      key);
+		memcpy(out, v, i);
+		out[i] = '\0';
+		return;
+	}
+}
+
 static void parse_cmdline(struct params *p)
 {
 	char cmdline[4096];
@@ -189,8 +244,18 @@ static void parse_cmdline(struct params *p)
 	p->repeat = cmdline_uint(cmdline, "s2fault.repeat", 1);
 	p->watchdog_thresh = cmdline_uint(cmdline, "s2fault.watchdog_thresh",
 					  0);
-	if (!p->vcpus || !p->rounds || !p->timeout)
-		fatal("s2fault.vcpus, s2fault.rounds and s2fault.timeout must be positive");
+	p->vms = cmdline_uint(cmdline, "s2fault.vms", 1);
+	p->blocks = cmdline_uint(cmdline, "s2fault.blocks", 1);
+	p->storm = cmdline_uint(cmdline, "s2fault.storm", 0);
+	cmdline_word(cmdline, "s2fault.remap", DEFAULT_REMAP, p->remap,
+		     sizeof(p->remap));
+	cmdline_word(cmdline, "s2fault.program", DEFAULT_PROGRAM, p->program,
+		     sizeof(p->program));
+	if (!strcmp(p->program, ".") || !strcmp(p->program, ".."))
+		fatal("bad value for s2fault.program on the kernel command line");
+	snprintf(p->path, sizeof(p->path), "/bin/%s", p->program);
+	if (!p->vcpus || !p->rounds || !p->timeout || !p->vms || !p->blocks)
+		fatal("s2fault.vcpus, s2fault.rounds, s2fault.timeout, s2fault.vms and s2fault.blocks must be positive");
 }
 
 /*
@@ -234,29 +299,55 @@ static void report_init(void)
 	     access("/dev/kvm", F_OK) ? "false" : "true");
 }
 
+/* Appends "--@opt @val" to @argv, the value kept in @store. */
+static void add_arg(char **argv, unsigned int *argc, char (*store)[16],
+		    const char *opt, unsigned int val)
+{
+	char *s = store[*argc];
+
+	snprintf(s, sizeof(store[0]), "%u", val);
+	argv[(*argc)++] = (char *)opt;
+	argv[(*argc)++] = s;
+}
+
 static pid_t start_vmm(const struct params *p)
 {
-	char vcpus[16], rounds[16], timeout[16], watchdog[16];
-	char *argv[] = { VMM_PATH, "--vcpus", vcpus, "--rounds", rounds,
-			 "--timeout", timeout, "--arm-watchdog", watchdog,
-			 NULL };
+	char values[MAX_ARGS][16];
+	char *argv[MAX_ARGS + 1];
+	unsigned int argc = 0;
 	sigset_t none;
 	pid_t pid;
 
-	snprintf(vcpus, sizeof(vcpus), "%u", p->vcpus);
-	snprintf(rounds, sizeof(rounds), "%u", p->rounds);
-	snprintf(timeout, sizeof(timeout), "%u", p->timeout);
-	snprintf(watchdog, sizeof(watchdog), "%u", p->watchdog_thresh);
+	argv[argc++] = (char *)p->path;
+	add_arg(argv, &argc, values, "--vcpus", p->vcpus);
+	add_arg(argv, &argc, values, "--rounds", p->rounds);
+	add_arg(argv, &argc, values, "--timeout", p->timeout);
+	add_arg(argv, &argc, values, "--arm-watchdog", p->watchdog_thresh);
+	/* The workload's shape only where it differs from the plain run. */
+	if (p->vms != 1)
+		add_arg(argv, &argc, values, "--vms", p->vms);
+	if (p->blocks != 1)
+		add_arg(argv, &argc, values, "--blocks", p->blocks);
+	if (p->storm)
+		add_arg(argv, &argc, values, "--storm", p->storm);
+	if (strcmp(p->remap, DEFAULT_REMAP)) {
+		argv[argc++] = "--remap";
+		argv[argc++] = (char *)p->remap;
+	}
+	argv[argc] = NULL;
 	pid = fork();
 	if (pid < 0)
 		fatal("fork: %s", strerror(errno));
 	if (pid == 0) {
+		setpgid(0, 0);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		execv(VMM_PATH, argv);
-		emit("S2FAULT-ERROR execv %s: %s", VMM_PATH, strerror(errno));
+		execv(p->path, argv);
+		emit("S2FAULT-ERROR execv %s: %s", p->path, strerror(errno));
 		_exit(127);
 	}
+	/* Also here, so that a kill of the group cannot miss the child. */
+	setpgid(pid, pid);
 	return pid;
 }
 
@@ -273,10 +364,12 @@ static int exit_code(int status)
 /*
  * The VMM enforces its own timeout; this is the backstop for a VMM that
  * does not return. A VMM stuck in the kernel is left to the harness.
+ * Returns once the whole process group is gone: a multi-VM VMM waits for
+ * its other VMs itself, and what a killed one leaves is killed here too.
  */
-static int wait_vmm(pid_t pid, unsigned int timeout)
+static int wait_vmm(pid_t pid, const struct params *p)
 {
-	struct timespec wait = { .tv_sec = timeout + VMM_GRACE_S };
+	struct timespec wait = { .tv_sec = p->timeout + VMM_GRACE_S };
 	sigset_t chld;
 	int status;
 	pid_t ret;
@@ -286,12 +379,16 @@ static int wait_vmm(pid_t pid, unsigned int timeout)
 	while ((ret = waitpid(pid, &status, WNOHANG)) == 0) {
 		if (sigtimedwait(&chld, NULL, &wait) < 0 && errno == EAGAIN) {
 			emit("S2FAULT-ERROR %s did not exit %d s after its timeout, killing it",
-			     VMM_PATH, VMM_GRACE_S);
-			kill(pid, SIGKILL);
+			     p->path, VMM_GRACE_S);
+			kill(-pid, SIGKILL);
 			ret = waitpid(pid, &status, 0);
 			break;
 		}
 	}
+	/* Normally nothing is left, and this returns at once. */
+	kill(-pid, SIGKILL);
+	while (waitpid(-1, NULL, 0) > 0)
+		;
 	return ret == pid ? exit_code(status) : -1;
 }
 
@@ -319,14 +416,14 @@ int main(void)
 	mount_all();
 	parse_cmdline(&p);
 	report_init();
-	if (access(VMM_PATH, X_OK) < 0)
-		fatal("%s: %s", VMM_PATH, strerror(errno));
+	if (access(p.path, X_OK) < 0)
+		fatal("%s: %s", p.path, strerror(errno));
 	/* SIGCHLD stays pending for sigtimedwait() instead of being lost. */
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	for (run = 1; run <= p.repeat; run++)
-		report_post(wait_vmm(start_vmm(&p), p.timeout), run);
+		report_post(wait_vmm(start_vmm(&p), &p), run);
 	emit("S2FAULT-DONE");
 	power_off();
 }
