@@ -13,6 +13,7 @@ import email
 import email.policy
 import gzip
 import http.server
+import json
 import shutil
 import threading
 import tomllib
@@ -265,3 +266,81 @@ def test_variant_add_is_on_the_command_line():
     assert r.returncode == 0 and "--from-mbox" in r.stdout and "--from-msgid" in r.stdout
     r = s2fault("variant", "add", "x", "--from-mbox", "a", "--from-msgid", "b")
     assert r.returncode == 2 and "not allowed with" in r.stderr
+
+
+STALE_PATCH = """\
+From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: s2fault <s2fault@localhost>
+Date: Mon, 6 Jan 2025 12:00:00 +0000
+Subject: [PATCH] KVM: arm64: A hunk written against another tree
+
+Its context is nowhere in 6.12.
+
+Signed-off-by: s2fault <s2fault@localhost>
+---
+ arch/arm64/kvm/mmu.c | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/arch/arm64/kvm/mmu.c b/arch/arm64/kvm/mmu.c
+--- a/arch/arm64/kvm/mmu.c
++++ b/arch/arm64/kvm/mmu.c
+@@ -10,7 +10,7 @@
+ #include <not/in/this/tree.h>
+ #include <nor/this.h>
+ #include <nor/that.h>
+-static int s2fault_stale;
++static int s2fault_stale = 1;
+ #include <and/not/this.h>
+ #include <or/this.h>
+ #include <or/that.h>
+"""
+
+
+@pytest.fixture(scope="module")
+def imported_check(tmp_path_factory):
+    """One `check` over the variant imported from interval-tree-v1's mbox and a variant
+    whose series does not apply to the Debian source: one build (ccache is warm: the
+    same C as interval-tree-v1), one boot, no build for the stale one."""
+    tmp = tmp_path_factory.mktemp("imported")
+    home = tmp / "home"
+    shutil.copytree(ROOT / "patches", home / "patches")
+    for name in ("kernel_configs", "guests"):
+        (home / name).symlink_to(ROOT / name)
+    mbox = tmp / "thread.mbox"
+    mbox.write_text(v1_thread())
+    r = _add(home, "v1-from-mbox", "--from-mbox", str(mbox), "--base", "fix-reverted",
+             "--expect-like", "interval-tree-v1")
+    assert r.returncode == 0, r.stderr
+    stale = home / "patches" / "stale-hunk"
+    stale.mkdir()
+    (stale / "0001-stale.patch").write_text(STALE_PATCH)
+    (stale / "series").write_text("0001-stale.patch\n")
+    (stale / "variant.toml").write_text("[expect.functional]\nclean = true\n")
+    r = s2fault("check", "--variant", "v1-from-mbox", "--variant", "stale-hunk", "--mode",
+                "functional", "--results", str(tmp / "runs"), env={"S2FAULT_HOME": str(home)})
+    cells = {c["variant"]: c for c in json.loads((tmp / "runs" / "check.json").read_text())
+             ["cells"]}
+    return r, cells
+
+
+@pytest.mark.slow
+def test_imported_variant_builds_and_reproduces_interval_tree_v1(imported_check):
+    r, cells = imported_check
+    cell = cells["v1-from-mbox"]
+    assert cell["match"] is True, (cell["why"], r.stdout, r.stderr)
+    assert cell["build"]["key"] and cell["mode"] == "functional"
+    kinds = {(s["kind"], s.get("subtype")) for s in cell["splats"]
+             if "add_fault_range" in (s.get("frames") or []) + [s.get("function")]}
+    assert {("lockdep", "invalid_wait_context"), ("atomic_sleep", "sleeping_in_atomic")} <= kinds
+
+
+@pytest.mark.slow
+def test_a_series_that_does_not_apply_is_named_and_never_built(imported_check):
+    r, cells = imported_check
+    assert r.returncode == 2, r.stdout + r.stderr
+    cell = cells["stale-hunk"]
+    assert cell["match"] is None and cell["build"] == {}
+    why = ("could not judge: patch stale-hunk/0001-stale.patch does not apply: "
+           "Hunk #1 FAILED at 10 in arch/arm64/kvm/mmu.c")
+    assert cell["why"] == why
+    assert "COULD NOT JUDGE" in r.stdout and f"stale-hunk/functional: {why}" in r.stdout
