@@ -160,6 +160,12 @@ def test_refusals_are_one_line_and_leave_nothing_behind(home, tmp_path):
     talk = tmp_path / "talk.mbox"
     talk.write_text(_message("Re: stage-2 faults", "talk@s2fault.test", "No patch here.\n"))
     cases.append((("x", "--from-mbox", str(talk)), f"mbox {talk}: no patches"))
+    s1, b1 = _parts(REVERT_PATCH)
+    s3, b3 = _parts(V1_PATCH)
+    gap = tmp_path / "gap.mbox"
+    gap.write_text(_message(f"[PATCH 1/3] {s1}", "g1@s2fault.test", b1)
+                   + _message(f"[PATCH 3/3] {s3}", "g3@s2fault.test", b3))
+    cases.append((("x", "--from-mbox", str(gap)), "the series is incomplete (no patch 2/3)"))
     for args, words in cases:
         r = _add(home, *args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
@@ -225,6 +231,10 @@ def test_from_msgid_fetches_the_thread_like_lore(home, lore_server):
     host = urllib.parse.urlsplit(lore_server).netloc
     prov = tomllib.loads((folder / "variant.toml").read_text())["provenance"]
     assert prov["origin"] == f"lore {host} <v2-1@s2fault.test>"
+    # A pasted archive URL works too, wherever it points (b4 reads it as lore's).
+    r = _add(home, "by-url", "--from-msgid", f"{lore_server}/all/v2-1@s2fault.test/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (home / "patches" / "by-url" / V1_PATCH.name).read_text() == patch
     r = _add(home, "gone", "--from-msgid", "gone@s2fault.test", env=_midmask(lore_server))
     assert r.returncode == 2
     assert r.stderr.strip() == f"s2fault: error: message <gone@s2fault.test> not found on {host}"

@@ -103,15 +103,14 @@ def add_variant(
             raise InputError(f"variant {name} cannot be its own base")
         variants.load(base)  # names the valid ones when it is unknown
     expectations = _expectations_like(expect_like) if expect_like else None
-    if mbox is not None and not mbox.is_file():
+    if mbox is not None and not mbox.exists():  # b4 also reads a maildir
         raise InputError(f"mbox {mbox} does not exist")
     b4 = b4_command()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".b4-", dir=root) as scratch_name:
         scratch = Path(scratch_name)
         if msgid is not None:
-            msgid = msgid.strip().strip("<>")
-            mbox = fetch_thread(msgid, scratch / "thread.mbox")
+            msgid, mbox = fetch_thread(msgid, scratch / "thread.mbox")
             origin = f"lore {_lore_host()} <{msgid}>"
         else:
             origin = f"mbox {mbox.resolve()}"
@@ -141,9 +140,10 @@ def _lore_host() -> str:
     return urllib.parse.urlsplit(str(b4.get_main_config().get("midmask", ""))).netloc
 
 
-def fetch_thread(msgid: str, dest: Path) -> Path:
-    """The thread of `msgid` from lore (or wherever git config b4.midmask points),
-    through b4's own lore client; one line when the archive cannot be reached."""
+def fetch_thread(msgid: str, dest: Path) -> tuple[str, Path]:
+    """(message-id, mbox file) of the thread of `msgid` from lore (or wherever git config
+    b4.midmask points), through b4's own lore client; one line when the archive cannot
+    be reached. `msgid` may be <id>, id, or a lore URL (b4 reads it as lore does)."""
     try:
         import b4
         import liblore
@@ -154,6 +154,7 @@ def fetch_thread(msgid: str, dest: Path) -> Path:
         logging.getLogger(logger_name).addHandler(logging.NullHandler())
         logging.getLogger(logger_name).propagate = False
     b4.setup_config(argparse.Namespace(config=None))
+    msgid = b4.parse_msgid(msgid)
     host = _lore_host()
     node = b4.get_lore_node()
     try:
@@ -171,7 +172,7 @@ def fetch_thread(msgid: str, dest: Path) -> Path:
     if not data:
         raise InputError(f"message <{msgid}> not found on {host}")
     dest.write_bytes(data)
-    return dest
+    return msgid, dest
 
 
 def _short_reason(text: str) -> str:
@@ -206,9 +207,27 @@ def _b4_am(b4: str, mbox: Path, outdir: Path, msgid: str | None
         raise InputError(f"mbox {mbox}: {why}")
     parser = email.parser.BytesParser(policy=email.policy.default)
     messages = [parser.parsebytes(p.read_bytes()) for p in emls]
+    missing = _missing_patches(messages)
+    if missing:
+        raise InputError(f"mbox {mbox}: the series is incomplete (no patch {missing}); "
+                         "add the missing message to the mbox")
     cover_file = outdir / f"{SLUG}.cover"
     cover = parser.parsebytes(cover_file.read_bytes()) if cover_file.is_file() else None
     return messages, cover  # type: ignore[return-value]
+
+
+def _missing_patches(messages: list[EmailMessage]) -> str:
+    """'2/3' when b4 found patches 1/3 and 3/3 only: a partial series builds, and a
+    verdict on it would be about a kernel nobody posted."""
+    counters = set()
+    total = 0
+    for msg in messages:
+        m = re.search(r"\[[^]]*?\b(\d+)/(\d+)\b[^]]*\]", str(msg.get("Subject", "")))
+        if m:
+            counters.add(int(m.group(1)))
+            total = max(total, int(m.group(2)))
+    gaps = [n for n in range(1, total + 1) if n not in counters]
+    return ", ".join(f"{n}/{total}" for n in gaps)
 
 
 def _clean_msgid(msg: EmailMessage) -> str:
