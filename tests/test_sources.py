@@ -310,6 +310,17 @@ def bare_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return bare, commits
 
 
+def packed_objects(store: Path) -> int:
+    """Objects in the store's packs, counting one sent twice (in two packs) twice."""
+    counts = dict(line.split(": ") for line in git(store, "count-objects", "-v").splitlines())
+    assert counts["count"] == "0"  # every fetch stays a pack (transfer.unpackLimit=1)
+    return int(counts["in-pack"])
+
+
+def distinct_objects(store: Path) -> int:
+    return len(git(store, "cat-file", "--batch-all-objects", "--batch-check").splitlines())
+
+
 def test_two_refs_two_worktrees_one_store(bare_repo, tmp_path):
     bare, commits = bare_repo
     one = source.resolve(f"{bare}@v1", tmp_path)
@@ -330,6 +341,8 @@ def test_two_refs_two_worktrees_one_store(bare_repo, tmp_path):
     assert "prunable" not in listed
     # Shallow: only the two commits asked for, not the history between them.
     assert git(store, "rev-list", "--count", commits["v1"], commits["topic"]) == "2"
+    # The second fetch sent only what the first had not: no object is stored twice.
+    assert packed_objects(store) == distinct_objects(store)
     assert leftovers(tmp_path) == []
 
 

@@ -419,6 +419,8 @@ def _open_store(remote: _Remote, cache_root: Path) -> Path:
             _git(cache_root, "init", "-q", "--bare", str(tmp), what=InfraError)
             # Auto gc could repack a kernel's worth of objects in the middle of a run.
             _git(tmp, "config", "gc.auto", "0", what=InfraError)
+            # Each fetch stays one pack, however small: objects sent twice would show.
+            _git(tmp, "config", "transfer.unpackLimit", "1", what=InfraError)
             (tmp / "s2fault-remote").write_text(remote.url + "\n")
             os.rename(tmp, store)
     return store
@@ -474,24 +476,27 @@ def _commit_of(remote: _Remote, store: Path, ref: str) -> str:
 def _fetch_commit(remote: _Remote, store: Path, commit: str) -> None:
     """Bring one commit (depth 1) into the store; objects it shares with commits
     fetched before are not sent again."""
-    if _has_commit(store, commit):
-        return
-    if offline() and remote.network:
-        raise InfraError(
-            f"offline ({OFFLINE_ENV}): commit {commit} of {remote.url} is not in {store}"
-        )
-    progress.stage("source", f"git fetch {commit[:12]} from {remote.label}")
-    r = subprocess.run(
-        ["git", "-C", str(store), "-c", f"protocol.version={GIT_PROTOCOL}", "fetch", "-q",
-         "--no-tags", "--depth", "1", "--", remote.url, commit],
-        capture_output=True, text=True, check=False,
-        env=os.environ | {"GIT_TERMINAL_PROMPT": "0"},
-    )
-    if r.returncode != 0 or not _has_commit(store, commit):
-        # A server that only serves advertised tips: take them all (and their history).
-        _fetch_all(remote, store)
     if not _has_commit(store, commit):
-        raise InputError(f"commit {commit} is not in {remote.label}")
+        if offline() and remote.network:
+            raise InfraError(
+                f"offline ({OFFLINE_ENV}): commit {commit} of {remote.url} is not in {store}"
+            )
+        progress.stage("source", f"git fetch {commit[:12]} from {remote.label}")
+        r = subprocess.run(
+            ["git", "-C", str(store), "-c", f"protocol.version={GIT_PROTOCOL}", "fetch", "-q",
+             "--no-tags", "--depth", "1", "--", remote.url, commit],
+            capture_output=True, text=True, check=False,
+            env=os.environ | {"GIT_TERMINAL_PROMPT": "0"},
+        )
+        if r.returncode != 0 or not _has_commit(store, commit):
+            # A server that only serves advertised tips: take them all (and their history).
+            _fetch_all(remote, store)
+        if not _has_commit(store, commit):
+            raise InputError(f"commit {commit} is not in {remote.label}")
+    # A ref per fetched commit: fetch offers refs as what the store already has, so the
+    # next commit's pack holds only what changed (without it, a whole kernel tree again),
+    # and gc keeps the commit even when its worktree is gone.
+    _git(store, "update-ref", f"refs/s2fault/commits/{commit}", commit, what=InfraError)
 
 
 def _fetch_all(remote: _Remote, store: Path) -> None:
