@@ -221,7 +221,8 @@ def _midmask(url: str) -> dict:
 
 
 def test_from_msgid_fetches_the_thread_like_lore(home, lore_server):
-    LoreLike.threads = {"v2-1@s2fault.test": v1_thread().encode()}
+    LoreLike.threads = {"v2-1@s2fault.test": v1_thread().encode(), "talk@s2fault.test":
+                        _message("stage-2 faults", "talk@s2fault.test", "No patch.\n").encode()}
     r = _add(home, "v1-from-lore", "--from-msgid", "<v2-1@s2fault.test>", "--base",
              "fix-reverted", "--expect-like", "interval-tree-v1", env=_midmask(lore_server))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -238,6 +239,9 @@ def test_from_msgid_fetches_the_thread_like_lore(home, lore_server):
     r = _add(home, "gone", "--from-msgid", "gone@s2fault.test", env=_midmask(lore_server))
     assert r.returncode == 2
     assert r.stderr.strip() == f"s2fault: error: message <gone@s2fault.test> not found on {host}"
+    r = _add(home, "talk", "--from-msgid", "talk@s2fault.test", env=_midmask(lore_server))
+    assert r.returncode == 2
+    assert r.stderr.strip() == "s2fault: error: thread <talk@s2fault.test>: no patches found"
 
 
 def test_from_msgid_without_network_says_so_in_one_line(home, lore_server):

@@ -115,7 +115,8 @@ def add_variant(
         else:
             origin = f"mbox {mbox.resolve()}"
         assert mbox is not None
-        messages, cover = _b4_am(b4, mbox, scratch / "am", msgid)
+        what = f"thread <{msgid}>" if msgid else f"mbox {mbox}"
+        messages, cover = _b4_am(b4, mbox, scratch / "am", msgid, what)
         staged = scratch / "variant"
         staged.mkdir()
         patches = _write_patches(messages, staged)
@@ -186,7 +187,7 @@ def _short_reason(text: str) -> str:
     return text.strip()[-160:]
 
 
-def _b4_am(b4: str, mbox: Path, outdir: Path, msgid: str | None
+def _b4_am(b4: str, mbox: Path, outdir: Path, msgid: str | None, what: str
            ) -> tuple[list[EmailMessage], EmailMessage | None]:
     """Let b4 choose the series (newest revision, in order, trailers applied); as a
     maildir, which unlike b4's mbox output needs no From-line unescaping."""
@@ -204,13 +205,12 @@ def _b4_am(b4: str, mbox: Path, outdir: Path, msgid: str | None
         why = lines[-1] if lines else "b4 found no messages"
         if r.returncode == 0 and not emls:
             why = "no patches in it" if not lines else why.rstrip(".").lower()
-        raise InputError(f"mbox {mbox}: {why}")
+        raise InputError(f"{what}: {why}")
     parser = email.parser.BytesParser(policy=email.policy.default)
     messages = [parser.parsebytes(p.read_bytes()) for p in emls]
     missing = _missing_patches(messages)
     if missing:
-        raise InputError(f"mbox {mbox}: the series is incomplete (no patch {missing}); "
-                         "add the missing message to the mbox")
+        raise InputError(f"{what}: the series is incomplete (no patch {missing})")
     cover_file = outdir / f"{SLUG}.cover"
     cover = parser.parsebytes(cover_file.read_bytes()) if cover_file.is_file() else None
     return messages, cover  # type: ignore[return-value]
