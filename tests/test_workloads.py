@@ -122,13 +122,15 @@ def test_slope_ratio_against_the_reference():
 def test_splat_in_too_few_processes_is_a_mismatch():
     spec = variants.SplatSpec("soft_lockup", processes_min=2)
     exp = variants.Expectation(splats=(spec,), clean=False)
-    v = verdict_of(REAL)
-    lockup = {"kind": "soft_lockup", "title": "soft lockup", "function": "icache_inval_pou",
-              "pid": 41}
-    v.splats = [lockup, dict(lockup, pid=41)]
+    r0 = base_result() | {"vm": 0, "vms": 2, "pid": 39, "vcpu_tids": [43, 44]}
+    r1 = base_result() | {"vm": 1, "vms": 2, "pid": 40, "vcpu_tids": [45, 46]}
+    v = verdict_of(console_with(r0, r1))
+    lockup = {"kind": "soft_lockup", "title": "soft lockup", "function": "icache_inval_pou"}
+    # Two vCPU threads of one VMM process are one process.
+    v.splats = [dict(lockup, pid=43), dict(lockup, pid=44)]
     m, _, why = matrix.compare(exp, v, None)
-    assert m is False and "seen in 1 process(es) (pids 41)" in why
-    v.splats.append(dict(lockup, pid=57))
+    assert m is False and "seen in 1 process(es) (VM 0)" in why
+    v.splats.append(dict(lockup, pid=46))
     assert matrix.compare(exp, v, None)[0] is True
 
 

@@ -245,6 +245,15 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
     return text
 
 
+def _process_of(pid: int | None, measured: dict) -> str:
+    """The VMM process a splat's task id belongs to: a lockup report names the vCPU
+    thread, and each VMM process reports its pid and its vCPU threads' ids."""
+    for vm in measured.get("per_vm") or []:
+        if pid is not None and (pid == vm.get("pid") or pid in (vm.get("vcpu_tids") or [])):
+            return f"VM {vm.get('vm')}"
+    return f"pid {pid}"
+
+
 def compare(
     exp: variants.Expectation, v: Verdict, ref_cell: Cell | None
 ) -> tuple[bool | None, str, str]:
@@ -260,11 +269,11 @@ def compare(
     if missing:
         return False, observed, "expected but not seen: " + "; ".join(missing)
     for spec in exp.splats:
-        pids = {x.get("pid") for x in v.splats if spec.matches(x)}
-        if len(pids) < spec.processes_min:
+        seen = {_process_of(x.get("pid"), v.workload) for x in v.splats if spec.matches(x)}
+        if len(seen) < spec.processes_min:
             return False, observed, (
-                f"{spec.describe()}: seen in {len(pids)} process(es) "
-                f"(pids {', '.join(str(p) for p in sorted(pids, key=str))})")
+                f"{spec.describe()}: seen in {len(seen)} process(es) "
+                f"({', '.join(sorted(seen))})")
     if exp.clean:
         extra = [x for x in v.splats if not any(s.matches(x) for s in exp.splats)]
         if extra:

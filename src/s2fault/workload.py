@@ -70,6 +70,7 @@ class Workload:
             "vms": int(r.get("vms") or 1),
             "remap": r.get("remap", "memslot"),
             "stale": stale,
+            "per_vm": r.get("per_vm") or ([_vm_of(r)] if r else []),
         }
 
 
@@ -94,8 +95,7 @@ def merge_vms(lines: list[dict], vms: int) -> dict:
     seen = {r.get("vm") for r in lines}
     errors += [f"vm {i}: no result line" for i in range(vms) if i not in seen]
     merged["errors"] = errors
-    merged["per_vm"] = [{"vm": r.get("vm"), "vcpus": r.get("vcpus"),
-                         "coherent": r.get("coherent")} for r in lines]
+    merged["per_vm"] = [_vm_of(r) for r in lines]
     n_rounds = max(len(r.get("rounds") or []) for r in lines)
     rounds = []
     for i in range(n_rounds):
@@ -110,6 +110,12 @@ def merge_vms(lines: list[dict], vms: int) -> dict:
         rounds.append(rd)
     merged["rounds"] = rounds
     return merged
+
+
+def _vm_of(r: dict) -> dict:
+    """Who is who in a VMM process: a lockup report names a thread (vCPU) id."""
+    return {"vm": r.get("vm", 0), "pid": r.get("pid"), "vcpu_tids": r.get("vcpu_tids") or [],
+            "vcpus": r.get("vcpus"), "coherent": r.get("coherent")}
 
 
 def _measured(rounds: list[dict]) -> list[dict]:
