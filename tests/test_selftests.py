@@ -10,6 +10,8 @@ import time
 import pytest
 
 from s2fault import hosttools, kernel, profile, runner, selftests, workload
+from s2fault import source as sources
+from s2fault.errors import BuildError
 
 # Recorded from real runs on the upstream kernel under QEMU 7.2 TCG (64K pages).
 # The plan of the first was SELFTESTS; the second ran a plan made to skip, fail
@@ -139,3 +141,13 @@ def test_selftests_build_and_pass_on_upstream(tmp_path):
     assert m["vcpus"] == 4 and m["dic"] == 0
     assert v.splats == []
     assert w.post is not None and w.post.get("vmm_exit") == 0
+
+
+def test_a_tree_without_selftests_is_a_build_error_and_publishes_nothing(tmp_path):
+    tree = tmp_path / "linux"
+    (tree / "arch" / "arm64").mkdir(parents=True)
+    (tree / "Makefile").write_text("# not a kernel\n")
+    src = sources.Source("linux", "tree:test-no-selftests", tree, "a tree without tools/")
+    with pytest.raises(BuildError, match=r"kvm selftests: cannot copy .*linux/tools"):
+        selftests.build(src, tmp_path / "cache")
+    assert not list((tmp_path / "cache" / "selftests").glob("[!.]*"))

@@ -26,7 +26,7 @@ from . import cache, guest, hosttools, project
 from . import source as sources
 from .errors import BuildError
 
-RECIPE = "s2fault-kvm-selftests-1"
+RECIPE = "s2fault-kvm-selftests-2"
 CROSS_COMPILE = "aarch64-linux-gnu-"
 KSFT_SKIP = 4
 CPIO = "kvm-selftests.cpio"
@@ -160,8 +160,11 @@ def _compile(tree: Path, scratch: Path, targets: list[str]) -> dict[str, bytes]:
            f"INSTALL_HDR_PATH={src / 'usr'}", "headers_install"], "headers_install")
     out = scratch / "out"
     # LDFLAGS on the command line replaces the Makefile's own (-pthread -no-pie).
+    # No build id and no scratch paths in the binaries: the same source and
+    # toolchain give the same bytes.
     _make(["-C", str(src / "tools" / "testing" / "selftests" / "kvm"), f"-j{jobs}", *cross,
-           f"OUTPUT={out}", "LDFLAGS=-static -pthread -no-pie",
+           f"OUTPUT={out}", "LDFLAGS=-static -pthread -no-pie -Wl,--build-id=none",
+           f"EXTRA_CFLAGS=-ffile-prefix-map={scratch}=.",
            *[str(out / t) for t in targets]], "kvm selftests")
     strip = hosttools.require(CROSS_COMPILE + "strip")
     binaries = {}
