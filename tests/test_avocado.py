@@ -105,3 +105,23 @@ def test_avocado_runs_a_subset_of_the_matrix(tmp_path):
         cell = json.loads((logdir / "cell.json").read_text())
         assert cell["match"] is True and cell["mode"] == "functional"
         assert cell["variant"] in test["id"]
+
+
+def test_avocado_runs_a_workload_cell(tmp_path):
+    """The workload axis (ci/matrix-workloads.yaml) on top of the matrix: the many-blocks
+    cell of fix-reverted, with its upstream reference run inside the test; a workload
+    that has no dilated form is cancelled there, not failed."""
+    results = tmp_path / "job-results"
+    r = avocado(
+        "run", "--mux-yaml", str(MATRIX), str(ROOT / "ci" / "matrix-workloads.yaml"),
+        "--mux-filter-only", "/run/variant/fix-reverted", "/run/workload/many-blocks",
+        "--job-results-dir", str(results), "--disable-sysinfo", "--max-parallel-tasks", "1",
+        str(TESTS),
+    )
+    job, summary = _job(results)
+    assert r.returncode == 0, r.stdout + r.stderr + (job / "job.log").read_text()[-4000:]
+    assert (summary["pass"], summary["cancel"]) == (1, 1), summary
+    passed = next(t for t in summary["tests"] if t["status"] == "PASS")
+    cell = json.loads((Path(passed["logdir"]) / "cell.json").read_text())
+    assert cell["workload_name"] == "many-blocks" and cell["match"] is True
+    assert cell["workload"]["blocks"]["slope_ms"] > 0

@@ -173,3 +173,20 @@ def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):
     assert 'data-variant="fix-reverted" data-slope-ms="150.0"' in html
     report.write_tap(rows, tmp_path / "t.tap")
     assert "ok 1 - upstream many-blocks functional" in (tmp_path / "t.tap").read_text()
+
+
+def test_selftests_result_is_judged_by_its_statuses():
+    def result(*statuses):
+        return {"workload": "kvm-selftests", "vcpus": 4, "dic": 0, "ctr_el0": "0x9444c004",
+                "errors": [], "selftests": [
+                    {"name": f"t{i}", "args": [], "status": st, "exit": 0 if st == "pass" else 1,
+                     "seconds": 1.0, "skip_reason": "", "assertion": "lib/x.c:1: boom"}
+                    for i, st in enumerate(statuses)]}
+
+    ok = verdict_of(console_with(result("pass", "pass")))
+    assert ok.verdict == "pass" and "2 selftests passed" in ok.reason
+    bad = verdict_of(console_with(result("pass", "fail")))
+    assert bad.verdict == "fail" and bad.reason.startswith("selftest t1 exit 1")
+    assert verdict_of(console_with(result("pass", "timeout"))).verdict == "fail"
+    assert verdict_of(console_with(result())).verdict == "error"
+    assert verdict_of(console_with(result("pass") | {"dic": 1})).verdict == "error"

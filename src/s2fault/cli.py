@@ -92,7 +92,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import runner
+    from . import runner, workloads
 
     prof = _profile(args)
     kernel_path = Path(args.kernel)
@@ -101,7 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for i in range(args.repeat):
         outdir = runner.new_run_dir(Path(args.results) if args.results else None, "run")
         v = runner.run_kernel(kernel_path, prof, outdir, "run",
-                              Path(args.config) if args.config else None)
+                              Path(args.config) if args.config else None,
+                              extra_initramfs=workloads.get(prof.workload).extra_initramfs(
+                                  args.source))
         verdicts.append(v)
         progress.clear()
         ms = v.workload.get("exec_fault_ms", {})
@@ -232,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the verdict as JSON here")
     p.add_argument("--results", help="directory for run artifacts")
     p.add_argument("--repeat", type=int, default=1, help="run N times; report per-splat counts")
+    p.add_argument("--source", help="kernel source the kvm-selftests workload builds its "
+                   "tests from (default: debian)")
     _profile_args(p)
     p.set_defaults(func=cmd_run)
 

@@ -173,8 +173,10 @@ def run_variant(name: str, modes: list[str], results_dir: Path,
             what = "run" + (f" {i + 1}/{options.repeat}" if options.repeat > 1 else "")
             progress.stage(f"{name}/{mode}{'/' + wl.name if suffix else ''}", what)
             try:
+                extra = wl.extra_initramfs(options.source)
                 cell.verdicts.append(
-                    runner.run_kernel(build.image, prof, outdir, label, build.config)
+                    runner.run_kernel(build.image, prof, outdir, label, build.config,
+                                      extra_initramfs=extra)
                 )
             except S2Error as e:
                 cell.why = e.message

@@ -174,6 +174,14 @@ def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
             return "fail", f"{_splat_reason(splats)}; the workload did not finish"
         reason = "; ".join(w.errors) if w.errors else run.reason
         return "error", f"could not judge: the workload reported no result ({reason})"
+    if "selftests" in r:
+        # The kernel's own tests: a splat is the kernel's failure whatever they said;
+        # otherwise their statuses decide (selftests.parse explains the rules).
+        if splats:
+            return "fail", _splat_reason(splats)
+        from . import selftests
+
+        return selftests.parse(r)["judgement"]
     if r.get("dic"):
         return "error", (
             f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={r.get('ctr_el0')}): the I-cache "

@@ -10,7 +10,9 @@ overrides keys of `[expect.<mode>]` for that workload).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from . import selftests
 from .errors import InputError
 
 DEFAULT = "exec-fault"
@@ -26,6 +28,13 @@ class Workload:
 
     def profile_changes(self, mode: str) -> dict:
         return self.shape.get("*", {}) | self.shape.get(mode, {})
+
+    def extra_initramfs(self, source: str | None) -> list[Path]:
+        """Archives the guest needs beside the base image, built from the kernel's own
+        source (the selftests must match the kernel they run on)."""
+        if "selftests" in self.measures:
+            return [selftests.build(source)]
+        return []
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -71,7 +80,9 @@ WORKLOADS: dict[str, Workload] = {
             "kvm-selftests",
             "The kernel's own KVM selftests from the same tree, run inside the booted kernel.",
             ("functional",),
-            {"*": {"program": "s2fault-ksft", "rounds": 1}},
+            # The runner's budget lets every test use its own timeout.
+            {"*": {"program": "s2fault-ksft", "rounds": 1,
+                   "vmm_timeout": selftests.budget_seconds()}},
             ("selftests",),
         ),
     )

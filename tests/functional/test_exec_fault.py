@@ -69,20 +69,20 @@ class ExecFault(Test):
         if workload in workloads.WORKLOADS and mode not in workloads.get(workload).modes:
             self.cancel(f"workload {workload} does not run in mode {mode}")
 
+        where = f"{variant}/{mode}" if workload == workloads.DEFAULT else \
+            f"{variant}/{workload}/{mode}"
         runs = Path(self.outputdir) / "runs"
         page_size = str(pages) if pages else None
         options = matrix.RunOptions(vcpus=vcpus, fragments=kconfig.fragments_for(page_size),
                                     pages=page_size, workloads=(workload,))
         cells: list[matrix.Cell] = []
-        # with_references() adds the variant a latency expectation is measured
-        # against; it is run here so the ratio compares two runs of one machine.
+        # run_matrix() adds the variant a latency expectation is measured against (so
+        # the ratio compares two runs of one machine), checks that every series applies
+        # before building, and judges: the same path as `s2fault check`.
         try:
-            for name in matrix.with_references([variant], [mode], page_size, (workload,)):
-                cells += matrix.run_variant(name, [mode], runs, options)
+            cells = matrix.run_matrix([variant], [mode], runs, options)
         except S2Error as e:  # an unknown variant, mode or workload, a missing tool
-            self.error(f"{variant}/{mode}: could not judge: {e.message}")
-        matrix.judge_cells(cells)
-
+            self.error(f"{where}: could not judge: {e.message}")
         for cell in cells:
             own = cell.variant == variant
             self._keep_artifacts(cell, Path(self.logdir) if own else
@@ -94,9 +94,10 @@ class ExecFault(Test):
         if cell.match is True:
             return
         if cell.match is False:
-            self.fail(f"{variant}/{mode}: {cell.why} (declared: {cell.declared.describe()}; "
+            self.fail(f"{where}: {cell.why} (declared: {cell.declared.describe()}; "
                       f"observed: {cell.observed})")
-        self.error(f"{variant}/{mode}: could not judge: {cell.why or cell.observed}")
+        why = (cell.why or cell.observed).removeprefix("could not judge: ")
+        self.error(f"{where}: could not judge: {why}")
 
     def _keep_artifacts(self, cell: matrix.Cell, dest: Path) -> None:
         """Copy the last run's console, QMP log, result and kernel .config where
