@@ -6,16 +6,19 @@ S2FAULT  := $(VENV)/bin/s2fault
 PYTEST   := $(VENV)/bin/pytest
 RESULTS  ?= results/latest
 
-.PHONY: help setup check test test-quick bench bench-bisect soak report lint clean
+.PHONY: help setup check check-workloads test test-quick bench bench-bisect soak report lint clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: ## install apt packages and the venv (no-op when present)
 	@ci/setup-host.sh
 
 check: setup ## build the variant matrix, boot, judge, print the verdict table
 	$(S2FAULT) check --results $(RESULTS) --junit $(RESULTS)/junit.xml --tap $(RESULTS)/check.tap
+
+check-workloads: setup ## every workload (multi-VM, storm, coherence, many blocks, selftests) on every variant
+	$(S2FAULT) check --workload all --results $(RESULTS)-workloads --junit $(RESULTS)-workloads/junit.xml
 
 test: setup ## run every test that must pass (real builds and boots included)
 	$(PYTEST) -ra
