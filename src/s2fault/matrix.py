@@ -66,6 +66,7 @@ class Cell:
             "why": self.why,
             "flaky": self.flaky,
             "runs": len(self.verdicts),
+            "run_seconds": round(sum(v.machine.get("seconds") or 0 for v in self.verdicts), 2),
             "splat_counts": self.splat_counts(),
             "verdict": v.verdict if v else "error",
             "reason": v.reason if v else self.why,

@@ -57,8 +57,10 @@ def write_junit(rows: list[dict], path: Path) -> None:
             suite, "testcase", classname=f"s2fault.{row['variant']}",
             name=_cell_name(row, "/").split("/", 1)[1],
         )
-        seconds = (row.get("build", {}) or {}).get("seconds", 0)
-        case.set("time", str(seconds))
+        # The cell's own cost: its build (0 when cached) and its boots.
+        seconds = ((row.get("build", {}) or {}).get("seconds") or 0) + (
+            row.get("run_seconds") or 0)
+        case.set("time", f"{seconds:.2f}")
         status = _status(row)
         message = f"declared: {row['declared']['summary']}; observed: {row['observed']}"
         if status == "mismatch":
