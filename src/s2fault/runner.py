@@ -58,12 +58,23 @@ def run_kernel(
         "console_log": str(result.console_log),
         "qmp_log": str(result.qmp_log),
         "kernel": str(kernel_path),
-        "config": str(config) if config else None,
+        "config": str(_keep_config(config, outdir)) if config else None,
         "initramfs": str(initramfs),
         "extra_initramfs": [str(p) for p in extra_initramfs or []],
     }
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
+
+
+def _keep_config(config: Path, outdir: Path) -> Path:
+    """The kernel's .config beside the console: a results directory copied off the
+    machine (a CI artifact) keeps what the kernel was built with."""
+    kept = outdir / "kernel.config"
+    try:
+        shutil.copyfile(config, kept)
+    except OSError:
+        return config  # the cache's copy is still named; the run itself is unaffected
+    return kept
 
 
 def _concatenated(dest: Path, parts: list[Path]) -> Path:
