@@ -15,7 +15,6 @@ import gzip
 import http.server
 import json
 import shutil
-import threading
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import ROOT, s2fault
+from conftest import ROOT, loopback_http, s2fault
 from s2fault import lore, variants
 
 V1_PATCH = next((ROOT / "patches" / "interval-tree-v1").glob("*.patch"))
@@ -206,12 +205,8 @@ class LoreLike(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def lore_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoreLike)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with loopback_http(LoreLike) as url:
+        yield url
 
 
 def _midmask(url: str) -> dict:

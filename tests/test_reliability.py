@@ -12,13 +12,12 @@ import struct
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, s2fault
+from conftest import ROOT, loopback_http, s2fault
 from s2fault import cache, image, source
 from s2fault.errors import InfraError, InputError
 from s2fault.machine import qemu_children
@@ -266,12 +265,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with loopback_http(_Handler) as url:
+        yield url
 
 
 def test_download_verified_by_sha256(http_server, tmp_path, monkeypatch):
