@@ -5,6 +5,7 @@ Debian tree's git history."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -16,6 +17,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,9 +53,10 @@ SHA256 = hashlib.sha256(TARBALL).hexdigest()
 
 
 class TarballHandler(http.server.BaseHTTPRequestHandler):
-    """Serves TARBALL at /<behaviour>/linux.tar.gz; records every request it answers."""
+    """Serves `payload` at /<behaviour>/NAME; records every request it answers."""
 
     log: list[dict]
+    payload: bytes
     lock = threading.Lock()
 
     def do_GET(self):  # noqa: N802 - the http.server API
@@ -64,7 +67,7 @@ class TarballHandler(http.server.BaseHTTPRequestHandler):
                      "sent": 0}
             self.log.append(entry)
         first = not seen
-        payload = TARBALL
+        payload = self.payload
         if behaviour == "missing":
             return self._status(entry, 404)
         if behaviour == "busy" and first:
@@ -105,17 +108,25 @@ class QuietServer(http.server.ThreadingHTTPServer):
         pass  # a client that gave up (the slow case) makes the late write fail: expected
 
 
-@pytest.fixture
-def server():
+@contextlib.contextmanager
+def serving(payload: bytes) -> Iterator[tuple[str, list[dict]]]:
     """(base URL, request log) of a threaded HTTP server on the loopback."""
     log: list[dict] = []
-    handler = type("Handler", (TarballHandler,), {"log": log})
+    handler = type("Handler", (TarballHandler,), {"log": log, "payload": payload})
     srv = QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", log
-    srv.shutdown()
-    srv.server_close()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", log
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def server():
+    with serving(TARBALL) as base_and_log:
+        yield base_and_log
 
 
 @pytest.fixture(autouse=True)
@@ -420,46 +431,72 @@ def _stats_log_counts(path: Path) -> dict[str, int]:
 def test_check_at_two_commits_shares_the_store_and_ccache(tmp_path):
     from test_bisect import fixture_repo, harmless, make_history
 
-    from s2fault import project
+    from s2fault import kconfig, kernel, project, variants
 
     repo = fixture_repo()
     base = git(repo, "rev-parse", "base^{commit}")
     # A second commit that only adds a comment to arch/arm64/kvm/arm.c (fixed dates:
     # the same id every session, so its worktree is reused like a user's would be).
     other = make_history(repo, "s2fault-sources", [harmless(7, "-sources")])[-1]
-    # A fragment of its own per run: both kernels are built, not taken from the cache,
-    # so ccache has something to show.
-    frag = tmp_path / "localversion.config"
-    frag.write_text(f'CONFIG_LOCALVERSION="-src-{os.getpid()}-{int(time.time())}"\n')
     cache_root = project.cache_dir()
+    # The second commit's kernel is dropped first, so it is built (with the same config
+    # as the first: the case of a user trying a new ref) and ccache has something to show.
+    # Only this test builds that commit. The first commit's kernel may come from the cache.
+    key = kernel.build_key(source.Source("", f"git:{other}", repo, ""),
+                           variants.load("upstream"), kconfig.fragment_paths())
+    shutil.rmtree(cache_root / "kernels" / key, ignore_errors=True)
     runs = []
-    try:
-        for commit in (base, other):
-            stats = tmp_path / f"ccache-{commit[:12]}.log"
-            results = tmp_path / f"check-{commit[:12]}"
-            r = s2fault("check", "--source", str(repo), "--ref", commit, "--variant", "upstream",
-                        "--mode", "functional", "--fragment", str(frag), "--results",
-                        str(results), env={"CCACHE_STATSLOG": str(stats)}, timeout=1800)
-            assert r.returncode == 0, r.stdout + r.stderr
-            rows = json.loads((results / "check.json").read_text())
-            rows = rows.get("cells", rows) if isinstance(rows, dict) else rows
-            assert [(c["variant"], c["mode"], c["match"]) for c in rows] == [
-                ("upstream", "functional", True)]
-            runs.append((rows[0], _stats_log_counts(stats)))
-        store = source.git_store(repo.resolve().as_uri(), cache_root)
-        trees = [source.resolve(f"{repo}@{c}", cache_root).tree for c in (base, other)]
-        for tree in trees:
-            assert Path(git(tree, "rev-parse", "--path-format=absolute",
-                            "--git-common-dir")) == store
-        kernels = [json.loads((Path(row["build"]["image"]).parent / "s2fault-build.json")
-                              .read_text()) for row, _ in runs]
-        assert [k["source_identity"] for k in kernels] == [f"git:{base}", f"git:{other}"]
-        counts = runs[1][1]
-        hits = counts.get("direct_cache_hit", 0) + counts.get("preprocessed_cache_hit", 0)
-        misses = counts.get("cache_miss", 0)
-        print(f"second ref: {hits} ccache hits, {misses} misses, "
-              f"build {runs[1][0]['build']['seconds']} s")
-        assert hits > 10 * max(misses, 1), counts
-    finally:
-        for row, _ in runs:
-            shutil.rmtree(Path(row["build"]["image"]).parent, ignore_errors=True)
+    for commit in (base, other):
+        stats = tmp_path / f"ccache-{commit[:12]}.log"
+        results = tmp_path / f"check-{commit[:12]}"
+        r = s2fault("check", "--source", str(repo), "--ref", commit, "--variant", "upstream",
+                    "--mode", "functional", "--results", str(results),
+                    env={"CCACHE_STATSLOG": str(stats)}, timeout=1800)
+        assert r.returncode == 0, r.stdout + r.stderr
+        rows = json.loads((results / "check.json").read_text())["cells"]
+        assert [(c["variant"], c["mode"], c["match"]) for c in rows] == [
+            ("upstream", "functional", True)]
+        runs.append((rows[0], _stats_log_counts(stats)))
+    # One bare store for the repository: both worktrees are linked to it.
+    store = source.git_store(repo.resolve().as_uri(), cache_root)
+    for commit in (base, other):
+        tree = source.resolve(f"{repo}@{commit}", cache_root).tree
+        assert Path(git(tree, "rev-parse", "--path-format=absolute", "--git-common-dir")) \
+            == store
+    # No second clone: the second commit's pack held what changed. (A thin pack is
+    # completed with copies of its delta bases: a handful of objects stored twice,
+    # where a second clone would be the whole tree, ~90k.)
+    distinct = distinct_objects(store)
+    assert packed_objects(store) - distinct < distinct // 100
+    kernels = [json.loads((Path(row["build"]["image"]).parent / "s2fault-build.json")
+                          .read_text()) for row, _ in runs]
+    assert [k["source_identity"] for k in kernels] == [f"git:{base}", f"git:{other}"]
+    row, counts = runs[1]
+    assert row["build"]["key"] == key and row["build"]["cached"] is False
+    hits = counts.get("direct_cache_hit", 0) + counts.get("preprocessed_cache_hit", 0)
+    misses = counts.get("cache_miss", 0)
+    print(f"second ref: {counts} ccache, build {row['build']['seconds']} s")
+    assert hits > 10 * max(misses, 1), counts
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("S2FAULT_TEST_DEBIAN_DOWNLOAD"),
+                    reason="opt-in (S2FAULT_TEST_DEBIAN_DOWNLOAD=1): downloads, unpacks and "
+                    "builds the 153 MB Debian tarball in a cache of its own, ~4 min")
+def test_debian_tarball_over_http_builds_the_same_kernel(tmp_path, upstream_build):
+    """The real tarball from 127.0.0.1, cut off halfway once, into an empty s2fault cache
+    (ccache shared): it resumes, builds, and its key is the one the local tarball gets."""
+    payload = source.DEBIAN_TARBALL.read_bytes()
+    digest = hashlib.sha256(payload).hexdigest()
+    with serving(payload) as (base, log):
+        url = f"{base}/truncated/{source.DEBIAN_TARBALL.name}"
+        start = time.monotonic()
+        r = s2fault("build", "--variant", "upstream", "--source", f"{url}#sha256={digest}",
+                    env={"S2FAULT_CACHE": str(tmp_path / "cache")}, timeout=3600)
+        seconds = time.monotonic() - start
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "upstream: built" in r.stdout
+    assert f"key:    {upstream_build.key}" in r.stdout
+    assert [e["status"] for e in log] == [200, 206]
+    assert sum(e["sent"] for e in log) <= len(payload) + source.CHUNK
+    print(f"download + unpack + build: {seconds:.0f} s")
