@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import tarfile
 import threading
@@ -90,8 +91,10 @@ class TarballHandler(http.server.BaseHTTPRequestHandler):
         body = payload[start:]
         if behaviour in ("truncated", "norange") and first:
             body = body[: len(body) // 2]  # then the connection drops
-        self.wfile.write(body)
+        # Recorded before writing: the client may be done (and asserting) before the
+        # write call returns here.
         entry["sent"] = len(body)
+        self.wfile.write(body)
 
     def _status(self, entry: dict, code: int) -> None:
         entry["status"] = code
@@ -232,6 +235,15 @@ def test_slow_server_is_a_clear_infrastructure_error(server, tmp_path, monkeypat
                                          r"read timed out"):
         source.fetch(f"{base}/slow/linux.tar.gz", SHA256, tmp_path)
     assert len(log) == 2 and published(tmp_path, "downloads") == []
+
+
+def test_refused_connection_is_retried_then_named(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(InfraError, match=f"failed after {source.DOWNLOAD_ATTEMPTS} attempts: "
+                                         ".*Connection refused"):
+        source.fetch(f"http://127.0.0.1:{port}/linux.tar.gz", SHA256, tmp_path)
 
 
 def test_offline_refuses_and_names_what_is_missing(server, tmp_path, monkeypatch):
@@ -482,7 +494,7 @@ def test_check_at_two_commits_shares_the_store_and_ccache(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("S2FAULT_TEST_DEBIAN_DOWNLOAD"),
                     reason="opt-in (S2FAULT_TEST_DEBIAN_DOWNLOAD=1): downloads, unpacks and "
-                    "builds the 153 MB Debian tarball in a cache of its own, ~4 min")
+                    "builds the 153 MB Debian tarball in a cache of its own, ~2.5 min")
 def test_debian_tarball_over_http_builds_the_same_kernel(tmp_path, upstream_build):
     """The real tarball from 127.0.0.1, cut off halfway once, into an empty s2fault cache
     (ccache shared): it resumes, builds, and its key is the one the local tarball gets."""

@@ -346,7 +346,9 @@ def _short(e: Exception) -> str:
         if not isinstance(nested, BaseException):
             break
         inner = nested
-    text = re.sub(r"^<[^>]*>: ", "", str(inner))  # urllib3 prefixes the connection object
+    # urllib3 keeps (message, cause) in args; its connection errors start with the object.
+    text = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
+    text = re.sub(r"^<[^>]*>: ", "", text)
     return text[:200]
 
 
