@@ -82,6 +82,13 @@ class TarballHandler(http.server.BaseHTTPRequestHandler):
         start = 0
         if honour_range and entry["range"]:
             start = int(entry["range"].removeprefix("bytes=").split("-")[0])
+        if start >= len(payload):
+            entry["status"] = 416
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(payload)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         entry["status"] = 206 if start else 200
         self.send_response(entry["status"])
         self.send_header("Content-Length", str(len(payload) - start))
@@ -212,6 +219,16 @@ def test_partial_file_of_a_killed_run_resumes(server, tmp_path):
     assert source.fetch(url, SHA256, tmp_path).read_bytes() == TARBALL
     assert [e["range"] for e in log] == ["bytes=1000-"]
     assert not part.exists()
+
+
+def test_whole_partial_file_is_not_downloaded_again(server, tmp_path):
+    """A run killed between the last byte and the publish: the server says 416."""
+    base, log = server
+    part = tmp_path / "downloads" / f"{SHA256[:24]}.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(TARBALL)
+    assert source.fetch(f"{base}/good/linux.tar.gz", SHA256, tmp_path).read_bytes() == TARBALL
+    assert [(e["range"], e["status"]) for e in log] == [(f"bytes={len(TARBALL)}-", 416)]
 
 
 def test_busy_server_is_retried(server, tmp_path):

@@ -284,18 +284,26 @@ def _download(url: str, part: Path) -> None:
 
 def _attempt(session, url: str, part: Path) -> None:
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    # The sha256 is of the file as served: no transfer compression for requests to undo.
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
     timeout = (CONNECT_TIMEOUT, DOWNLOAD_TIMEOUT)
     with session.get(url, stream=True, timeout=timeout, headers=headers) as r:
         if r.status_code == 416 and have:
-            part.unlink()  # the partial file is longer than the file: start again
+            if r.headers.get("Content-Range") == f"bytes */{have}":
+                return  # a run killed after the last byte: the file is whole
+            part.unlink()  # longer than the file: start again
             raise _Retry("server refused the resume range; starting again")
         if r.status_code >= 500 or r.status_code in (408, 429):
             raise _Retry(f"HTTP {r.status_code} {r.reason}")
         if r.status_code >= 400:
             raise InputError(f"download of {url} failed: HTTP {r.status_code} {r.reason}")
-        mode, offset = "wb", 0
-        if have and r.status_code == 206 and _range_start(r.headers) == have:
+        mode, offset = "wb", 0  # a 200 is the whole file again: the server ignored Range
+        if r.status_code == 206:
+            if _range_start(r.headers) != have:
+                part.unlink(missing_ok=True)
+                raise _Retry("server answered another range than asked; starting again")
             mode, offset = "ab", have
         total = _total_size(r.headers, offset)
         with open(part, mode) as f:
