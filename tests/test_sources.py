@@ -428,6 +428,16 @@ def test_bad_refs_and_repositories_are_named(bare_repo, tmp_path):
         source.resolve("/no/such/repo@v1", tmp_path)
     with pytest.raises(InputError, match="has no work tree: give a --ref"):
         source.resolve(str(bare), tmp_path)
+    notes = tmp_path / "notes"
+    git(tmp_path, "init", "-q", str(notes))
+    (notes / "README").write_text("not a kernel\n")
+    git(notes, "add", "README")
+    git(notes, "commit", "-q", "-m", "notes")
+    git(notes, "tag", "v1")
+    git(notes, "clone", "-q", "--bare", str(notes), str(tmp_path / "remote.git"))
+    with pytest.raises(InputError, match=r"@v1 \(\w+\) is not a kernel tree"):
+        source.resolve(f"{tmp_path / 'remote.git'}@v1", tmp_path)
+    assert published(tmp_path, "sources") == []  # refused before any checkout
 
 
 def test_offline_git_uses_what_the_store_has(bare_repo, tmp_path, monkeypatch):

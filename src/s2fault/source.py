@@ -422,6 +422,8 @@ def _store_lock(store: Path) -> Path:
 
 def _open_store(remote: _Remote, cache_root: Path) -> Path:
     store = git_store(remote.url, cache_root)
+    if offline() and remote.network:
+        return store  # nothing could be fetched into a new one
     with cache.locked(_store_lock(store)):
         if not (store / "HEAD").is_file():
             tmp = store.with_name(f".tmp-{store.name}-{os.getpid()}")
@@ -438,6 +440,11 @@ def _open_store(remote: _Remote, cache_root: Path) -> Path:
 
 def _has_commit(store: Path, commit: str) -> bool:
     return subprocess.run(["git", "-C", str(store), "cat-file", "-e", f"{commit}^{{commit}}"],
+                          capture_output=True, check=False).returncode == 0
+
+
+def _has_path(store: Path, commit: str, path: str) -> bool:
+    return subprocess.run(["git", "-C", str(store), "cat-file", "-e", f"{commit}:{path}"],
                           capture_output=True, check=False).returncode == 0
 
 
@@ -531,6 +538,9 @@ def _from_git(spec: str, repo: str, ref: str, cache_root: Path) -> Source:
             # the same lock) must never see a worktree between its rename and its repair.
             with cache.locked(_store_lock(store)), entry.staging() as staged:
                 _fetch_commit(remote, store, commit)
+                if not all(_has_path(store, commit, p) for p in ("Makefile", "arch/arm64")):
+                    raise InputError(f"{remote.label}@{ref} ({commit[:12]}) is not a kernel "
+                                     "tree (no Makefile or arch/arm64)")
                 progress.stage("source", f"check out {commit[:12]}")
                 _git(store, "worktree", "prune", what=InfraError)
                 _git(store, "worktree", "add", "-q", "--detach", str(staged / "tree"), commit,
@@ -543,7 +553,7 @@ def _from_git(spec: str, repo: str, ref: str, cache_root: Path) -> Source:
                 _git(store, "worktree", "repair", str(entry.dir / "tree"), what=InfraError)
             tree = _unpacked_tree(entry)
     if tree is None:
-        raise InputError(f"{repo}@{ref} ({commit[:12]}) is not a kernel tree (no Makefile)")
+        raise InfraError(f"source cache entry {entry.dir} is broken: remove it and retry")
     return Source(spec, f"git:{commit}", tree, f"{remote.label}@{ref} ({commit[:12]})")
 
 
