@@ -15,6 +15,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -383,6 +384,22 @@ def test_two_refs_two_worktrees_one_store(bare_repo, tmp_path):
     assert git(store, "rev-list", "--count", commits["v1"], commits["topic"]) == "2"
     # The second fetch sent only what the first had not: no object is stored twice.
     assert packed_objects(store) == distinct_objects(store)
+    assert leftovers(tmp_path) == []
+
+
+def test_two_runs_at_two_refs_at_once(bare_repo, tmp_path):
+    """Two processes share the store: one fetches and checks out while the other waits."""
+    bare, commits = bare_repo
+    code = ("import sys; from pathlib import Path; from s2fault import source; "
+            "print(source.resolve(sys.argv[1], Path(sys.argv[2])).identity)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"{bare}@{ref}", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for ref in ("v1", "topic")]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [o[0].strip() for o in outs] == [f"git:{commits['v1']}", f"git:{commits['topic']}"]
+    store = next((tmp_path / "git").iterdir())
+    listed = git(store, "worktree", "list", "--porcelain")
+    assert listed.count("\nworktree ") == 2 and "prunable" not in listed
     assert leftovers(tmp_path) == []
 
 
