@@ -457,10 +457,11 @@ def _known_refs(store: Path) -> dict:
 
 def _remember_ref(store: Path, ref: str, commit: str) -> None:
     """Which commit a ref named when it was last looked up: what --offline falls back on."""
-    refs = _known_refs(store) | {ref: commit}
-    tmp = store / f"s2fault-refs.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, store / "s2fault-refs.json")
+    with cache.locked(_store_lock(store)):
+        refs = _known_refs(store) | {ref: commit}
+        tmp = store / f"s2fault-refs.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(refs, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, store / "s2fault-refs.json")
 
 
 def _commit_of(remote: _Remote, store: Path, ref: str) -> str:
@@ -485,14 +486,15 @@ def _commit_of(remote: _Remote, store: Path, ref: str) -> str:
             return found[name]
     if re.fullmatch(r"[0-9a-f]{4,63}", ref):
         # An abbreviated id names no ref: only a full fetch can expand it.
-        _fetch_all(remote, store)
+        with cache.locked(_store_lock(store)):
+            _fetch_all(remote, store)
         return _git(store, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}")
     raise InputError(f"ref '{ref}' not found in {remote.label}")
 
 
 def _fetch_commit(remote: _Remote, store: Path, commit: str) -> None:
     """Bring one commit (depth 1) into the store; objects it shares with commits
-    fetched before are not sent again."""
+    fetched before are not sent again. Callers hold the store's lock."""
     if not _has_commit(store, commit):
         if offline() and remote.network:
             raise InfraError(
@@ -517,6 +519,7 @@ def _fetch_commit(remote: _Remote, store: Path, commit: str) -> None:
 
 
 def _fetch_all(remote: _Remote, store: Path) -> None:
+    """Every branch and tag with their history (callers hold the store's lock)."""
     if offline() and remote.network:
         raise InfraError(f"offline ({OFFLINE_ENV}): cannot fetch {remote.url} into {store}")
     progress.stage("source", f"git fetch (all branches and tags) from {remote.label}")
