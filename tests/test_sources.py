@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import s2fault
+from conftest import loopback_http, s2fault
 from s2fault import source
 from s2fault.errors import InfraError, InputError
 
@@ -114,24 +114,13 @@ class TarballHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):
-        pass  # a client that gave up (the slow case) makes the late write fail: expected
-
-
 @contextlib.contextmanager
 def serving(payload: bytes) -> Iterator[tuple[str, list[dict]]]:
-    """(base URL, request log) of a threaded HTTP server on the loopback."""
+    """(base URL, request log) of a loopback server handing out `payload`."""
     log: list[dict] = []
     handler = type("Handler", (TarballHandler,), {"log": log, "payload": payload})
-    srv = QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}", log
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    with loopback_http(handler) as base:
+        yield base, log
 
 
 @pytest.fixture
