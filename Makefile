@@ -21,7 +21,7 @@ check-workloads: setup ## every workload (multi-VM, storm, coherence, many block
 	$(S2FAULT) check --workload all --results $(RESULTS)-workloads --junit $(RESULTS)-workloads/junit.xml
 
 test: setup ## run every test that must pass (real builds and boots included)
-	$(PYTEST) -ra
+	$(PYTEST) -ra --durations=15
 
 test-quick: setup ## the quick loop: tests that neither build nor boot
 	$(PYTEST) -ra -m "not slow"

@@ -48,3 +48,29 @@ def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator
     finally:
         server.shutdown()
         server.server_close()
+
+
+def unique_variant_home(tmp: Path, tag: str) -> tuple[dict, str]:
+    """(env, variant): a checkout of its own (S2FAULT_HOME) with one variant whose only
+    patch adds a comment naming `tag` to arch/arm64/kvm/mmu.c. Its build key is one no
+    cache has seen, yet it builds in about a minute: ccache has every other object.
+    (A unique CONFIG_ value would change autoconf.h, which every file includes, and
+    cost a full preprocessing pass: 4-5 minutes here.)"""
+    home = tmp / "home"
+    folder = home / "patches" / "unique"
+    folder.mkdir(parents=True)
+    for name in ("kernel_configs", "guests"):
+        (home / name).symlink_to(ROOT / name)
+    (folder / "0001-unique.patch").write_text(
+        "--- a/arch/arm64/kvm/mmu.c\n"
+        "+++ b/arch/arm64/kvm/mmu.c\n"
+        "@@ -1,4 +1,5 @@\n"
+        " // SPDX-License-Identifier: GPL-2.0-only\n"
+        f"+/* s2fault test build {tag} */\n"
+        " /*\n"
+        "  * Copyright (C) 2012 - Virtual Open Systems and Columbia University\n"
+        "  * Author: Christoffer Dall <c.dall@virtualopensystems.com>\n"
+    )
+    (folder / "series").write_text("0001-unique.patch\n")
+    (folder / "variant.toml").write_text('description = "a build key of its own"\n')
+    return {"S2FAULT_HOME": str(home)}, "unique"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, loopback_http, s2fault
+from conftest import ROOT, loopback_http, s2fault, unique_variant_home
 from s2fault import cache, image, source
 from s2fault.errors import InfraError, InputError
 from s2fault.machine import qemu_children
@@ -172,14 +172,15 @@ def test_corrupted_kernel_entry_is_rebuilt_not_booted(upstream_build):
 
 @pytest.mark.slow
 def test_interrupted_build_publishes_nothing_and_next_build_succeeds(tmp_path):
-    frag = tmp_path / "interrupt.config"
     # A key of its own every time, so the build really runs (and is really interrupted).
-    frag.write_text(f'CONFIG_LOCALVERSION="-s2fault-int-{os.getpid()}-{int(time.time())}"\n')
-    cmd = [sys.executable, "-m", "s2fault", "build", "--fragment", str(frag)]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env, name = unique_variant_home(tmp_path, f"interrupt {os.getpid()} {time.time()}")
+    env = os.environ | env
+    cmd = [sys.executable, "-m", "s2fault", "build", "--variant", name]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
     deadline = time.monotonic() + 240
     for line in p.stderr:
-        if "upstream: build" in line or time.monotonic() > deadline:
+        if f"{name}: build" in line or time.monotonic() > deadline:
             break
     time.sleep(5)
     assert p.poll() is None, "the build ended before it could be interrupted"
@@ -190,17 +191,16 @@ def test_interrupted_build_publishes_nothing_and_next_build_succeeds(tmp_path):
     if os.environ.get("S2FAULT_CACHE"):
         kernels = Path(os.environ["S2FAULT_CACHE"]) / "kernels"
     assert not [d for d in kernels.iterdir() if d.name.startswith(".tmp-")]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert r.returncode == 0 and "built" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.slow
 def test_two_runs_at_once_build_once(tmp_path):
-    frag = tmp_path / "concurrent.config"
-    frag.write_text(f'CONFIG_LOCALVERSION="-s2fault-{os.getpid()}-{int(time.time())}"\n')
-    cmd = [sys.executable, "-m", "s2fault", "-q", "build", "--fragment", str(frag)]
+    env, name = unique_variant_home(tmp_path, f"concurrent {os.getpid()} {time.time()}")
+    cmd = [sys.executable, "-m", "s2fault", "-q", "build", "--variant", name]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+                              text=True, env=os.environ | env) for _ in range(2)]
     outs = [p.communicate(timeout=1800) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     states = sorted(o[0].split(":")[1].split()[0] for o in outs)
