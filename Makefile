@@ -6,7 +6,7 @@ S2FAULT  := $(VENV)/bin/s2fault
 PYTEST   := $(VENV)/bin/pytest
 RESULTS  ?= results/latest
 
-.PHONY: help setup check check-workloads test test-quick bench bench-bisect soak report lint clean
+.PHONY: help setup check check-workloads test test-quick fresh-check bench bench-bisect soak report lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: setup ## run every test that must pass (real builds and boots included)
 
 test-quick: setup ## the quick loop: tests that neither build nor boot
 	$(PYTEST) -ra -m "not slow"
+
+fresh-check: ## the two commands above in a brand-new Debian 12 root (debootstrap; long; not in `make test`)
+	@ci/fresh-check.sh
 
 bench: setup ## print build, boot and matrix timings
 	$(VENV)/bin/python bench/bench.py

@@ -9,6 +9,9 @@ APT_PACKAGES=(
 	qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross flex bison bc
 	libssl-dev libelf-dev cpio ccache linux-source-6.12 git make patch xz-utils
 	python3-venv perl chromium
+	# Kbuild's host programs (fixdep, kconfig) need the native compiler and libc
+	# headers; headers_install (kvm-selftests) needs rsync.
+	gcc libc6-dev rsync
 )
 APT_PACKAGES+=(${S2FAULT_EXTRA_APT:-})
 
@@ -26,11 +29,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
 		"${missing[@]}" >/dev/null
 fi
 
-PYTHON=${PYTHON:-python3}
+# Debian's own interpreter (3.11.2 on Debian 12), not whatever comes first on PATH:
+# that is the Python a user of a fresh machine has. PYTHON=... chooses another.
+PYTHON=${PYTHON:-/usr/bin/python3}
 stamp=.venv/.s2fault-setup
+want=$(readlink -f "$(command -v "$PYTHON")")
+have=""
+[ -f .venv/pyvenv.cfg ] && have=$(sed -n 's/^executable = //p' .venv/pyvenv.cfg)
+if [ -x .venv/bin/python ] && [ -n "$have" ] && [ "$(readlink -f "$have")" != "$want" ]; then
+	echo "setup: .venv was made from $have, not $want: making it again" >&2
+	rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-	echo "setup: creating .venv" >&2
-	"$PYTHON" -m venv .venv
+	echo "setup: creating .venv from $want ($("$want" --version 2>&1))" >&2
+	"$want" -m venv .venv
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 	echo "setup: installing s2fault and its test tools into .venv" >&2

@@ -240,12 +240,88 @@ def _tar_with(tmp_path: Path, name: str, linkname: str | None = None) -> Path:
     return path
 
 
+@pytest.fixture(params=["own-check"] + (["stdlib-filter"] if source.HAVE_TAR_FILTERS else []))
+def extraction(request, monkeypatch):
+    """Both ways of checking members where this Python has both: tarfile's filter
+    (Python >= 3.11.4) and the check used where it is missing (Debian 12's 3.11.2)."""
+    monkeypatch.setattr(source, "HAVE_TAR_FILTERS", request.param == "stdlib-filter")
+    return request.param
+
+
 @pytest.mark.parametrize("name,link", [("../escape", None), ("/abs/escape", None),
-                                       ("link", "/etc/passwd")])
-def test_tarball_members_escaping_the_destination_are_refused(tmp_path, name, link):
+                                       ("link", "/etc/passwd"), ("sub/up", "../../escape")])
+def test_tarball_members_escaping_the_destination_are_refused(tmp_path, name, link, extraction):
     with pytest.raises(InputError, match="unsafe member"):
         source.unpack(_tar_with(tmp_path, name, link), tmp_path / "dest")
     assert not (tmp_path / "escape").exists()
+
+
+def test_tarball_device_files_are_refused(tmp_path, extraction):
+    path = tmp_path / "dev.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("null")
+        info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+        tar.addfile(info)
+    with pytest.raises(InputError, match="unsafe member"):
+        source.unpack(path, tmp_path / "dest")
+
+
+def test_tarball_xz_is_unpacked_with_safe_modes_and_inner_links(tmp_path, extraction):
+    """A tree like a kernel tarball's, compressed with xz (the streaming path): files,
+    a relative symlink inside the tree, a set-uid bit that must not survive."""
+    tree = tmp_path / "linux"
+    (tree / "scripts").mkdir(parents=True)
+    (tree / "Makefile").write_text("all:\n")
+    (tree / "scripts" / "tool").write_text("#!/bin/sh\n")
+    os.chmod(tree / "scripts" / "tool", 0o4777)
+    (tree / "scripts" / "link").symlink_to("../Makefile")
+    path = tmp_path / "linux.tar.xz"
+    with tarfile.open(path, "w:xz") as tar:
+        tar.add(tree, arcname="linux")
+    source.unpack(path, tmp_path / "dest")
+    out = tmp_path / "dest" / "linux"
+    assert (out / "scripts" / "link").read_text() == "all:\n"
+    assert os.stat(out / "scripts" / "tool").st_mode & 0o7777 == 0o755
+
+
+def test_truncated_xz_tarball_is_named(tmp_path):
+    path = tmp_path / "cut.tar.xz"
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as tar:
+        info = tarfile.TarInfo("big")
+        payload = os.urandom(200_000)
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    path.write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
+    with pytest.raises(InputError, match="cannot be read"):
+        source.unpack(path, tmp_path / "dest")
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no Debian python3")
+def test_unpack_on_debians_own_python(tmp_path):
+    """Debian 12's /usr/bin/python3 is 3.11.2, older than tarfile's filters: the same
+    unpack, good and hostile archives, under that interpreter whatever runs the suite."""
+    good = tmp_path / "good.tar.xz"
+    with tarfile.open(good, "w:xz") as tar:
+        info = tarfile.TarInfo("linux/Makefile")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"all:"))
+    evil = _tar_with(tmp_path, "link", "/etc/passwd")
+    script = (
+        "import sys; from pathlib import Path; from s2fault import source\n"
+        "from s2fault.errors import InputError\n"
+        "print(sys.version.split()[0], source.HAVE_TAR_FILTERS)\n"
+        "source.unpack(Path(sys.argv[1]), Path(sys.argv[3]) / 'good')\n"
+        "try:\n    source.unpack(Path(sys.argv[2]), Path(sys.argv[3]) / 'evil')\n"
+        "except InputError as e:\n    print('refused:', e)\n"
+    )
+    r = subprocess.run(["/usr/bin/python3", "-c", script, str(good), str(evil), str(tmp_path)],
+                       capture_output=True, text=True, env={**os.environ,
+                       "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "good" / "linux" / "Makefile").read_text() == "all:"
+    assert "refused: tarball" in r.stdout and "unsafe member" in r.stdout, r.stdout
+    assert not (tmp_path / "evil" / "link").exists()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

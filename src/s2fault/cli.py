@@ -78,8 +78,9 @@ def _source_spec(args: argparse.Namespace) -> str | None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import kconfig, kernel
+    from . import hosttools, kconfig, kernel
 
+    hosttools.preflight(*hosttools.KERNEL_BUILD)
     fragments = kconfig.fragments_for(args.pages, args.fragment)
     b = kernel.build(args.variant, _source_spec(args), fragments, runtime=args.runtime)
     progress.clear()
@@ -142,6 +143,8 @@ def _repeat_summary(verdicts, code: int) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from . import kconfig, matrix, project, report, source, variants, workloads
 
+    chosen = [w.name for w in workloads.select(args.workload)]
+    _preflight_check(chosen)
     spec = _source_spec(args)
     # A source that cannot be had stops the run here, once, not as an error in every cell.
     source.resolve(spec, project.cache_dir())
@@ -150,7 +153,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     default = Path("results") / f"check-{matrix.timestamp()}"
     results = Path(args.results) if args.results else default
     results.mkdir(parents=True, exist_ok=True)
-    chosen = [w.name for w in workloads.select(args.workload)]
     options = matrix.RunOptions(
         vcpus=args.vcpus, source=spec,
         fragments=kconfig.fragments_for(args.pages, args.fragment), repeat=args.repeat,
@@ -175,6 +177,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{word}: {sum(c.match is True for c in cells)}/{len(cells)} cells match; "
           f"results in {results}")
     return code
+
+
+def _preflight_check(workload_names: list[str]) -> None:
+    """Every host tool the matrix will need, before the first build or boot."""
+    from . import hosttools
+
+    needs = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
+    if "kvm-selftests" in workload_names:
+        needs += hosttools.SELFTESTS
+    hosttools.preflight(*needs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

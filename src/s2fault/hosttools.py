@@ -1,14 +1,22 @@
-"""Host binaries the harness needs, and the Debian package that provides each."""
+"""Host binaries the harness needs, and the Debian package that provides each.
+
+Commands check the whole set they will need before they start (`preflight`), so a
+missing tool is one line naming it and its package, not an Error 127 from deep inside
+make or a ccache error from the config step."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from .errors import InfraError
 
 PACKAGES = {
     "qemu-system-aarch64": "qemu-system-arm",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "aarch64-linux-gnu-strip": "binutils-aarch64-linux-gnu",
+    # Kbuild compiles its host programs (fixdep, kconfig) with the native compiler.
+    "gcc": "gcc",
     "ccache": "ccache",
     "make": "make",
     "flex": "flex",
@@ -19,7 +27,21 @@ PACKAGES = {
     "perl": "perl",
     "tar": "tar",
     "xz": "xz-utils",
+    # The kernel's headers_install (kvm-selftests) copies with rsync.
+    "rsync": "rsync",
 }
+
+# Files that are not binaries but without which a stage fails in a confusing way.
+FILES = {
+    # Host programs include <stdio.h>; gcc without libc6-dev fails in the config step.
+    Path("/usr/include/stdio.h"): "libc6-dev",
+}
+
+KERNEL_BUILD = ("aarch64-linux-gnu-gcc", "gcc", "ccache", "make", "flex", "bison", "bc",
+                "perl", "patch", Path("/usr/include/stdio.h"))
+GUEST = ("aarch64-linux-gnu-gcc",)
+BOOT = ("qemu-system-aarch64",)
+SELFTESTS = ("rsync", "make", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-strip")
 
 
 def require(binary: str) -> str:
@@ -29,3 +51,24 @@ def require(binary: str) -> str:
         package = PACKAGES.get(binary, "?")
         raise InfraError(f"missing host tool '{binary}' (Debian package: {package})")
     return path
+
+
+def missing(*needs: str | Path) -> list[str]:
+    """'NAME (Debian package: PKG)' for each binary or file of `needs` that is absent."""
+    out = []
+    for need in dict.fromkeys(needs):
+        if isinstance(need, Path):
+            if not need.exists():
+                out.append(f"{need} (Debian package: {FILES.get(need, '?')})")
+        elif shutil.which(need) is None:
+            out.append(f"'{need}' (Debian package: {PACKAGES.get(need, '?')})")
+    return out
+
+
+def preflight(*needs: str | Path) -> None:
+    """Stop before any work when a tool of `needs` is missing, naming all of them."""
+    absent = missing(*needs)
+    if len(absent) == 1:
+        raise InfraError(f"missing host tool {absent[0]}")
+    if absent:
+        raise InfraError(f"missing host tools: {', '.join(absent)}")

@@ -305,8 +305,7 @@ def _tuxmake(
     tuxmake = str(beside) if beside.exists() else shutil.which("tuxmake") or str(beside)
     if not Path(tuxmake).exists():
         raise InfraError("missing host tool 'tuxmake' (PyPI package: tuxmake; run 'make setup')")
-    for tool in ("aarch64-linux-gnu-gcc", "ccache", "make", "flex", "bison", "bc"):
-        hosttools.require(tool)
+    hosttools.preflight(*hosttools.KERNEL_BUILD)
     base = [
         tuxmake, "--runtime", runtime, "--wrapper", "ccache", "--target-arch", "arm64",
         "--toolchain", "gcc", "--kconfig", "allnoconfig", "--jobs", str(jobs),

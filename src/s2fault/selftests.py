@@ -109,6 +109,7 @@ def build(
     cache_root = cache_root or project.cache_dir()
     if not isinstance(src, sources.Source):
         src = sources.resolve(src, cache_root)
+    hosttools.preflight(*hosttools.SELFTESTS)
     gcc = hosttools.require(CROSS_COMPILE + "gcc")
     version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
     toolchain = version.splitlines()[0] if version else ""
