@@ -121,33 +121,29 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
                options: RunOptions | None = None) -> list[Cell]:
     """Build and run every variant under every workload in every mode, then compare.
 
-    Builds run one after another in a thread of their own while the cells of the
-    variants already built boot: variant N boots while N+1 builds, and independent
-    cells run side by side as far as the cores allow (see Cores)."""
+    Builds run one after another in this thread while the cells of the variants already
+    built boot in worker threads: variant N boots while N+1 builds, and independent
+    cells run side by side as far as the cores allow (see Cores). (The builds stay in
+    the main thread so that an interrupt stops the running build at once.)"""
     options = options or RunOptions()
     names = with_references(names or variants.names(), modes, options.pages, options.workloads)
     unapplied = kernel.series_problems(names, options.source)
     cores = Cores(options.cores or cores_available())
     cells: list[Cell] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="s2fault-build") as builder, \
-            ThreadPoolExecutor(cores.total, thread_name_prefix="s2fault-run") as runs:
+    with ThreadPoolExecutor(cores.total, thread_name_prefix="s2fault-run") as runs:
         try:
-            builds = {name: builder.submit(_build, name, options, cores)
-                      for name in names if name not in unapplied}
             pending: list[Future] = []
             for name in names:
                 if name in unapplied:
                     cells += not_applying(name, modes, options, unapplied[name])
                     continue
-                variant_cells, tasks = _variant_cells(name, modes, results_dir, options,
-                                                      builds[name], cores)
+                variant_cells, tasks = _variant_cells(name, modes, results_dir, options, cores)
                 cells += variant_cells
                 pending += [runs.submit(task) for task in tasks]
             for done in pending:
                 done.result()
         except BaseException:
-            builder.shutdown(cancel_futures=True)
-            runs.shutdown(cancel_futures=True)
+            runs.shutdown(cancel_futures=True)  # the running QEMUs end on their own
             raise
     _compare_all(cells)
     progress.clear()
@@ -227,23 +223,21 @@ def run_variant(name: str, modes: list[str], results_dir: Path,
     the cells are not compared yet (a latency expectation needs its reference cell:
     see judge_cells())."""
     options = options or RunOptions()
-    cores = Cores(options.cores or cores_available())
-    with ThreadPoolExecutor(1) as builder:
-        build = builder.submit(_build, name, options, cores)
-        cells, tasks = _variant_cells(name, modes, results_dir, options, build, cores)
+    cells, tasks = _variant_cells(name, modes, results_dir, options,
+                                  Cores(options.cores or cores_available()))
     for task in tasks:  # one after another: the caller asked for one variant
         task()
     return cells
 
 
 def _variant_cells(name: str, modes: list[str], results_dir: Path, options: RunOptions,
-                   build_future: Future, cores: Cores) -> tuple[list[Cell], list]:
-    """The variant's cells, in plan order, and one task per cell that runs it (its
-    repeats one after another). Waits for the variant's build."""
+                   cores: Cores) -> tuple[list[Cell], list]:
+    """Build the variant; its cells, in plan order, and one task per cell that runs it
+    (its repeats one after another)."""
     var = variants.load(name)
     plan = _plan(modes, options)
     try:
-        build = build_future.result()
+        build = _build(name, options, cores)
     except S2Error as e:
         return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
                      why=f"build: {e.message}", workload=wl.name) for wl, mode in plan], []
