@@ -29,8 +29,8 @@ test-quick: setup ## the quick loop: tests that neither build nor boot
 fresh-check: ## the two commands above in a brand-new Debian 12 root (debootstrap; long; not in `make test`)
 	@ci/fresh-check.sh
 
-bench: setup ## print build, boot and matrix timings
-	$(VENV)/bin/python bench/bench.py
+bench: setup ## the issue's timings beside their goals (BENCH=--cold adds a cold check)
+	$(VENV)/bin/python bench/bench.py $(BENCH)
 
 soak: setup ## run the functional matrix 20 times: false positives, misses, leftovers
 	$(VENV)/bin/python bench/soak.py --iterations 20
