@@ -78,8 +78,10 @@ def test_a_new_commit_is_walked_and_only_its_changes_are_new_files(tmp_path):
     assert (tree.src / "d/new.c").read_text() == "new\n"
     assert os.readlink(tree.src / "link.c") == "a.c"
     assert (tree.src / "d/b.c").read_text() == "patched\n"
-    # Identical content: linked to the new file (the next walk compares inodes only).
-    assert (tree.src / "same.c").stat().st_ino == (pristine / "same.c").stat().st_ino
+    # Identical content, but a newer file: it stays (kbuild would rebuild from it), and
+    # the walk remembers that it is equal.
+    assert (tree.src / "same.c").stat().st_ino != (pristine / "same.c").stat().st_ino
+    assert "same.c" in tree.state()["kept"]
     assert (tree.obj / "a.o").read_text() == "object\n"  # the objects are never touched
     # The next commit drops the series: d/b.c comes back with the pristine content.
     assert buildtree.sync(tree, pristine, "c3", {}) == ["d/b.c"]
@@ -102,3 +104,27 @@ def test_seed_copies_objects_and_links_sources(tmp_path):
     assert o.stat().st_mtime_ns == (base.obj / "a.o").stat().st_mtime_ns
     # The seeded tree knows its pristine tree: the next sync takes the quick path.
     assert buildtree.sync(variant, pristine, "id1", {"a.c": b"A\n"}) == ["a.c"]
+
+
+def test_a_tree_of_another_source_keeps_the_mtimes_of_what_is_equal(tmp_path):
+    """A tree seeded from another source's tree (a git checkout of the same kernel):
+    files equal in content keep their older mtimes, or kbuild would rebuild them all;
+    only the files that differ are new, and the next walk does not read them again."""
+    old_src = _tree(tmp_path / "tarball", {"a.c": "a\n", "b.c": "b\n"})
+    for rel in ("a.c", "b.c"):
+        _old(old_src / rel)
+    base = buildtree.Tree(tmp_path / "base")
+    buildtree.sync(base, old_src, "tarball", {})
+    base.obj.mkdir()
+    checkout = _tree(tmp_path / "checkout", {"a.c": "a\n", "b.c": "B\n"})  # newer mtimes
+    tree = buildtree.Tree(tmp_path / "tree")
+    buildtree.seed(tree, base)
+    before = (tree.src / "a.c").stat().st_mtime_ns
+    assert buildtree.sync(tree, checkout, "git:1", {}) == ["b.c"]
+    assert (tree.src / "a.c").stat().st_mtime_ns == before
+    assert (tree.src / "b.c").read_text() == "B\n"
+    # The next commit changes nothing: the equal file is known, not compared again.
+    (tree.src / "a.c").unlink()
+    (tree.src / "a.c").write_text("x\n")  # (were it read, it would differ)
+    os.utime(tree.src / "a.c", ns=(before, before))
+    assert buildtree.sync(tree, checkout, "git:2", {}) == []

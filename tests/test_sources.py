@@ -473,7 +473,7 @@ def _stats_log_counts(path: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_check_at_two_commits_shares_the_store_and_ccache(tmp_path):
+def test_check_at_two_commits_shares_the_store_and_the_build(tmp_path):
     from test_bisect import fixture_repo, harmless, make_history
 
     from s2fault import kconfig, kernel, project, variants
@@ -518,10 +518,18 @@ def test_check_at_two_commits_shares_the_store_and_ccache(tmp_path):
     assert [k["source_identity"] for k in kernels] == [f"git:{base}", f"git:{other}"]
     row, counts = runs[1]
     assert row["build"]["key"] == key and row["build"]["cached"] is False
-    hits = counts.get("direct_cache_hit", 0) + counts.get("preprocessed_cache_hit", 0)
-    misses = counts.get("cache_miss", 0)
-    print(f"second ref: {hits} ccache hits, {misses} misses, build {row['build']['seconds']} s")
-    assert hits > 10 * max(misses, 1), counts
+    compiled = sum(counts.get(k, 0) for k in
+                   ("direct_cache_hit", "preprocessed_cache_hit", "cache_miss"))
+    meta = kernels[1]
+    print(f"second ref: {compiled} compilations {counts}, {meta['changed_files']} changed "
+          f"file(s), seeded from {meta.get('seeded_from')}, build {row['build']['seconds']} s")
+    # Its build tree was built before: its own (an earlier session) or a new one seeded
+    # from the first commit's (or the tarball's) tree of the same config. Either way
+    # kbuild compiles what differs between the commits (a comment in arm.c) and the
+    # version stamp of the link, not a kernel's worth of files through ccache (~1000).
+    assert compiled < 20, counts
+    if meta.get("seeded_from"):
+        assert meta["changed_files"] == 1, meta
 
 
 @pytest.mark.slow

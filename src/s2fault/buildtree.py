@@ -88,9 +88,11 @@ def sync(tree: Tree, pristine: Path, pristine_id: str, overlay: dict[str, bytes 
         changed = [rel for rel in sorted(previous | set(overlay))
                    if _settle(tree.src / rel, pristine / rel, overlay, rel)]
     else:
-        changed = _walk(tree.src, pristine, set(overlay) | previous)
+        kept: dict[str, list[int]] = {}
+        changed = _walk(tree.src, pristine, set(overlay) | previous, state.get("kept", {}), kept)
         changed += [rel for rel in sorted(previous | set(overlay))
                     if _settle(tree.src / rel, pristine / rel, overlay, rel)]
+        tree.save_state(kept=kept)
     if changed == ["*"]:
         for rel in sorted(overlay):
             _settle(tree.src / rel, pristine / rel, overlay, rel)
@@ -140,8 +142,12 @@ def _write_new(dst: Path, data: bytes, mode_from: Path | None) -> None:
         raise
 
 
-def _walk(dst_root: Path, pristine: Path, skip: set[str]) -> list[str]:
-    """Bring every path outside `skip` to the pristine tree's content; the changed ones."""
+def _walk(dst_root: Path, pristine: Path, skip: set[str], known: dict[str, list[int]],
+          kept: dict[str, list[int]]) -> list[str]:
+    """Bring every path outside `skip` to the pristine tree's content; the changed ones.
+
+    `kept` receives the files whose content equals the pristine file's but which stay
+    as they are (see _refresh); `known` is that record from the last walk."""
     changed: list[str] = []
     for dirpath, dirnames, filenames in os.walk(pristine):
         rel_dir = os.path.relpath(dirpath, pristine)
@@ -173,7 +179,8 @@ def _walk(dst_root: Path, pristine: Path, skip: set[str]) -> list[str]:
             rel = os.path.join(rel_dir, name)
             if rel in skip:
                 continue
-            if _refresh(Path(dirpath) / name, dst_dir / name, present.get(name)):
+            if _refresh(Path(dirpath) / name, dst_dir / name, present.get(name),
+                        known.get(rel), kept, rel):
                 changed.append(rel)
         for name in dirnames:
             entry = present.get(name)
@@ -183,12 +190,17 @@ def _walk(dst_root: Path, pristine: Path, skip: set[str]) -> list[str]:
     return changed
 
 
-def _refresh(want: Path, dst: Path, entry: os.DirEntry | None) -> bool:
+def _refresh(want: Path, dst: Path, entry: os.DirEntry | None, known: list[int] | None,
+             kept: dict[str, list[int]], rel: str) -> bool:
     """One file of the walk; True if its content changed."""
     ws = want.lstat()
     if entry is not None:
         ds = entry.stat(follow_symlinks=False)
         if (ds.st_ino, ds.st_dev) == (ws.st_ino, ws.st_dev):
+            return False
+        stamp = [ws.st_ino, ws.st_mtime_ns, ws.st_size]
+        if known == stamp:  # found equal by the last walk, and untouched since
+            kept[rel] = stamp
             return False
         # A real copy (the pristine tree on another filesystem) keeps size and mtime:
         # rsync's quick check, rather than reading 80k files at every step.
@@ -200,10 +212,14 @@ def _refresh(want: Path, dst: Path, entry: os.DirEntry | None) -> bool:
                 return False
         elif entry.is_file(follow_symlinks=False) and ds.st_size == ws.st_size \
                 and _same_bytes(want, dst):
-            # Same content: the pristine file can take its place whatever its mtime
-            # (kbuild rebuilding or not is right either way), and the next walk sees
-            # the same inode and skips the comparison.
-            _link_into_place(want, dst)
+            # Same content. An older pristine file takes its place (the next walk sees
+            # the same inode); a newer one would make kbuild rebuild what is up to date
+            # (a tree seeded from another source's tree: every file checked out later),
+            # so the file stays, and the walk remembers it was equal.
+            if ws.st_mtime_ns <= ds.st_mtime_ns:
+                _link_into_place(want, dst)
+            else:
+                kept[rel] = stamp
             return False
     if os.path.islink(want):
         if entry is not None and entry.is_dir(follow_symlinks=False):

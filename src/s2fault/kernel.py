@@ -199,12 +199,15 @@ def _seed(tree: buildtree.Tree, origin: buildtree.Tree, base: buildtree.Tree,
 
 
 def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, bytes | None],
-                job: _Job, staged: Path | None) -> dict:
+                job: _Job, staged: Path | None, donor_ok: bool = True) -> dict:
     """Bring the tree's source to `src` + `overlay`, build, and copy the artifacts into
-    `staged` (when given). Returns what happened, for the build's metadata."""
+    `staged` (when given). Returns what happened, for the build's metadata. A new tree
+    starts from a built tree of another source when there is one (`donor_ok`)."""
     if tree.state().get("clean") is False:
         tree.remove()  # interrupted: start again (ccache has what it compiled)
     info: dict = {"build_tree": str(tree.root)}
+    if donor_ok and not tree.src.is_dir():
+        info |= _seed_from_donor(tree, job)
     t = time.monotonic()
     changed = buildtree.sync(tree, src.tree, src.identity, overlay)
     info["sync_seconds"] = round(time.monotonic() - t, 2)
@@ -228,6 +231,30 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     info["make_seconds"] = round(time.monotonic() - t, 1)
     tree.save_state(clean=True, config_key=ckey)
     return info
+
+
+def _seed_from_donor(tree: buildtree.Tree, job: _Job) -> dict:
+    """Start a new tree (another git ref, a bisection) from the newest built base tree
+    of the same config. Its sync then compares the two sources file by file: files
+    equal in content keep the donor's objects, so kbuild compiles what differs between
+    the two sources, not the whole kernel through ccache."""
+    ckey = config_key(job.fragments)
+    candidates = []
+    for state_file in (job.cache_root / "builds").glob("*/base/state.json"):
+        donor = buildtree.Tree(state_file.parent)
+        if donor != tree and donor.state().get("config_key") == ckey and _usable(donor):
+            candidates.append((state_file.stat().st_mtime, str(donor.root), donor))
+    if not candidates:
+        return {}
+    donor = max(candidates)[2]
+    with cache.locked(donor.lock_path):
+        if not _usable(donor):
+            return {}
+        progress.stage(job.label, f"seed from {donor.root.parent.name}/{donor.root.name}")
+        start = time.monotonic()
+        buildtree.seed(tree, donor)
+        return {"seeded_from": str(donor.root),
+                "seed_seconds": round(time.monotonic() - start, 1)}
 
 
 def _affects_config(rel: str) -> bool:
@@ -274,7 +301,7 @@ def build_from_scratch(variant_name: str, workdir: Path, source_spec: str | None
                fragments, "null", jobs or _jobs(), cache_root)
     staged = workdir / "artifacts"
     staged.mkdir(parents=True, exist_ok=True)
-    _build_tree(tree, src, series_overlay(variant, src.tree), job, staged)
+    _build_tree(tree, src, series_overlay(variant, src.tree), job, staged, donor_ok=False)
     return staged / KERNEL_IMAGE
 
 
