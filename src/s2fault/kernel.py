@@ -9,6 +9,7 @@ the binary: source identity, patch contents, fragment contents, toolchain.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -55,6 +56,7 @@ class KernelBuild:
     metadata: dict
 
 
+@functools.cache  # asked for by every key and metadata record: one gcc run per process
 def toolchain_id() -> str:
     gcc = hosttools.require("aarch64-linux-gnu-gcc")
     out = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
