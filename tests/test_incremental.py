@@ -16,7 +16,7 @@ from s2fault import kconfig, kernel, project, source, variants
 
 # Link products and what kbuild regenerates on every link; anything else compiled by a
 # build is a file that the change reached.
-_LINK_OBJECTS = {"init/version-timestamp.o"}
+_LINK_OBJECTS = {"init/version-timestamp.o", "vmlinux.o"}
 
 
 def _home(tmp: Path, tag: str) -> Path:
