@@ -59,3 +59,30 @@ def test_cores_from_the_environment(monkeypatch):
     assert matrix.cores_available() == 1
     monkeypatch.setenv("S2FAULT_CORES", "")
     assert matrix.cores_available() >= 1
+
+
+def test_a_cell_waiting_for_the_machine_does_not_hold_up_one_that_fits():
+    """A dilated cell runs, a functional one waits for the whole machine: the dilated
+    cell submitted after it must still start beside the first (with a worker per core,
+    it sat in the queue behind the waiting one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = matrix.Cores(2)
+    lock = threading.Lock()
+    now = {"dilated": 0, "max": 0}
+
+    def run(n: int) -> None:
+        with cores.take(n):
+            if n == 1:
+                with lock:
+                    now["dilated"] += 1
+                    now["max"] = max(now["max"], now["dilated"])
+            time.sleep(0.5 if n == 1 else 0.1)  # dilated runs are the long ones
+            if n == 1:
+                with lock:
+                    now["dilated"] -= 1
+
+    with ThreadPoolExecutor(matrix._MAX_WAITING) as pool:
+        for f in [pool.submit(run, n) for n in (1, 2, 1)]:
+            f.result()
+    assert now["max"] == 2

@@ -130,7 +130,10 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
     unapplied = kernel.series_problems(names, options.source)
     cores = Cores(options.cores or cores_available())
     cells: list[Cell] = []
-    with ThreadPoolExecutor(cores.total, thread_name_prefix="s2fault-run") as runs:
+    # A thread per waiting cell, not per core: with one per core a functional cell
+    # waiting for the whole machine would hold up the dilated cell queued behind it,
+    # which could run beside the one that is running. Cores decides what runs.
+    with ThreadPoolExecutor(_MAX_WAITING, thread_name_prefix="s2fault-run") as runs:
         try:
             pending: list[Future] = []
             for name in names:
@@ -148,6 +151,9 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
     _compare_all(cells)
     progress.clear()
     return cells
+
+
+_MAX_WAITING = 64  # threads are started as cells are submitted, up to this many
 
 
 def cores_available() -> int:
