@@ -71,7 +71,9 @@ def test_a_new_commit_is_walked_and_only_its_changes_are_new_files(tmp_path):
     (pristine / "d/gone.c").unlink()
     (pristine / "d/new.c").write_text("new\n")
     os.symlink("a.c", pristine / "link.c")
+    (pristine / ".git").write_text("gitdir: /somewhere/worktrees/x\n")  # a worktree's
     changed = buildtree.sync(tree, pristine, "c2", {"d/b.c": b"patched\n"})
+    assert not (tree.src / ".git").exists()
     assert sorted(changed) == ["a.c", "d/b.c", "d/gone.c", "d/new.c", "link.c"]
     assert (tree.src / "a.c").read_text() == "a2\n"
     assert not (tree.src / "d/gone.c").exists()

@@ -87,6 +87,9 @@ def sync(tree: Tree, pristine: Path, pristine_id: str, overlay: dict[str, bytes 
     elif state.get("pristine") == pristine_id and state.get("pristine_path") == str(pristine):
         changed = [rel for rel in sorted(previous | set(overlay))
                    if _settle(tree.src / rel, pristine / rel, overlay, rel)]
+        if os.path.lexists(tree.src / ".git"):  # left by an earlier walk that copied it
+            _settle(tree.src / ".git", pristine / ".git", {".git": None}, ".git")
+            changed.append(".git")
     else:
         kept: dict[str, list[int]] = {}
         changed = _walk(tree.src, pristine, set(overlay) | previous, state.get("kept", {}), kept)
@@ -153,7 +156,11 @@ def _walk(dst_root: Path, pristine: Path, skip: set[str], known: dict[str, list[
         rel_dir = os.path.relpath(dirpath, pristine)
         rel_dir = "" if rel_dir == "." else rel_dir
         if not rel_dir:
+            # Never a repository's .git (a directory, or a worktree's .git file): as
+            # link_tree() leaves it out. A build tree that looked like a git checkout
+            # would get setlocalversion's scm suffix in its kernel release.
             dirnames[:] = [d for d in dirnames if d not in (".git", OBJ_DIR)]
+            filenames = [f for f in filenames if f != ".git"]
         dst_dir = dst_root / rel_dir
         wanted = set(filenames) | set(dirnames)
         # Symlinks to directories come in dirnames; os.walk does not follow them.
