@@ -45,7 +45,9 @@ def test_real_upstream_log_passes():
 
 def test_dic_set_is_not_applicable_never_pass():
     v = verdict_of(edit_result(REAL, dic=1, ctr_el0="0xb444c004"))
-    assert v.verdict == "error" and v.reason.startswith("not applicable: CTR_EL0.DIC=1")
+    # Not applicable here: a skip (kselftest SKIP, exit 4), never a pass.
+    assert v.verdict == "skip" and v.reason.startswith("not applicable: CTR_EL0.DIC=1")
+    assert v.exit_code == 4
 
 
 def test_incoherent_value_is_a_kernel_failure():
