@@ -348,7 +348,9 @@ def test_cli_text(tmp_path: Path) -> None:
     clean = tmp_path / "clean.log"
     clean.write_text("nothing here\n")
     out = io.StringIO()
-    assert run_cli([str(log), str(clean)], as_json=False, out=out) == 0
+    # A splat in any log: exit 1 (the kernel misbehaved); clean logs alone: 0.
+    assert run_cli([str(log), str(clean)], as_json=False, out=out) == 1
+    assert run_cli([str(clean)], as_json=False, out=io.StringIO()) == 0
     assert out.getvalue().splitlines() == [
         f"{log}:",
         "  L1-5 soft_lockup CPU#1 kworker/1:1: soft lockup in icache_inval_pou",
@@ -361,11 +363,11 @@ def test_cli_json_one_and_many(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_text(SOFT)
     out = io.StringIO()
-    assert run_cli([str(log)], as_json=True, out=out) == 0
+    assert run_cli([str(log)], as_json=True, out=out) == 1
     doc = json.loads(out.getvalue())
     assert doc["log"] == str(log) and doc["splats"][0]["function"] == "icache_inval_pou"
     out = io.StringIO()
-    assert run_cli([str(log), str(log)], as_json=True, out=out) == 0
+    assert run_cli([str(log), str(log)], as_json=True, out=out) == 1
     docs = json.loads(out.getvalue())
     assert isinstance(docs, list) and len(docs) == 2
 

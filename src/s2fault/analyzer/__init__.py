@@ -100,7 +100,8 @@ def analyze_file(path: str) -> list[Splat]:
 
 
 def run_cli(paths: list[str], as_json: bool, out: TextIO | None = None) -> int:
-    """`s2fault analyze [--json] LOG [LOG...]`: 0 when every log was read, 2 when one was not.
+    """`s2fault analyze [--json] LOG [LOG...]`: 1 when a log shows a splat, 0 when every
+    log is clean, 2 when one could not be read (the README's exit-code contract).
 
     Writes to `out`, by default the sys.stdout of the moment of the call.
     """
@@ -119,11 +120,11 @@ def run_cli(paths: list[str], as_json: bool, out: TextIO | None = None) -> int:
     if as_json:
         docs = [{"log": path, "splats": [s.to_dict() for s in splats]} for path, splats in results]
         out.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
-        return 0
-    for path, splats in results:
-        out.write(f"{path}:\n")
-        if not splats:
-            out.write("  no splats\n")
-        for splat in splats:
-            out.write("  " + summary_line(splat) + "\n")
-    return 0
+    else:
+        for path, splats in results:
+            out.write(f"{path}:\n")
+            if not splats:
+                out.write("  no splats\n")
+            for splat in splats:
+                out.write("  " + summary_line(splat) + "\n")
+    return 1 if any(splats for _, splats in results) else 0
