@@ -49,8 +49,11 @@ def test_interrupted_staging_publishes_nothing(tmp_path):
             time.sleep(30)
             e.publish(staged)
     """)
+    # SIGINT as a terminal delivers it, whatever this test inherited: a suite started
+    # as a script's background job has SIGINT ignored, and exec keeps that.
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                         env=os.environ)
+                         env=os.environ,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.stdout.readline().strip() == "staged"
     p.send_signal(signal.SIGINT)
     p.wait(timeout=10)
