@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -376,3 +377,61 @@ def test_report_of_a_real_check_run(tmp_path):
     assert Path(rows[0]["artifacts"]["console_log"]).is_file()
     assert "console</a>" in page
     check_in_browser(results / "report.html", tmp_path, 1)
+
+
+# --- KTAP, stable names, schema ---------------------------------------------------------
+
+def test_ktap_is_version_1_a_suite_per_variant_with_skip_and_diagnostics(tmp_path, results):
+    rows, _ = report.load_json(results / "check.json")
+    rows[2] = rows[2] | {"outcome": "skip", "match": None,
+                         "why": "not applicable: CTR_EL0.DIC=1 # here"}
+    report.write_ktap(rows, tmp_path / "r.ktap")
+    lines = (tmp_path / "r.ktap").read_text().splitlines()
+    assert lines[:2] == ["KTAP version 1", "1..4"]
+    top = [ln for ln in lines if re.match(r"(not )?ok \d+ ", ln)]
+    assert top == ["ok 1 upstream", "ok 2 fix-reverted", "not ok 3 interval-tree-onstack",
+                   "not ok 4 interval-tree-v1"]
+    sub = [ln.strip() for ln in lines if re.match(r" {4}(not )?ok \d+ ", ln)]
+    assert sub[:2] == ["ok 1 exec-fault.functional",
+                       "ok 2 exec-fault.dilated # SKIP not applicable: CTR_EL0.DIC=1 no. here"]
+    assert "    # Subtest: upstream" in lines and lines.count("    KTAP version 1") == 4
+    assert "not ok 1 exec-fault.functional # error " in "\n".join(sub[-1:]) + " "
+    # Measurements only in diagnostic lines: no result line carries a number of ms.
+    assert not any("ms" in ln for ln in top + sub if "# SKIP" not in ln and "# error" not in ln)
+    assert any(ln.startswith("    # exec-fault.functional: exec_fault_max_ms: ") for ln in lines)
+
+
+def test_names_are_stable_across_runs_whatever_was_measured(tmp_path, results):
+    rows, _ = report.load_json(results / "check.json")
+    other = [r | {"observed": "clean; max 99 ms", "workload": {}} for r in rows]
+    names = []
+    for i, rs in enumerate((rows, other)):
+        report.write_tap(rs, tmp_path / f"{i}.tap")
+        report.write_ktap(rs, tmp_path / f"{i}.ktap")
+        report.write_junit(rs, tmp_path / f"{i}.xml")
+        tap = [re.sub(r"^(not )?ok \d+ - (\S+).*", r"\2", ln)
+               for ln in (tmp_path / f"{i}.tap").read_text().splitlines()
+               if re.match(r"(not )?ok \d+ ", ln)]
+        ktap = [re.sub(r"^\s*(not )?ok \d+ (\S+).*", r"\2", ln)
+                for ln in (tmp_path / f"{i}.ktap").read_text().splitlines()
+                if re.match(r"\s*(not )?ok \d+ ", ln)]
+        junit = [(c.get("classname"), c.get("name"))
+                 for c in ET.parse(tmp_path / f"{i}.xml").getroot()]
+        names.append((tap, ktap, junit))
+    assert names[0] == names[1]
+    tap, _, junit = names[0]
+    assert tap[0] == "upstream.exec-fault.functional"
+    assert junit[0] == ("s2fault.upstream", "exec-fault.functional")
+
+
+def test_junit_says_skipped_and_json_has_schema_and_versions(tmp_path, results):
+    rows, _ = report.load_json(results / "check.json")
+    doc = json.loads((results / "check.json").read_text())
+    assert doc["schema_version"] == report.SCHEMA_VERSION and doc["meta"]["s2fault_version"]
+    assert all({"test_id", "outcome", "versions"} <= set(r) for r in doc["cells"])
+    rows[0] = rows[0] | {"outcome": "skip", "match": None, "why": "not applicable: DIC=1"}
+    report.write_junit(rows, tmp_path / "j.xml")
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    assert suite.get("skipped") == "1"
+    skipped = suite.find("testcase/skipped")
+    assert skipped is not None and skipped.get("message") == "not applicable: DIC=1"

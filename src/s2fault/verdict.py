@@ -24,7 +24,7 @@ OUTCOMES = tuple(EXIT_CODES)
 
 # The kernel's message when the boot-time hugepage reservation found no memory
 # (mm/hugetlb.c: "HugeTLB: allocating 1 of page size 512 MiB failed").
-_NO_HUGEPAGE_MEMORY = re.compile(r"HugeTLB: allocating \d+ of page size \S+ failed")
+_NO_HUGEPAGE_MEMORY = re.compile(r"HugeTLB: allocating \d+ of page size [^\n]*? failed")
 UNARMED = ("could not judge: the soft-lockup detector was not armed (needs "
            "CONFIG_SOFTLOCKUP_DETECTOR=y); a run that arms it cannot call the kernel clean "
            "without it")
