@@ -248,6 +248,7 @@ def _failure(command: str, code: int, tmp: Path) -> list[str] | int:
     return cases[(command, code)]
 
 
+@pytest.mark.slow  # boots QEMU (a kernel that spins: seconds)
 def test_readme_exit_code_table_is_what_each_command_does(tmp_path):
     rows = _readme_rows()
     assert len(rows) >= 12, rows
@@ -261,6 +262,7 @@ def test_readme_exit_code_table_is_what_each_command_does(tmp_path):
         assert got == code, (command, code, when, argv)
 
 
+@pytest.mark.slow  # boots QEMU (a kernel that spins: seconds)
 def test_sigterm_cleans_up_although_sigint_is_ignored(tmp_path):
     """The product: QEMU quit, its QMP socket directory removed, exit 130."""
     p = _start_run_ignoring_sigint(tmp_path)
@@ -298,6 +300,7 @@ def test_run_takes_source_ref_and_offline_like_build_and_check(tmp_path):
         os.environ.update(env)
 
 
+@pytest.mark.slow  # boots QEMU (a kernel that spins: seconds)
 def test_run_json_has_a_schema_version(tmp_path):
     r = s2fault("run", "--kernel", str(spinning_image(tmp_path / "Image")),
                 "--no-output-timeout", "3", "--json", str(tmp_path / "v.json"),

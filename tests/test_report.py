@@ -429,6 +429,7 @@ def test_junit_says_skipped_and_json_has_schema_and_versions(tmp_path, results):
     doc = json.loads((results / "check.json").read_text())
     assert doc["schema_version"] == report.SCHEMA_VERSION and doc["meta"]["s2fault_version"]
     assert all({"test_id", "outcome", "versions"} <= set(r) for r in doc["cells"])
+    assert all({"s2fault", "qemu", "cpu", "kernel"} <= set(r["versions"]) for r in doc["cells"])
     rows[0] = rows[0] | {"outcome": "skip", "match": None, "why": "not applicable: DIC=1"}
     report.write_junit(rows, tmp_path / "j.xml")
     suite = ET.parse(tmp_path / "j.xml").getroot()

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernel, progress, runner, variants, workloads
+from . import __version__, kernel, progress, runner, variants, workloads
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
 from .verdict import Verdict
@@ -94,7 +94,9 @@ class Cell:
             "artifacts": v.artifacts if v else {},
             "profile": v.profile if v else {},
             "build": self.build,
-            "versions": v.versions if v else {},
+            # Every cell names them, also one that never booted (None: not known).
+            "versions": {"s2fault": __version__, "qemu": None, "cpu": None, "kernel": None}
+            | (v.versions if v else {}),
         }
 
 
