@@ -13,6 +13,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 import zlib
 from html.parser import HTMLParser
@@ -436,3 +437,24 @@ def test_junit_says_skipped_and_json_has_schema_and_versions(tmp_path, results):
     assert suite.get("skipped") == "1"
     skipped = suite.find("testcase/skipped")
     assert skipped is not None and skipped.get("message") == "not applicable: DIC=1"
+
+
+def test_ktap_reads_as_the_kernel_parses_it(tmp_path, results):
+    """The kernel's own KTAP parser (tools/testing/kunit, `kunit.py parse`) from the
+    Debian tree in the cache: suites, subtests, skip, fail and error as it counts them."""
+    trees = sorted((Path.home() / ".cache" / "s2fault").glob(
+        "sources/*/tree/linux-source-6.12/tools/testing/kunit/kunit.py"))
+    trees += sorted(Path(os.environ.get("S2FAULT_CACHE", "/nonexistent")).glob(
+        "sources/*/tree/linux-source-6.12/tools/testing/kunit/kunit.py"))
+    if not trees:
+        pytest.skip("Debian linux-source-6.12 is not unpacked in the cache (run `make check`)")
+    rows, _ = report.load_json(results / "check.json")
+    rows[2] = rows[2] | {"outcome": "skip", "match": None, "why": "not applicable: DIC=1"}
+    report.write_ktap(rows, tmp_path / "r.ktap")
+    r = subprocess.run([sys.executable, str(trees[0]), "parse", str(tmp_path / "r.ktap")],
+                       capture_output=True, text=True, cwd=trees[0].parent)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+    assert "Ran 6 tests: passed: 3, failed: 2, skipped: 1" in out, out + r.stderr
+    assert "[SKIPPED] exec-fault.dilated" in out and "[PASSED] upstream" in out
+    assert "[FAILED] interval-tree-onstack" in out
+    assert "[FAILED] interval-tree-v1" in out  # an error is never a pass
