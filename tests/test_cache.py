@@ -66,3 +66,13 @@ def test_key_is_order_and_boundary_sensitive():
     assert cache.key_of("ab", "c") != cache.key_of("a", "bc")
     assert cache.key_of("a", "b") != cache.key_of("b", "a")
     assert cache.key_of("a", b"b") == cache.key_of("a", "b")
+
+
+def test_the_interrupt_test_holds_when_the_suite_starts_with_sigint_ignored(tmp_path):
+    """As a script's background job runs the suite: SIGINT ignored from the start."""
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+         str(tmp_path / "t"), f"{__file__}::test_interrupted_staging_publishes_nothing"],
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]
