@@ -151,6 +151,15 @@ def test_a_bad_value_is_one_line_exit_2_and_nothing_runs(tmp_path):
     assert not cache.exists() or not any(cache.glob("*/*")), list(cache.rglob("*"))
 
 
+def test_a_usage_error_is_one_line_and_stops_a_bisection():
+    r = s2fault("run", "--vcpus", "two", "--kernel", "I")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "argument --vcpus: invalid int value: 'two'" in r.stderr
+    # git bisect run would call exit 2 "bad": a step's usage error aborts (128).
+    r = s2fault("bisect-step", "--vcpus", "two")
+    assert r.returncode == 128 and r.stderr.count("\n") == 1, r.stderr
+
+
 def test_cpu_models_are_those_mach_virt_runs_as_an_arm64_host():
     assert _validate(["run", "--kernel", "Image", "--cpu", "cortex-a72"]) is None
     assert _validate(["run", "--kernel", "Image", "--cpu", "max"]) is None

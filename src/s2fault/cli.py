@@ -243,7 +243,9 @@ class _Parser(argparse.ArgumentParser):
     other bad input (argparse would print the whole usage first)."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_ERROR, f"s2fault: error: {message} (see {self.prog} --help)\n")
+        # git bisect run reads 1-127 as "bad": a usage error of a step must stop it.
+        code = bisect.EXIT_ABORT if self.prog.endswith(" bisect-step") else EXIT_ERROR
+        self.exit(code, f"s2fault: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
