@@ -309,6 +309,7 @@ def test_to_dict_is_json_ready() -> None:
         "task": "kworker/1:1",
         "pid": 25,
         "lines": [1, 5],
+        "knock_on": None,
     }
 
 

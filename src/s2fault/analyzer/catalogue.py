@@ -74,6 +74,15 @@ class Family:
     line_prefix     subsystem prefix printed on every line of the report ("kmemleak: ").
     budget          how many lines after the header the culprit trace may start.
     has_trace       False for reports that print no trace at all.
+    multi           the report holds several stack dumps (other CPUs' NMI backtraces, "Task
+                    dump for CPU N", the RCU grace-period kthread): each is kept apart.
+    pick            which dump shows the culprit: "first" (the report's own), "stalled" (the
+                    CPU or task an RCU stall report lists as stalled), "cpu" (the header's CPU).
+    interrupted     the report samples code it interrupted (lockups, stalls): a trace that
+                    starts in the stack dumper is blamed below its first interrupt entry, and
+                    the splat says whether the code was only waiting for another CPU.
+    needs_stack     a catch-all header ("BUG: ...") is a splat only with a dump after it
+                    (or when the log ends first): a bare message line is not a report.
     """
 
     kind: str
@@ -93,6 +102,10 @@ class Family:
     line_prefix: str | None = None
     budget: int = 200
     has_trace: bool = True
+    multi: bool = False
+    pick: str = "first"
+    interrupted: bool = False
+    needs_stack: bool = False
 
 
 def slug(text: str) -> str:
