@@ -540,6 +540,9 @@ def _blame_dump(head: _Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, 
             found = first_own(ev.works)
         elif evidence == "pc":
             found = _own(dump.pc) or _own(dump.idle)
+            if found and (not frames or base_name(frames[0]) != found):
+                # x86 does not repeat the RIP function as the first frame of the trace.
+                frames = [found, *frames]
         elif evidence == "lr":
             found = _own(dump.lr)
         elif evidence == "caller":
