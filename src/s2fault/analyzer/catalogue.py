@@ -615,6 +615,7 @@ FAMILIES: tuple[Family, ...] = (
         untitled="WARNING at {where}",
         blame=("header", "pc", "trace"),
         end=END_TRACE,
+        needs_stack=True,
     ),
     Family(
         # Since 6.18: "WARNING: kernel/foo.c:12 at bar+0x1/0x2, CPU#1: comm/41".
@@ -627,6 +628,7 @@ FAMILIES: tuple[Family, ...] = (
         untitled="WARNING at {where}",
         blame=("header", "pc", "trace"),
         end=END_TRACE,
+        needs_stack=True,
     ),
     Family(
         kind="warning",
@@ -636,6 +638,7 @@ FAMILIES: tuple[Family, ...] = (
         untitled="WARNING at {where}",
         blame=("header", "pc", "trace"),
         end=END_TRACE,
+        needs_stack=True,
     ),
     Family(
         kind="bug",

@@ -39,6 +39,7 @@ MAX_REPORT_LINES = 3000  # a long lockdep circular report is ~300 lines
 AFTER_TRACE_LINES = 300  # how far past the culprit trace a row's end marker may be
 FOREIGN_LINES = 3  # unrelated lines (another CPU, user space) tolerated inside a trace
 PANIC_NEARBY = 40  # a panic this close after a report is that report's ending
+TRUNCATED_LINES = 4  # a log ending this close after a header may have lost the report's dump
 
 _SCAN = re.compile("|".join(re.escape(k) for k in SCAN_KEYWORDS))
 
@@ -106,7 +107,9 @@ _SPIN_WAITS = re.compile(
     r"|smp_call_function\w*|on_each_cpu\w*|multi_cpu_stop|stop_machine\w*|stop_one_cpu\w*"
     r"|kick_all_cpus_sync|rcu_barrier|synchronize_rcu\w*|spin_dump|rwlock_bug"
 )
-_HELD_LOCK = re.compile(r"\s*#\d+: .*?, at: (?P<function>[A-Za-z_.$][\w.$]*)\+0x")
+_HELD_LOCK = re.compile(
+    r"\s*#\d+: .*?, at: (?:\[<[0-9a-f]+>\] )?(?P<function>[A-Za-z_.$][\w.$]*)\+0x"
+)
 _CALLER_IS = re.compile(r"\s*caller is (?P<function>[A-Za-z_.$][\w.$]*)\+0x")
 # Only work that is running can hog a pool; pending work is the victim, not the culprit.
 _WQ_WORK = re.compile(r"\s*in-flight: (?P<works>.*)")
@@ -391,9 +394,10 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
             nxt += 1
             limit = headers[nxt].line.number if nxt < len(headers) else None
             ev.last_fact = line.number
-            if following.family.kind == "panic":
+            if following.family.kind == "panic" and (phase != "seek" or ev.dump.has_stack()):
                 # After panic() only its end marker matters; its own dump_stack() is not
-                # evidence about this report.
+                # evidence about this report. (With panic_on_warn, 4.x panics before the
+                # WARN's dump: panic()'s dump_stack() is then the only one, and is kept.)
                 panicking = True
                 end_marker = END_PANIC
                 if phase == "trace":
@@ -501,7 +505,8 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
         if phase == "seek" and family.has_trace:
             # The log stops inside the report, before its trace: all of the rest is the report.
             ev.last_fact = max(ev.last_fact, last_line)
-            ev.truncated = True
+            # Cut right after the header (QEMU killed): too soon to tell a report from a message.
+            ev.truncated = last_line - head.line.number <= TRUNCATED_LINES
     return ev, ev.end or max(ev.last_fact, ev.trace_last), nxt
 
 
