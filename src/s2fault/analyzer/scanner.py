@@ -87,7 +87,8 @@ _OLD_SHOW_TASK = re.compile(
 )
 # Headings after which the dumps are about the RCU grace-period kthread, never the culprit.
 _GP_KTHREAD = re.compile(
-    r"(?:rcu: )?\s*(?:RCU grace-period kthread stack dump:|Stack dump where RCU GP kthread last ran:)"
+    r"(?:rcu: )?\s*(?:RCU grace-period kthread stack dump:"
+    r"|Stack dump where RCU GP kthread last ran:)"
 )
 # Lines that belong to a stall report between its dumps.
 _STALL_LINE = re.compile(
