@@ -20,14 +20,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2fault.analyzer import FAMILIES, Splat, analyze, analyze_file, run_cli, summary_line
+from s2fault.analyzer import (
+    FAMILIES,
+    Splat,
+    analyze,
+    analyze_console,
+    analyze_file,
+    group,
+    run_cli,
+    summary_line,
+)
 from s2fault.analyzer.catalogue import SCAN_KEYWORDS
 from s2fault.analyzer.console import decode, split_prefix
 from s2fault.analyzer.frames import first_own, is_plumbing, parse_frame, parse_pc
 from s2fault.analyzer.scanner import scan
 
 GOLDEN = Path(__file__).parent / "golden"
-KEYS = {"KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID", "FRAMES", "LINES"}
+KEYS = {
+    "KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID", "FRAMES", "LINES",
+    "KNOCK_ON", "ROLE",
+}
 
 
 def parse_golden(path: Path) -> tuple[list[dict[str, str]], bytes]:
@@ -64,12 +76,15 @@ def _none_or(value: str) -> str | None:
     return None if value == "none" else value
 
 
-def check(splat: Splat, want: dict[str, str]) -> list[str]:
-    """Mismatches between a splat and one expectation block."""
+def check(splat: Splat, want: dict[str, str], role: str = "culprit") -> list[str]:
+    """Mismatches between a splat and one expectation block (`role`: its place in group())."""
     got = splat.to_dict()
     errors = []
     for key, value in want.items():
-        if key == "LINES":
+        if key == "ROLE":
+            actual = role
+            ok = actual == value
+        elif key == "LINES":
             start, _, end = value.partition("-")
             actual = f"{got['lines'][0]}-{got['lines'][1]}"
             ok = actual == f"{int(start)}-{int(end)}"
@@ -98,8 +113,9 @@ def test_golden(path: Path) -> None:
     splats = analyze(console)
     found = "\n".join(summary_line(s) for s in splats) or "(no splats)"
     assert len(splats) == len(expected), f"{path.name}: found\n{found}"
+    leads = {incident.lead for incident in group(splats).incidents}
     for i, (splat, want) in enumerate(zip(splats, expected, strict=True)):
-        errors = check(splat, want)
+        errors = check(splat, want, "culprit" if i in leads else "consequence")
         assert not errors, f"{path.name} splat {i + 1} ({summary_line(splat)}): {errors}"
 
 
@@ -521,3 +537,142 @@ def test_pathological_inputs_stay_linear() -> None:
     with hang_guard(60):
         for text in cases:
             _valid(analyze(text), text)
+
+
+# --- culprit first -------------------------------------------------------------------------------
+
+CASCADE = GOLDEN / "arm64-dilated-cascade-culprit-second.log"
+
+
+def test_culprit_first_on_the_dilated_cascade() -> None:
+    _, console = parse_golden(CASCADE)
+    analysis = analyze_console(console)
+    # In time, migration/0 reports first; the culprit is the VMM's report.
+    assert analysis.splats[0].task == "migration/0"
+    assert analysis.culprit is analysis.splats[1]
+    assert analysis.culprit.function == "icache_inval_pou"
+    assert [why for _, why in analysis.consequences] == [
+        "stopper thread",
+        "repeat",
+        "RCU stall on the culprit's CPU#1",
+    ]
+    assert [s.start_line for s in analysis.ordered()][0] == analysis.splats[1].start_line
+    doc = json.loads(json.dumps(analysis.to_dict()))
+    assert doc["culprit"] == 1
+    assert doc["incidents"][0]["lead"] == 1
+    assert [c["splat"] for c in doc["incidents"][0]["consequences"]] == [0, 2, 3]
+
+
+def _soft(cpu: int, task: str, pid: int, pc: str, extra: str = "") -> str:
+    return (
+        f"watchdog: BUG: soft lockup - CPU#{cpu} stuck for 22s! [{task}:{pid}]\n"
+        f"{extra}pc : {pc}+0x18/0x58\nCall trace:\n {pc}+0x18/0x58\n caller_fn+0x1/0x2\n\n"
+    )
+
+
+def test_a_cpu_spinning_on_a_lock_is_a_knock_on() -> None:
+    text = _soft(0, "kworker/0:1", 12, "queued_spin_lock_slowpath") + _soft(
+        1, "s2fault-vmm", 41, "icache_inval_pou"
+    )
+    splats = analyze(text)
+    assert splats[0].knock_on == "waiting in queued_spin_lock_slowpath"
+    assert splats[0].function == "caller_fn"  # the lock's taker, not the spin loop
+    assert splats[1].knock_on is None
+    analysis = group(splats)
+    assert analysis.culprit is splats[1]
+    assert analysis.consequences == ((splats[0], "waiting in queued_spin_lock_slowpath"),)
+
+
+def test_other_reports_are_incidents_of_their_own_in_order() -> None:
+    lockdep = (
+        "WARNING: possible recursive locking detected\n"
+        "s2fault-vmm/41 is trying to acquire lock:\nstack backtrace:\nCall trace:\n"
+        " lock_acquire+0x1/0x2\n add_fault_range+0x1/0x2\n\n"
+    )
+    unrelated_stall = (
+        "rcu: INFO: rcu_sched detected stalls on CPUs/tasks:\n"
+        "rcu: \t3-....: (1 ticks this GP) idle=0/1/0x0 softirq=1/1 fqs=0\n"
+        "rcu: \t(detected by 0, t=5252 jiffies, g=1, q=1 ncpus=4)\n"
+        "NMI backtrace for cpu 3\npc : other_loop+0x1/0x2\nCall trace:\n other_loop+0x1/0x2\n\n"
+    )
+    splats = analyze(lockdep + _soft(1, "vmm", 41, "icache_inval_pou") + unrelated_stall)
+    assert [s.kind for s in splats] == ["lockdep", "soft_lockup", "rcu_stall"]
+    assert splats[2].cpu == 3 and splats[2].function == "other_loop"
+    analysis = group(splats)
+    assert [i.lead for i in analysis.incidents] == [0, 1, 2]
+    assert all(not i.consequences for i in analysis.incidents)
+    assert analysis.culprit is splats[0]  # the earliest incident leads
+
+
+def test_no_splats_no_culprit() -> None:
+    analysis = analyze_console("nothing here\n")
+    assert analysis.culprit is None and analysis.consequences == () and analysis.ordered() == []
+    assert analysis.to_dict() == {"splats": [], "incidents": [], "culprit": None}
+
+
+def test_cli_text_leads_with_the_culprit(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    _, console = parse_golden(CASCADE)
+    log.write_bytes(console)
+    out = io.StringIO()
+    assert run_cli([str(log)], as_json=False, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert "soft lockup in icache_inval_pou" in lines[1]
+    assert lines[2].startswith("    consequence (stopper thread): ")
+    assert "migration/0" in lines[2]
+
+
+# --- stall and lockup attribution details --------------------------------------------------------
+
+
+def test_a_reporter_dump_is_blamed_below_its_first_interrupt_entry() -> None:
+    # dump_stack() from the tick: the softirq handler that was interrupted is the culprit, not
+    # what the softirq itself interrupted further down.
+    text = (
+        "INFO: rcu_sched self-detected stall on CPU\n"
+        "\t0-....: (1 ticks this GP) idle=0/1/0x0 softirq=1/1 fqs=0\n"
+        "NMI backtrace for cpu 0\nCall Trace:\n <IRQ>\n dump_stack+0x1/0x2\n"
+        " nmi_cpu_backtrace+0x1/0x2\n rcu_check_callbacks+0x1/0x2\n"
+        " some_unknown_tick_helper+0x1/0x2\n apic_timer_interrupt+0x1/0x2\n"
+        " slow_timer_fn+0x1/0x2\n call_timer_fn+0x1/0x2\n __do_softirq+0x1/0x2\n"
+        " irq_exit+0x1/0x2\n apic_timer_interrupt+0x1/0x2\n </IRQ>\n"
+        " interrupted_fn+0x1/0x2\n\n"
+    )
+    (splat,) = analyze(text)
+    assert splat.function == "slow_timer_fn"
+    assert splat.frames[:2] == ("slow_timer_fn", "call_timer_fn")
+
+
+def test_a_trace_from_regs_keeps_irq_context_culprits() -> None:
+    # Regs first, no dumper on top: the code inside the IRQ is what was running.
+    text = (
+        "NMI watchdog: Watchdog detected hard LOCKUP on cpu 2\n"
+        "RIP: 0010:native_queued_spin_lock_slowpath+0x1/0x2\nCall Trace:\n <IRQ>\n"
+        " _raw_spin_lock_irqsave+0x1/0x2\n foo_irq_handler+0x1/0x2\n"
+        " handle_irq_event+0x1/0x2\n </IRQ>\n bar+0x1/0x2\n\n"
+    )
+    (splat,) = analyze(text)
+    assert splat.function == "foo_irq_handler"
+    assert splat.knock_on == "waiting in native_queued_spin_lock_slowpath"
+
+
+@pytest.mark.parametrize(
+    "line,at_the_end",
+    [
+        ("WARNING: The mand mount option has been deprecated and", 0),
+        ("BUG: value mismatch in user space test", 1),
+        ("WARNING: CPU: 0 PID: 1 at lib/foo.c:12 foo+0x1/0x2", 1),
+    ],
+)
+def test_a_message_line_without_a_dump_is_no_splat(line: str, at_the_end: int) -> None:
+    filler = "".join(f"ordinary line {i}\n" for i in range(20))
+    assert analyze(line + "\n" + filler) == []
+    # ... unless the log stops right after a report's header: QEMU's end cut the dump off.
+    assert len(analyze(filler + line + "\n")) == at_the_end
+
+
+def test_lock_wrappers_are_skipped_but_kept_on_top() -> None:
+    assert is_plumbing("lock_sock_nested") and is_plumbing("rtnl_lock")
+    assert is_plumbing("down_write") and is_plumbing("up_read")  # "__?down" needed a "_"
+    assert not is_plumbing("get_user_pages") and not is_plumbing("block_write_begin")
+    assert not is_plumbing("sched_clock") and not is_plumbing("stage2_attr_walker")
