@@ -165,6 +165,11 @@ REQUIRED_SUBTYPES = {
     "scheduling_while_atomic",
     "smp_processor_id_preemptible",
     "this_cpu_preemptible",
+    "debug_locks_warn_on",
+    "cant_die",
+    "self_detected",
+    "detected",
+    "expedited",
 }
 
 

@@ -462,7 +462,7 @@ FAMILIES: tuple[Family, ...] = (
         untitled="sleeping function called from invalid context at {where}",
         info=(
             _re(
-                r"in_atomic\(\): \d+, irqs_disabled\(\): \d+, non_block: -?\d+, "
+                r"in_atomic\(\): \d+, irqs_disabled\(\): \d+, (?:non_block: -?\d+, )?"
                 r"pid: (?P<pid>\d+), name: (?P<task>.{1,64})"
             ),
         ),

@@ -372,6 +372,9 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
     kind = family.kind
     ev = _Evidence(last_fact=head.line.number)
     _new_dump(ev, head.line.number, "main")
+    if kind == "rcu_stall":
+        # Before 4.x the stalled CPUs are listed on the header's own line: "{ 1 P41}".
+        _collect_stall(ev, head.line.number, head.line.body)
     nxt = index + 1
     limit = headers[nxt].line.number if nxt < len(headers) else None
     armed = family.trace_after is None  # may the culprit trace start yet?
