@@ -62,6 +62,7 @@ class Family:
     blame           evidence for the culprit, in order: "header" (the header's function),
                     "pc"/"lr" (the regs the report printed), "trace" (first own frame),
                     "caller" ("caller is ..."), "held_lock" (first lock "at:"),
+                    "lock_at" (where the lock a lockdep report is about was taken),
                     "workqueue" (the work function in flight in the stuck pool).
     trace_after     the culprit trace is the first one after this line (lockdep prints
                     dependency-chain traces before its "stack backtrace:").
@@ -131,7 +132,7 @@ def _lockdep(
     header: str,
     message: str,
     *,
-    blame: tuple[str, ...] = ("trace",),
+    blame: tuple[str, ...] = ("trace", "lock_at"),
     trace_after: re.Pattern[str] | None = STACK_BACKTRACE,
     budget: int = 800,
     has_trace: bool = True,

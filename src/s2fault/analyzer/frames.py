@@ -145,7 +145,8 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         r"asm_sysvec_\w+", r"sysvec_\w+", r"__sysvec_\w+", "apic_timer_interrupt",
         "smp_apic_timer_interrupt", "local_apic_timer_interrupt", "asm_common_interrupt",
         "common_interrupt", "__common_interrupt", "do_IRQ", "asm_call_irq_on_stack",
-        "run_on_irqstack_cond", "call_on_stack", "irqentry_exit", "irqentry_enter",
+        "run_on_irqstack_cond", "call_on_stack", r"(?:__)?run_\w*on_irqstack\w*",
+        r"asm_call_\w*irq\w*", "irq_exit_rcu", "__irq_exit_rcu", "irqentry_exit", "irqentry_enter",
         r"irqentry_\w+", "asm_exc_nmi", "exc_nmi", "default_do_nmi", "nmi_handle",
         "perf_event_nmi_handler", "x86_pmu_handle_irq", "handle_pmi_common",
         "armv8pmu_handle_irq", "armpmu_dispatch_irq", "__perf_event_overflow",
@@ -310,23 +311,44 @@ def is_irq_entry(name: str) -> bool:
     return _IRQ_ENTRY.fullmatch(base_name(name)) is not None
 
 
-def interrupted_part(frames: list[str], breaks: list[int]) -> list[str] | None:
+def interrupted_part(
+    frames: list[str], breaks: list[int], regs_at: tuple[int, ...] | list[int] = ()
+) -> list[str] | None:
     """The frames of the code a reporter interrupted, or None if the trace is not such a dump.
 
     A trace that starts in a stack dumper was taken in the reporter's own context (the RCU
     stall check in the timer tick, a self-NMI backtrace). What it interrupted starts below the
     first interrupt entry ("el1h_64_irq", "apic_timer_interrupt", "</IRQ>"): the first one,
-    so that code stuck inside a softirq is blamed rather than whatever the softirq interrupted.
+    so that code stuck inside a softirq is blamed rather than what the softirq interrupted.
+    `breaks` are frame indexes where the trace changed stacks ("</IRQ>"); `regs_at` those
+    where x86 printed the interrupted registers inside the trace (their RIP is that frame).
     """
     if not frames or not is_dumper(frames[0]):
         return None
-    first_break = min(breaks) if breaks else len(frames)
+    boundary = None
     for i, name in enumerate(frames):
-        if i >= first_break:
-            return frames[first_break:]
+        if i in breaks:
+            boundary = i
+            break
         if is_irq_entry(name):
-            return frames[i + 1 :]
-    return None
+            boundary = i + 1
+            break
+    if boundary is None:
+        return None
+    for r in regs_at:
+        if r >= boundary - 1:
+            # The registers printed below the boundary: their RIP is the interrupted code.
+            return frames[r:]
+    # Interrupt entry comes in layers (gic_handle_irq ... el1_interrupt ... el1h_64_irq):
+    # start below the last of them that comes before the interrupted code's own frames.
+    start = boundary
+    for i in range(boundary, len(frames)):
+        name = frames[i]
+        if is_irq_entry(name):
+            start = i + 1
+        elif not is_plumbing(name):
+            break
+    return frames[start:]
 
 
 def trim(frames: list[str] | tuple[str, ...]) -> tuple[str, ...]:

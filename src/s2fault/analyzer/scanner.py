@@ -111,6 +111,12 @@ _SPIN_WAITS = re.compile(
 _HELD_LOCK = re.compile(
     r"\s*#\d+: .*?, at: (?:\[<[0-9a-f]+>\] )?(?P<function>[A-Za-z_.$][\w.$]*)\+0x"
 )
+# The lock a lockdep report is about: "ffff0000c68c8030 (&mmu->fault_ranges_mutex){+.+.}-{3:3},
+# at: add_fault_range+0x8/0x400" (4.x: " (sk_lock-AF_INET){+.+.+.}, at: [<addr>] tcp_sendmsg+...").
+_LOCK_AT = re.compile(
+    r"\s*(?:[0-9a-f]{8,16} )?\(.{1,120}?\)\{.{4,8}\}(?:-\{\d:\d\})?, at: "
+    r"(?:\[<[0-9a-f]+>\] )?(?P<function>[A-Za-z_.$][\w.$]*)\+0x"
+)
 _CALLER_IS = re.compile(r"\s*caller is (?P<function>[A-Za-z_.$][\w.$]*)\+0x")
 # Only work that is running can hog a pool; pending work is the victim, not the culprit.
 _WQ_WORK = re.compile(r"\s*in-flight: (?P<works>.*)")
@@ -139,7 +145,8 @@ class _Dump:
     lr: str | None = None
     idle: str | None = None  # "NMI backtrace for cpu 1 skipped: idling at ..."
     frames: list[str] = field(default_factory=list)
-    breaks: list[int] = field(default_factory=list)  # frame indexes after "</IRQ>", in-trace regs
+    breaks: list[int] = field(default_factory=list)  # frame indexes after "</IRQ>", "<EOI>"
+    regs_at: list[int] = field(default_factory=list)  # frames taken from in-trace x86 regs
     stopper: bool = False
     has_cpu_line: bool = False
 
@@ -152,6 +159,7 @@ class _Evidence:
     dumps: list[_Dump] = field(default_factory=list)
     trace_last: int = 0
     caller: str | None = None
+    lock_at: str | None = None  # where the lock a lockdep report is about was taken
     held: list[str] = field(default_factory=list)
     works: list[str] = field(default_factory=list)
     who: dict[str, str] = field(default_factory=dict)  # task/pid/cpu from body lines
@@ -311,6 +319,10 @@ def _collect(ev: _Evidence, family: Family, number: int, body: str) -> None:
         if m is not None and ev.caller is None:
             ev.caller = m.group("function")
             ev.last_fact = number
+    elif first in "f(0123456789abcdef" and ev.lock_at is None and ", at: " in s:
+        m = _LOCK_AT.match(s)
+        if m is not None:
+            ev.lock_at = m.group("function")
     elif first == "S" and _STOPPER.match(s):
         dump.stopper = True
     elif first == "D" and "DEBUG_LOCKS_WARN_ON" in s:
@@ -456,7 +468,7 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
                 # that context's top frame.
                 pc = parse_pc(body)
                 if pc is not None:
-                    ev.dump.breaks.append(len(ev.dump.frames))
+                    ev.dump.regs_at.append(len(ev.dump.frames))
                     ev.dump.frames.append(pc)
                 continue
             if _NEUTRAL.match(body):
@@ -517,7 +529,7 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
 def _add_frame(dump: _Dump, name: str) -> None:
     # The unwinder may print the frame whose registers it just showed: keep one.
     frames = dump.frames
-    if dump.breaks and dump.breaks[-1] == len(frames) - 1 and frames and frames[-1] == name:
+    if dump.regs_at and dump.regs_at[-1] == len(frames) - 1 and frames[-1] == name:
         return
     frames.append(name)
 
@@ -530,7 +542,7 @@ def _trace_culprit(family: Family, dump: _Dump) -> tuple[str | None, list[str]]:
     """(culprit, the frames it is in) from a dump's trace."""
     frames = dump.frames
     if family.interrupted:
-        part = interrupted_part(frames, dump.breaks)
+        part = interrupted_part(frames, dump.breaks, dump.regs_at)
         if part is not None:
             return first_own(part), part
     return first_own(frames), frames
@@ -556,6 +568,8 @@ def _blame_dump(head: _Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, 
             found = _own(dump.lr)
         elif evidence == "caller":
             found = _own(ev.caller)
+        elif evidence == "lock_at":
+            found = _own(ev.lock_at)
         else:
             found = _own(head.fields.get("function"))
         if found:
