@@ -18,6 +18,21 @@ to the next one; `frames` parses call-trace lines and holds the list of plumbing
 (interrupt entry, lock and debug machinery, allocators, stack dumpers) skipped when blaming;
 `console` decodes the log and splits timestamps and caller ids off each line.
 
+A report may hold several stack dumps; the row's `pick` says whose is the culprit's (an RCU
+stall blames the stalled CPU's or task's code, never the detector's), and a trace printed by
+a reporter from the timer tick is blamed below its first interrupt entry. Lock wrappers
+(rtnl_lock, lock_sock_nested, ...) are skipped when blaming but stay on top of `frames`.
+
+Culprit first
+-------------
+`analyze()` returns splats in order of appearance. `analyze_console()` (or `group(splats)`)
+returns an `Analysis`: the same splats grouped into incidents. The lockup-class reports of a
+console (soft and hard lockups, RCU stalls, workqueue lockups) are one incident, led by the
+report that names the code doing the work; stopper/migration threads, CPUs spinning on a
+lock, other CPUs' lockups and RCU stalls of the culprit's CPU are its consequences, each with
+a reason. Every other splat is an incident of its own. `Analysis.culprit` is what a verdict
+should name first; see incidents.py.
+
 Adding a family
 ---------------
 1. Add a `Family` row to `catalogue.FAMILIES`, before any more general row that would also

@@ -5,7 +5,13 @@ Two passes, both linear in the size of the log:
 1. find headers: one regex search for the catalogue's scan keywords over the whole text (done
    in C), and only the lines holding a keyword are tried against the rows;
 2. walk each report: from its header line forward, up to the next header, collecting the
-   evidence its row asks for (the culprit trace, pc/lr, held locks, who and where).
+   evidence its row asks for (the culprit trace, pc/lr, held locks, who and where). A report
+   may hold several stack dumps (an RCU stall prints each stalled CPU's NMI backtrace, "Task
+   dump for CPU N", the grace-period kthread's stack): each is a `_Dump`, and the row's
+   `pick` says which one shows the culprit;
+3. blame: in the picked dump, the row's evidence in order. A trace that starts in the stack
+   dumper was printed by the reporter on top of the code it interrupted, so it is blamed
+   below its first interrupt entry (frames.interrupted_part).
 
 A walk never goes past the next header unless that header continues the open report (an arm64
 "Internal error: Oops" after "Unable to handle kernel ...", a panic after the report that caused
@@ -137,7 +143,9 @@ class _Dump:
     """One stack dump inside a report: the report's own, or another CPU's or task's."""
 
     start: int
-    label: str = "main"  # "main", "cpu" (NMI backtrace, Task dump), "task", "gp_kthread"
+    # "main" (the report's own), "cpu" (NMI backtrace, Task dump for CPU N), "task"
+    # (sched_show_task), "gp_heading"/"gp_kthread" (the RCU grace-period kthread's: never blamed)
+    label: str = "main"
     cpu: str | None = None
     task: str | None = None
     pid: str | None = None
@@ -169,7 +177,7 @@ class _Evidence:
     notes: set[str] = field(default_factory=set)  # "debug_locks": a DEBUG_LOCKS_WARN_ON message
     last_fact: int = 0
     end: int | None = None
-    truncated: bool = False  # the log ended while the report was still looking for its trace
+    truncated: bool = False  # the log ended within TRUNCATED_LINES of the header, before a trace
 
     @property
     def dump(self) -> _Dump:
