@@ -681,3 +681,96 @@ def test_lock_wrappers_are_skipped_but_kept_on_top() -> None:
     assert is_plumbing("down_write") and is_plumbing("up_read")  # "__?down" needed a "_"
     assert not is_plumbing("get_user_pages") and not is_plumbing("block_write_begin")
     assert not is_plumbing("sched_clock") and not is_plumbing("stage2_attr_walker")
+
+
+
+# Consoles too small for a golden file, each pinning one attribution rule (in the formats of
+# the kernel versions their names give).
+SMALL_CONSOLES = {
+    # dump_stack() from the NMI: reliable NMI frames, then the spinning task below </NMI>.
+    "hard-lockup-nmi-dump-6.1": (
+        """\
+NMI watchdog: Watchdog detected hard LOCKUP on cpu 3
+CPU: 3 PID: 77 Comm: worker Not tainted 6.1.0 #1
+Call Trace:
+ <NMI>
+ dump_stack_lvl+0x1/0x2
+ watchdog_hardlockup_check+0x1/0x2
+ __perf_event_overflow+0x1/0x2
+ intel_pmu_handle_irq+0x1/0x2
+ perf_event_nmi_handler+0x1/0x2
+ nmi_handle+0x1/0x2
+ exc_nmi+0x1/0x2
+ end_repeat_nmi+0x1/0x2
+ </NMI>
+ <TASK>
+ native_queued_spin_lock_slowpath+0x1/0x2
+ _raw_spin_lock_irqsave+0x1/0x2
+ foo_update_stats+0x1/0x2
+ foo_ioctl+0x1/0x2
+ </TASK>
+""",
+        "foo_update_stats",
+    ),
+    "hung-task-6.8": (
+        """\
+INFO: task kworker/u8:3:123 blocked for more than 143 seconds.
+      Not tainted 6.8.0 #1
+"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.
+task:kworker/u8:3    state:D stack:0     pid:123   tgid:123   ppid:2      flags:0x00004000
+Workqueue: events_unbound fsnotify_mark_destroy_workfn
+Call Trace:
+ <TASK>
+ __schedule+0x1/0x2
+ schedule+0x1/0x2
+ schedule_timeout+0x1/0x2
+ __wait_for_common+0x1/0x2
+ __synchronize_srcu+0x1/0x2
+ fsnotify_mark_destroy_workfn+0x1/0x2
+ process_one_work+0x1/0x2
+ </TASK>
+""",
+        "fsnotify_mark_destroy_workfn",
+    ),
+    # arm64 without NMIs: the stalled CPU's running task, dumped from its saved context.
+    "rcu-remote-task-dump-4.9": (
+        """\
+INFO: rcu_sched detected stalls on CPUs/tasks:
+\t2-...: (1 GPs behind) idle=1/140000000000000/0 softirq=1/1 fqs=2100
+\t(detected by 0, t=5252 jiffies, g=1, c=0, q=12)
+Task dump for CPU 2:
+stress-ng       R  running task        0  1234   1200 0x00000002
+Call trace:
+[<ffff000008085c3c>] __switch_to+0x9c/0xd8
+[<ffff000008123456>] do_busy_loop+0x1/0x2
+[<ffff000008123457>] stress_run+0x1/0x2
+""",
+        "do_busy_loop",
+    ),
+    # 4.x x86 regs: "RIP: 0010:[<addr>]  [<addr>] fn+off", raw stack words before the trace.
+    "soft-lockup-x86-4.9": (
+        """\
+NMI watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [syz-executor3:4321]
+Modules linked in:
+hardirqs last  enabled at (123): [<ffffffff81234567>] restore_regs_and_iret+0x0/0x1d
+CPU: 1 PID: 4321 Comm: syz-executor3 Not tainted 4.9.0 #1
+task: ffff8801c1234567 task.stack: ffff8801c7654321
+RIP: 0010:[<ffffffff8123>]  [<ffffffff8123>] __sanitizer_cov_trace_pc+0x1a/0x50
+RSP: 0018:ffff8801c7654000  EFLAGS: 00000293
+Stack:
+ ffff8801c7654321 ffffffff81234567 ffff8801c7654321 ffffffff81234567
+Call Trace:
+ [<ffffffff81234567>] snd_seq_pool_done+0x1/0x2
+ [<ffffffff81234568>] snd_seq_ioctl_set_client_pool+0x1/0x2
+""",
+        "snd_seq_pool_done",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_CONSOLES))
+def test_culprit_in_small_consoles(name: str) -> None:
+    text, want = SMALL_CONSOLES[name]
+    (splat,) = analyze(text)
+    assert splat.function == want, summary_line(splat)
+    assert splat.frames[0] == want
