@@ -445,6 +445,10 @@ def _valid(splats: list[Splat], text: str | bytes) -> None:
         last = s.start_line
         assert "\n" not in s.title and s.title
         json.dumps(s.to_dict())
+    # Culprit first reorders, never drops or repeats a splat.
+    analysis = group(splats)
+    assert sorted(map(id, analysis.ordered())) == sorted(map(id, splats))
+    json.dumps(analysis.to_dict())
 
 
 @settings(FUZZ, max_examples=300)
