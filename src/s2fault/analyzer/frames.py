@@ -175,6 +175,7 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         r"__pv_queued_\w+", r"arch_spin_\w+", r"arch_read_\w+", r"arch_write_\w+",
         "spin_bug", "spin_dump", "rwlock_bug", "debug_spin_lock_before", "debug_spin_unlock",
         r"percpu_\w*down_\w+", r"__percpu_\w*down_\w+", r"percpu_rwsem_\w+",
+        r"call_rwsem_\w+", "osq_lock", "osq_unlock",
         r"(?:__)?percpu_\w*up_\w+",
     ),
     # Lock wrappers: functions whose whole job is to take or drop a lock for their caller
@@ -204,7 +205,8 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         "do_wait_for_common", r"wait_for_completion\w*", r"__wait_rcu_gp", "wait_rcu_gp",
         r"synchronize_rcu\w*", r"synchronize_srcu\w*", "__synchronize_srcu",
         "folio_wait_bit_common", "__folio_lock", r"bit_wait\w*", r"out_of_line_wait_on_\w+",
-        "__flush_work", "flush_work",
+        "__flush_work", "flush_work", r"(?:__)?wait_on_bit\w*", "wait_on_page_bit",
+        r"wait_on_page_bit_\w+", "__wait_on_buffer", r"folio_wait_bit\w*",
         "__might_sleep", "___might_sleep", "__might_resched", "__might_fault", "might_fault",
         "__cant_sleep", "__cant_migrate", "debug_smp_processor_id", "__this_cpu_preempt_check",
         "check_preemption_disabled", "rcu_note_context_switch", "finish_task_switch",
