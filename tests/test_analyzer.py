@@ -736,6 +736,46 @@ Call Trace:
 """,
         "fsnotify_mark_destroy_workfn",
     ),
+    # Before 4.4 a hard lockup was a WARN(): its report is the hard lockup's, and "<<EOE>>"
+    # ends the NMI stack on the line of the interrupted frame.
+    "hard-lockup-warn-3.18": (
+        """\
+------------[ cut here ]------------
+WARNING: CPU: 1 PID: 0 at kernel/watchdog.c:265 watchdog_overflow_callback+0x9c/0xd0()
+Watchdog detected hard LOCKUP on cpu 1
+CPU: 1 PID: 0 Comm: swapper/1 Not tainted 3.18.0 #1
+Call Trace:
+ <NMI>  [<ffffffff81712f3c>] dump_stack+0x46/0x58
+ [<ffffffff8106e646>] warn_slowpath_fmt+0x46/0x50
+ [<ffffffff8110c70c>] watchdog_overflow_callback+0x9c/0xd0
+ [<ffffffff8114aa9d>] __perf_event_overflow+0x9d/0x2a0
+ [<ffffffff81032f4a>] intel_pmu_handle_irq+0x1ea/0x3f0
+ [<ffffffff8171c2ca>] do_nmi+0x8a/0x3c0
+ [<ffffffff8171b5ef>] end_repeat_nmi+0x1e/0x2e
+ <<EOE>>  [<ffffffffa0123456>] foo_poll_loop+0x56/0x90 [foo]
+ [<ffffffffa0123567>] foo_interrupt+0x27/0x60 [foo]
+---[ end trace 1234567890abcdef ]---
+""",
+        "foo_poll_loop",
+    ),
+    # arm64 4.14: "PC is at", exception-stack words inside the trace, a busy-wait delay.
+    "soft-lockup-arm64-4.14": (
+        """\
+watchdog: BUG: soft lockup - CPU#3 stuck for 22s! [kworker/3:2:4321]
+CPU: 3 PID: 4321 Comm: kworker/3:2 Not tainted 4.14.0 #1
+PC is at __delay+0x44/0x68
+LR is at __const_udelay+0x2c/0x38
+pc : [<ffff000008409a44>] lr : [<ffff0000084099cc>] pstate: 80000145
+Call trace:
+Exception stack(0xffff00000a4ebb80 to 0xffff00000a4ebcc0)
+bb80: 0000000000000001 0000000000000000 0000000000000000 0000000000000000
+[<ffff000008409a44>] __delay+0x44/0x68
+[<ffff0000084099cc>] __const_udelay+0x2c/0x38
+[<ffff000008712345>] bar_wait_ready+0x3c/0x90
+[<ffff000008712456>] bar_work+0x2c/0x60
+""",
+        "bar_wait_ready",
+    ),
     # x86's rwsem slow path goes through an asm thunk; inode_lock() is a wrapper.
     "hung-task-rwsem-4.19": (
         """\

@@ -26,13 +26,14 @@ _FRAME = re.compile(
     r"\s*(?:\[<[0-9a-f]{1,16}>\]\s*)?(?P<unreliable>\?\s+)?(?P<name>" + SYMBOL + r")"
     r"(?:" + OFFSET + r"(?=\s|$)|\s+\S+:\d+(?::\d+)?\s+\[inline\])"
 )
-_MARKER = re.compile(r"\s*</?(?:IRQ|TASK|NMI|SOFTIRQ|EOI|EOE|#DF|DB|MCE|VC|#[A-Z]{2})>\s*$")
+# ("<<EOE>>": end of an exception stack, x86 before 4.x)
+_MARKER = re.compile(r"\s*<?</?(?:IRQ|TASK|NMI|SOFTIRQ|EOI|EOE|#DF|DB|MCE|VC|#[A-Z]{2})>>?\s*$")
 # x86 before 4.x put the stack-switch mark and the first frame of the next stack on one line:
 # " <IRQ>  [<ffffffff8108b8fd>] rcu_check_callbacks+0x..." / " <EOI>  [<...>] ? foo+0x...".
-_LEAD_MARKER = re.compile(r"\s*<(?P<mark>/?(?:IRQ|NMI|EOI|TASK|SOFTIRQ))>\s+(?=\S)")
+_LEAD_MARKER = re.compile(r"\s*<<?(?P<mark>/?(?:IRQ|NMI|EOI|EOE|TASK|SOFTIRQ))>>?\s+(?=\S)")
 # Marks after which the trace goes on in the interrupted context: the end of an interrupt or
 # NMI stack ("</IRQ>", old "<EOI>").
-_LEAVES_IRQ = frozenset({"/IRQ", "EOI", "/NMI", "/SOFTIRQ"})
+_LEAVES_IRQ = frozenset({"/IRQ", "EOI", "EOE", "/NMI", "/SOFTIRQ"})
 
 # Where the CPU was when the report's regs were taken.
 _ADDR = r"\s*(?:\[<[0-9a-f]+>\]\s*){0,2}"  # 3.x x86: "RIP: 0010:[<addr>]  [<addr>] foo+0x1/0x2"
@@ -57,7 +58,7 @@ def is_marker(body: str) -> bool:
 def leaves_irq(body: str) -> bool:
     """A mark after which the trace is in the interrupted context ("</IRQ>", "<EOI>")."""
     mark = body.strip().strip("<>")
-    return mark in _LEAVES_IRQ
+    return mark in _LEAVES_IRQ or mark.lstrip("<") in _LEAVES_IRQ
 
 
 def split_lead_marker(body: str) -> tuple[str | None, str]:
@@ -206,6 +207,9 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         r"synchronize_rcu\w*", r"synchronize_srcu\w*", "__synchronize_srcu",
         "folio_wait_bit_common", "__folio_lock", r"bit_wait\w*", r"out_of_line_wait_on_\w+",
         "__flush_work", "flush_work", r"(?:__)?wait_on_bit\w*", "wait_on_page_bit",
+        # Busy-wait delays: a lockup in one is its caller's.
+        "__delay", "__const_udelay", "__udelay", "__ndelay", "udelay", "mdelay", "ndelay",
+        "delay_tsc", "delay_loop", r"delay_halt\w*", "__timer_delay", "__loop_delay",
         r"wait_on_page_bit_\w+", "__wait_on_buffer", r"folio_wait_bit\w*",
         "__might_sleep", "___might_sleep", "__might_resched", "__might_fault", "might_fault",
         "__cant_sleep", "__cant_migrate", "debug_smp_processor_id", "__this_cpu_preempt_check",

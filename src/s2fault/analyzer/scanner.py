@@ -456,7 +456,7 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
         if phase == "trace":
             mark, rest = split_lead_marker(body)
             if mark is not None:
-                if mark.startswith("/") or mark == "EOI":
+                if mark.startswith("/") or mark in ("EOI", "EOE"):
                     ev.dump.breaks.append(len(ev.dump.frames))
                 body = rest
             frame = parse_frame(body)
