@@ -29,7 +29,9 @@ test-quick: setup ## the quick loop: tests that neither build nor boot
 fresh-check: ## the two commands above in a brand-new Debian 12 root (debootstrap; long; not in `make test`)
 	@ci/fresh-check.sh
 
-bench: setup ## the issue's timings beside their goals (BENCH=--cold adds a cold check)
+bench: setup ## the analyzer's golden scores and speed, then the issue's timings beside their goals (BENCH=--cold adds a cold check)
+	$(VENV)/bin/python bench/score_goldens.py
+	$(VENV)/bin/python bench/bench_analyzer.py
 	$(VENV)/bin/python bench/bench.py $(BENCH)
 
 soak: setup ## run the functional matrix 20 times: false positives, misses, leftovers

@@ -45,6 +45,7 @@ if [ ! -f "$base/.complete" ]; then
 fi
 
 root=$(mktemp -d "$store/run-XXXXXX")
+chmod 755 "$root" # apt downloads as _apt, which must be able to enter it
 mounted=()
 cleanup() {
 	local i

@@ -20,14 +20,26 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2fault.analyzer import FAMILIES, Splat, analyze, analyze_file, run_cli, summary_line
+from s2fault.analyzer import (
+    FAMILIES,
+    Splat,
+    analyze,
+    analyze_console,
+    analyze_file,
+    group,
+    run_cli,
+    summary_line,
+)
 from s2fault.analyzer.catalogue import SCAN_KEYWORDS
 from s2fault.analyzer.console import decode, split_prefix
 from s2fault.analyzer.frames import first_own, is_plumbing, parse_frame, parse_pc
 from s2fault.analyzer.scanner import scan
 
 GOLDEN = Path(__file__).parent / "golden"
-KEYS = {"KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID", "FRAMES", "LINES"}
+KEYS = {
+    "KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID", "FRAMES", "LINES",
+    "KNOCK_ON", "ROLE",
+}
 
 
 def parse_golden(path: Path) -> tuple[list[dict[str, str]], bytes]:
@@ -64,12 +76,15 @@ def _none_or(value: str) -> str | None:
     return None if value == "none" else value
 
 
-def check(splat: Splat, want: dict[str, str]) -> list[str]:
-    """Mismatches between a splat and one expectation block."""
+def check(splat: Splat, want: dict[str, str], role: str = "culprit") -> list[str]:
+    """Mismatches between a splat and one expectation block (`role`: its place in group())."""
     got = splat.to_dict()
     errors = []
     for key, value in want.items():
-        if key == "LINES":
+        if key == "ROLE":
+            actual = role
+            ok = actual == value
+        elif key == "LINES":
             start, _, end = value.partition("-")
             actual = f"{got['lines'][0]}-{got['lines'][1]}"
             ok = actual == f"{int(start)}-{int(end)}"
@@ -98,8 +113,9 @@ def test_golden(path: Path) -> None:
     splats = analyze(console)
     found = "\n".join(summary_line(s) for s in splats) or "(no splats)"
     assert len(splats) == len(expected), f"{path.name}: found\n{found}"
+    leads = {incident.lead for incident in group(splats).incidents}
     for i, (splat, want) in enumerate(zip(splats, expected, strict=True)):
-        errors = check(splat, want)
+        errors = check(splat, want, "culprit" if i in leads else "consequence")
         assert not errors, f"{path.name} splat {i + 1} ({summary_line(splat)}): {errors}"
 
 
@@ -149,6 +165,11 @@ REQUIRED_SUBTYPES = {
     "scheduling_while_atomic",
     "smp_processor_id_preemptible",
     "this_cpu_preemptible",
+    "debug_locks_warn_on",
+    "cant_die",
+    "self_detected",
+    "detected",
+    "expedited",
 }
 
 
@@ -309,6 +330,7 @@ def test_to_dict_is_json_ready() -> None:
         "task": "kworker/1:1",
         "pid": 25,
         "lines": [1, 5],
+        "knock_on": None,
     }
 
 
@@ -348,7 +370,9 @@ def test_cli_text(tmp_path: Path) -> None:
     clean = tmp_path / "clean.log"
     clean.write_text("nothing here\n")
     out = io.StringIO()
-    assert run_cli([str(log), str(clean)], as_json=False, out=out) == 0
+    # A splat in any log: exit 1 (the kernel misbehaved); clean logs alone: 0.
+    assert run_cli([str(log), str(clean)], as_json=False, out=out) == 1
+    assert run_cli([str(clean)], as_json=False, out=io.StringIO()) == 0
     assert out.getvalue().splitlines() == [
         f"{log}:",
         "  L1-5 soft_lockup CPU#1 kworker/1:1: soft lockup in icache_inval_pou",
@@ -361,11 +385,11 @@ def test_cli_json_one_and_many(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     log.write_text(SOFT)
     out = io.StringIO()
-    assert run_cli([str(log)], as_json=True, out=out) == 0
+    assert run_cli([str(log)], as_json=True, out=out) == 1
     doc = json.loads(out.getvalue())
     assert doc["log"] == str(log) and doc["splats"][0]["function"] == "icache_inval_pou"
     out = io.StringIO()
-    assert run_cli([str(log), str(log)], as_json=True, out=out) == 0
+    assert run_cli([str(log), str(log)], as_json=True, out=out) == 1
     docs = json.loads(out.getvalue())
     assert isinstance(docs, list) and len(docs) == 2
 
@@ -423,6 +447,10 @@ def _valid(splats: list[Splat], text: str | bytes) -> None:
         last = s.start_line
         assert "\n" not in s.title and s.title
         json.dumps(s.to_dict())
+    # Culprit first reorders, never drops or repeats a splat.
+    analysis = group(splats)
+    assert sorted(map(id, analysis.ordered())) == sorted(map(id, splats))
+    json.dumps(analysis.to_dict())
 
 
 @settings(FUZZ, max_examples=300)
@@ -520,3 +548,295 @@ def test_pathological_inputs_stay_linear() -> None:
     with hang_guard(60):
         for text in cases:
             _valid(analyze(text), text)
+
+
+# --- culprit first -------------------------------------------------------------------------------
+
+CASCADE = GOLDEN / "arm64-dilated-cascade-culprit-second.log"
+
+
+def test_culprit_first_on_the_dilated_cascade() -> None:
+    _, console = parse_golden(CASCADE)
+    analysis = analyze_console(console)
+    # In time, migration/0 reports first; the culprit is the VMM's report.
+    assert analysis.splats[0].task == "migration/0"
+    assert analysis.culprit is analysis.splats[1]
+    assert analysis.culprit.function == "icache_inval_pou"
+    assert [why for _, why in analysis.consequences] == [
+        "stopper thread",
+        "repeat",
+        "RCU stall on the culprit's CPU#1",
+    ]
+    assert [s.start_line for s in analysis.ordered()][0] == analysis.splats[1].start_line
+    doc = json.loads(json.dumps(analysis.to_dict()))
+    assert doc["culprit"] == 1
+    assert doc["incidents"][0]["lead"] == 1
+    assert [c["splat"] for c in doc["incidents"][0]["consequences"]] == [0, 2, 3]
+
+
+def _soft(cpu: int, task: str, pid: int, pc: str, extra: str = "") -> str:
+    return (
+        f"watchdog: BUG: soft lockup - CPU#{cpu} stuck for 22s! [{task}:{pid}]\n"
+        f"{extra}pc : {pc}+0x18/0x58\nCall trace:\n {pc}+0x18/0x58\n caller_fn+0x1/0x2\n\n"
+    )
+
+
+def test_a_cpu_spinning_on_a_lock_is_a_knock_on() -> None:
+    text = _soft(0, "kworker/0:1", 12, "queued_spin_lock_slowpath") + _soft(
+        1, "s2fault-vmm", 41, "icache_inval_pou"
+    )
+    splats = analyze(text)
+    assert splats[0].knock_on == "waiting in queued_spin_lock_slowpath"
+    assert splats[0].function == "caller_fn"  # the lock's taker, not the spin loop
+    assert splats[1].knock_on is None
+    analysis = group(splats)
+    assert analysis.culprit is splats[1]
+    assert analysis.consequences == ((splats[0], "waiting in queued_spin_lock_slowpath"),)
+
+
+def test_other_reports_are_incidents_of_their_own_in_order() -> None:
+    lockdep = (
+        "WARNING: possible recursive locking detected\n"
+        "s2fault-vmm/41 is trying to acquire lock:\nstack backtrace:\nCall trace:\n"
+        " lock_acquire+0x1/0x2\n add_fault_range+0x1/0x2\n\n"
+    )
+    unrelated_stall = (
+        "rcu: INFO: rcu_sched detected stalls on CPUs/tasks:\n"
+        "rcu: \t3-....: (1 ticks this GP) idle=0/1/0x0 softirq=1/1 fqs=0\n"
+        "rcu: \t(detected by 0, t=5252 jiffies, g=1, q=1 ncpus=4)\n"
+        "NMI backtrace for cpu 3\npc : other_loop+0x1/0x2\nCall trace:\n other_loop+0x1/0x2\n\n"
+    )
+    splats = analyze(lockdep + _soft(1, "vmm", 41, "icache_inval_pou") + unrelated_stall)
+    assert [s.kind for s in splats] == ["lockdep", "soft_lockup", "rcu_stall"]
+    assert splats[2].cpu == 3 and splats[2].function == "other_loop"
+    analysis = group(splats)
+    assert [i.lead for i in analysis.incidents] == [0, 1, 2]
+    assert all(not i.consequences for i in analysis.incidents)
+    assert analysis.culprit is splats[0]  # the earliest incident leads
+
+
+def test_no_splats_no_culprit() -> None:
+    analysis = analyze_console("nothing here\n")
+    assert analysis.culprit is None and analysis.consequences == () and analysis.ordered() == []
+    assert analysis.to_dict() == {"splats": [], "incidents": [], "culprit": None}
+
+
+def test_cli_text_leads_with_the_culprit(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    _, console = parse_golden(CASCADE)
+    log.write_bytes(console)
+    out = io.StringIO()
+    assert run_cli([str(log)], as_json=False, out=out) == 1  # a splat: the kernel misbehaved
+    lines = out.getvalue().splitlines()
+    assert "soft lockup in icache_inval_pou" in lines[1]
+    assert lines[2].startswith("    consequence (stopper thread): ")
+    assert "migration/0" in lines[2]
+
+
+# --- stall and lockup attribution details --------------------------------------------------------
+
+
+def test_a_reporter_dump_is_blamed_below_its_first_interrupt_entry() -> None:
+    # dump_stack() from the tick: the softirq handler that was interrupted is the culprit, not
+    # what the softirq itself interrupted further down.
+    text = (
+        "INFO: rcu_sched self-detected stall on CPU\n"
+        "\t0-....: (1 ticks this GP) idle=0/1/0x0 softirq=1/1 fqs=0\n"
+        "NMI backtrace for cpu 0\nCall Trace:\n <IRQ>\n dump_stack+0x1/0x2\n"
+        " nmi_cpu_backtrace+0x1/0x2\n rcu_check_callbacks+0x1/0x2\n"
+        " some_unknown_tick_helper+0x1/0x2\n apic_timer_interrupt+0x1/0x2\n"
+        " slow_timer_fn+0x1/0x2\n call_timer_fn+0x1/0x2\n __do_softirq+0x1/0x2\n"
+        " irq_exit+0x1/0x2\n apic_timer_interrupt+0x1/0x2\n </IRQ>\n"
+        " interrupted_fn+0x1/0x2\n\n"
+    )
+    (splat,) = analyze(text)
+    assert splat.function == "slow_timer_fn"
+    assert splat.frames[:2] == ("slow_timer_fn", "call_timer_fn")
+
+
+def test_a_trace_from_regs_keeps_irq_context_culprits() -> None:
+    # Regs first, no dumper on top: the code inside the IRQ is what was running.
+    text = (
+        "NMI watchdog: Watchdog detected hard LOCKUP on cpu 2\n"
+        "RIP: 0010:native_queued_spin_lock_slowpath+0x1/0x2\nCall Trace:\n <IRQ>\n"
+        " _raw_spin_lock_irqsave+0x1/0x2\n foo_irq_handler+0x1/0x2\n"
+        " handle_irq_event+0x1/0x2\n </IRQ>\n bar+0x1/0x2\n\n"
+    )
+    (splat,) = analyze(text)
+    assert splat.function == "foo_irq_handler"
+    assert splat.knock_on == "waiting in native_queued_spin_lock_slowpath"
+
+
+@pytest.mark.parametrize(
+    "line,at_the_end",
+    [
+        ("WARNING: The mand mount option has been deprecated and", 0),
+        ("BUG: value mismatch in user space test", 1),
+        ("WARNING: CPU: 0 PID: 1 at lib/foo.c:12 foo+0x1/0x2", 1),
+    ],
+)
+def test_a_message_line_without_a_dump_is_no_splat(line: str, at_the_end: int) -> None:
+    filler = "".join(f"ordinary line {i}\n" for i in range(20))
+    assert analyze(line + "\n" + filler) == []
+    # ... unless the log stops right after a report's header: QEMU's end cut the dump off.
+    assert len(analyze(filler + line + "\n")) == at_the_end
+
+
+def test_lock_wrappers_are_skipped_but_kept_on_top() -> None:
+    assert is_plumbing("lock_sock_nested") and is_plumbing("rtnl_lock")
+    assert is_plumbing("down_write") and is_plumbing("up_read")  # "__?down" needed a "_"
+    assert not is_plumbing("get_user_pages") and not is_plumbing("block_write_begin")
+    assert not is_plumbing("sched_clock") and not is_plumbing("stage2_attr_walker")
+
+
+
+# Consoles too small for a golden file, each pinning one attribution rule (in the formats of
+# the kernel versions their names give).
+SMALL_CONSOLES = {
+    # dump_stack() from the NMI: reliable NMI frames, then the spinning task below </NMI>.
+    "hard-lockup-nmi-dump-6.1": (
+        """\
+NMI watchdog: Watchdog detected hard LOCKUP on cpu 3
+CPU: 3 PID: 77 Comm: worker Not tainted 6.1.0 #1
+Call Trace:
+ <NMI>
+ dump_stack_lvl+0x1/0x2
+ watchdog_hardlockup_check+0x1/0x2
+ __perf_event_overflow+0x1/0x2
+ intel_pmu_handle_irq+0x1/0x2
+ perf_event_nmi_handler+0x1/0x2
+ nmi_handle+0x1/0x2
+ exc_nmi+0x1/0x2
+ end_repeat_nmi+0x1/0x2
+ </NMI>
+ <TASK>
+ native_queued_spin_lock_slowpath+0x1/0x2
+ _raw_spin_lock_irqsave+0x1/0x2
+ foo_update_stats+0x1/0x2
+ foo_ioctl+0x1/0x2
+ </TASK>
+""",
+        "foo_update_stats",
+    ),
+    "hung-task-6.8": (
+        """\
+INFO: task kworker/u8:3:123 blocked for more than 143 seconds.
+      Not tainted 6.8.0 #1
+"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.
+task:kworker/u8:3    state:D stack:0     pid:123   tgid:123   ppid:2      flags:0x00004000
+Workqueue: events_unbound fsnotify_mark_destroy_workfn
+Call Trace:
+ <TASK>
+ __schedule+0x1/0x2
+ schedule+0x1/0x2
+ schedule_timeout+0x1/0x2
+ __wait_for_common+0x1/0x2
+ __synchronize_srcu+0x1/0x2
+ fsnotify_mark_destroy_workfn+0x1/0x2
+ process_one_work+0x1/0x2
+ </TASK>
+""",
+        "fsnotify_mark_destroy_workfn",
+    ),
+    # Before 4.4 a hard lockup was a WARN(): its report is the hard lockup's, and "<<EOE>>"
+    # ends the NMI stack on the line of the interrupted frame.
+    "hard-lockup-warn-3.18": (
+        """\
+------------[ cut here ]------------
+WARNING: CPU: 1 PID: 0 at kernel/watchdog.c:265 watchdog_overflow_callback+0x9c/0xd0()
+Watchdog detected hard LOCKUP on cpu 1
+CPU: 1 PID: 0 Comm: swapper/1 Not tainted 3.18.0 #1
+Call Trace:
+ <NMI>  [<ffffffff81712f3c>] dump_stack+0x46/0x58
+ [<ffffffff8106e646>] warn_slowpath_fmt+0x46/0x50
+ [<ffffffff8110c70c>] watchdog_overflow_callback+0x9c/0xd0
+ [<ffffffff8114aa9d>] __perf_event_overflow+0x9d/0x2a0
+ [<ffffffff81032f4a>] intel_pmu_handle_irq+0x1ea/0x3f0
+ [<ffffffff8171c2ca>] do_nmi+0x8a/0x3c0
+ [<ffffffff8171b5ef>] end_repeat_nmi+0x1e/0x2e
+ <<EOE>>  [<ffffffffa0123456>] foo_poll_loop+0x56/0x90 [foo]
+ [<ffffffffa0123567>] foo_interrupt+0x27/0x60 [foo]
+---[ end trace 1234567890abcdef ]---
+""",
+        "foo_poll_loop",
+    ),
+    # arm64 4.14: "PC is at", exception-stack words inside the trace, a busy-wait delay.
+    "soft-lockup-arm64-4.14": (
+        """\
+watchdog: BUG: soft lockup - CPU#3 stuck for 22s! [kworker/3:2:4321]
+CPU: 3 PID: 4321 Comm: kworker/3:2 Not tainted 4.14.0 #1
+PC is at __delay+0x44/0x68
+LR is at __const_udelay+0x2c/0x38
+pc : [<ffff000008409a44>] lr : [<ffff0000084099cc>] pstate: 80000145
+Call trace:
+Exception stack(0xffff00000a4ebb80 to 0xffff00000a4ebcc0)
+bb80: 0000000000000001 0000000000000000 0000000000000000 0000000000000000
+[<ffff000008409a44>] __delay+0x44/0x68
+[<ffff0000084099cc>] __const_udelay+0x2c/0x38
+[<ffff000008712345>] bar_wait_ready+0x3c/0x90
+[<ffff000008712456>] bar_work+0x2c/0x60
+""",
+        "bar_wait_ready",
+    ),
+    # x86's rwsem slow path goes through an asm thunk; inode_lock() is a wrapper.
+    "hung-task-rwsem-4.19": (
+        """\
+INFO: task syz-executor2:8107 blocked for more than 140 seconds.
+      Not tainted 4.19.0-rc8+ #65
+syz-executor2   D24936  8107   5518 0x00000004
+Call Trace:
+ __schedule+0x86c/0x1ed0 kernel/sched/core.c:3473
+ schedule+0xfe/0x460 kernel/sched/core.c:3517
+ __rwsem_down_write_failed_common+0x95d/0x15e0 kernel/locking/rwsem-xadd.c:566
+ rwsem_down_write_failed+0xe/0x10 kernel/locking/rwsem-xadd.c:595
+ call_rwsem_down_write_failed+0x17/0x30 arch/x86/lib/rwsem.S:117
+ __down_write arch/x86/include/asm/rwsem.h:142 [inline]
+ down_write+0xaa/0x130 kernel/locking/rwsem.c:72
+ inode_lock include/linux/fs.h:738 [inline]
+ do_truncate+0x162/0x260 fs/open.c:61
+""",
+        "inode_lock",
+    ),
+    # arm64 without NMIs: the stalled CPU's running task, dumped from its saved context.
+    "rcu-remote-task-dump-4.9": (
+        """\
+INFO: rcu_sched detected stalls on CPUs/tasks:
+\t2-...: (1 GPs behind) idle=1/140000000000000/0 softirq=1/1 fqs=2100
+\t(detected by 0, t=5252 jiffies, g=1, c=0, q=12)
+Task dump for CPU 2:
+stress-ng       R  running task        0  1234   1200 0x00000002
+Call trace:
+[<ffff000008085c3c>] __switch_to+0x9c/0xd8
+[<ffff000008123456>] do_busy_loop+0x1/0x2
+[<ffff000008123457>] stress_run+0x1/0x2
+""",
+        "do_busy_loop",
+    ),
+    # 4.x x86 regs: "RIP: 0010:[<addr>]  [<addr>] fn+off", raw stack words before the trace.
+    "soft-lockup-x86-4.9": (
+        """\
+NMI watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [syz-executor3:4321]
+Modules linked in:
+hardirqs last  enabled at (123): [<ffffffff81234567>] restore_regs_and_iret+0x0/0x1d
+CPU: 1 PID: 4321 Comm: syz-executor3 Not tainted 4.9.0 #1
+task: ffff8801c1234567 task.stack: ffff8801c7654321
+RIP: 0010:[<ffffffff8123>]  [<ffffffff8123>] __sanitizer_cov_trace_pc+0x1a/0x50
+RSP: 0018:ffff8801c7654000  EFLAGS: 00000293
+Stack:
+ ffff8801c7654321 ffffffff81234567 ffff8801c7654321 ffffffff81234567
+Call Trace:
+ [<ffffffff81234567>] snd_seq_pool_done+0x1/0x2
+ [<ffffffff81234568>] snd_seq_ioctl_set_client_pool+0x1/0x2
+""",
+        "snd_seq_pool_done",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_CONSOLES))
+def test_culprit_in_small_consoles(name: str) -> None:
+    text, want = SMALL_CONSOLES[name]
+    (splat,) = analyze(text)
+    # `want` is the top frame: the culprit, or the lock wrapper right above it.
+    assert splat.frames[0] == want, summary_line(splat)
+    assert splat.function == (want if not is_plumbing(want) else splat.frames[1])

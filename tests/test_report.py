@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 import zlib
 from html.parser import HTMLParser
@@ -138,7 +140,7 @@ def test_the_fixture_is_what_the_engine_says(results):
 def test_write_all_writes_every_report_and_keeps_check_json(results):
     before = (results / "check.json").read_bytes()
     written = report.write_all(results)
-    assert {p.name for p in written} == {"junit.xml", "check.tap", "report.html"}
+    assert {p.name for p in written} == {"junit.xml", "check.tap", "check.ktap", "report.html"}
     assert (results / "check.json").read_bytes() == before
     suite = ET.parse(results / "junit.xml").getroot()
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("6", "1", "1")
@@ -161,8 +163,8 @@ def test_html_is_one_self_contained_file(results):
 def test_html_table_and_plot_say_what_the_engine_said(results):
     report.write_all(results)
     page = (results / "report.html").read_text()
-    assert "FAIL: 4/6 cells show what their variant declares" in page
-    assert "MISMATCH" in page and "COULD NOT JUDGE" in page
+    assert "FAIL: 4 pass, 1 fail, 1 error of 6 cells" in page
+    assert "FAIL" in page and "ERROR" in page
     assert "expected but not seen: lockdep:invalid_wait_context" in page
     assert "build: patch interval-tree-v1/0001.patch does not apply" in page
     # Dilated figures are labelled as a model wherever they appear.
@@ -218,7 +220,7 @@ def test_report_merges_per_cell_ci_results(tmp_path):
 def test_report_main_exit_codes(tmp_path, results, capsys):
     assert report.report_main(str(results)) == 1
     out = capsys.readouterr().out
-    assert "interval-tree-onstack/functional: MISMATCH" in out
+    assert "interval-tree-onstack.exec-fault.functional: FAIL" in out
     assert str(results / "report.html") in out
     assert report.report_main(str(tmp_path / "nothing")) == 2
     assert "no check.json in" in capsys.readouterr().err
@@ -376,3 +378,83 @@ def test_report_of_a_real_check_run(tmp_path):
     assert Path(rows[0]["artifacts"]["console_log"]).is_file()
     assert "console</a>" in page
     check_in_browser(results / "report.html", tmp_path, 1)
+
+
+# --- KTAP, stable names, schema ---------------------------------------------------------
+
+def test_ktap_is_version_1_a_suite_per_variant_with_skip_and_diagnostics(tmp_path, results):
+    rows, _ = report.load_json(results / "check.json")
+    rows[2] = rows[2] | {"outcome": "skip", "match": None,
+                         "why": "not applicable: CTR_EL0.DIC=1 # here"}
+    report.write_ktap(rows, tmp_path / "r.ktap")
+    lines = (tmp_path / "r.ktap").read_text().splitlines()
+    assert lines[:2] == ["KTAP version 1", "1..4"]
+    top = [ln for ln in lines if re.match(r"(not )?ok \d+ ", ln)]
+    assert top == ["ok 1 upstream", "ok 2 fix-reverted", "not ok 3 interval-tree-onstack",
+                   "not ok 4 interval-tree-v1"]
+    sub = [ln.strip() for ln in lines if re.match(r" {4}(not )?ok \d+ ", ln)]
+    assert sub[:2] == ["ok 1 exec-fault.functional",
+                       "ok 2 exec-fault.dilated # SKIP not applicable: CTR_EL0.DIC=1 no. here"]
+    assert "    # Subtest: upstream" in lines and lines.count("    KTAP version 1") == 4
+    assert "not ok 1 exec-fault.functional # error " in "\n".join(sub[-1:]) + " "
+    # Measurements only in diagnostic lines: no result line carries a number of ms.
+    assert not any("ms" in ln for ln in top + sub if "# SKIP" not in ln and "# error" not in ln)
+    assert any(ln.startswith("    # exec-fault.functional: exec_fault_max_ms: ") for ln in lines)
+
+
+def test_names_are_stable_across_runs_whatever_was_measured(tmp_path, results):
+    rows, _ = report.load_json(results / "check.json")
+    other = [r | {"observed": "clean; max 99 ms", "workload": {}} for r in rows]
+    names = []
+    for i, rs in enumerate((rows, other)):
+        report.write_tap(rs, tmp_path / f"{i}.tap")
+        report.write_ktap(rs, tmp_path / f"{i}.ktap")
+        report.write_junit(rs, tmp_path / f"{i}.xml")
+        tap = [re.sub(r"^(not )?ok \d+ - (\S+).*", r"\2", ln)
+               for ln in (tmp_path / f"{i}.tap").read_text().splitlines()
+               if re.match(r"(not )?ok \d+ ", ln)]
+        ktap = [re.sub(r"^\s*(not )?ok \d+ (\S+).*", r"\2", ln)
+                for ln in (tmp_path / f"{i}.ktap").read_text().splitlines()
+                if re.match(r"\s*(not )?ok \d+ ", ln)]
+        junit = [(c.get("classname"), c.get("name"))
+                 for c in ET.parse(tmp_path / f"{i}.xml").getroot()]
+        names.append((tap, ktap, junit))
+    assert names[0] == names[1]
+    tap, _, junit = names[0]
+    assert tap[0] == "upstream.exec-fault.functional"
+    assert junit[0] == ("s2fault.upstream", "exec-fault.functional")
+
+
+def test_junit_says_skipped_and_json_has_schema_and_versions(tmp_path, results):
+    rows, _ = report.load_json(results / "check.json")
+    doc = json.loads((results / "check.json").read_text())
+    assert doc["schema_version"] == report.SCHEMA_VERSION and doc["meta"]["s2fault_version"]
+    assert all({"test_id", "outcome", "versions"} <= set(r) for r in doc["cells"])
+    assert all({"s2fault", "qemu", "cpu", "kernel"} <= set(r["versions"]) for r in doc["cells"])
+    rows[0] = rows[0] | {"outcome": "skip", "match": None, "why": "not applicable: DIC=1"}
+    report.write_junit(rows, tmp_path / "j.xml")
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    assert suite.get("skipped") == "1"
+    skipped = suite.find("testcase/skipped")
+    assert skipped is not None and skipped.get("message") == "not applicable: DIC=1"
+
+
+def test_ktap_reads_as_the_kernel_parses_it(tmp_path, results):
+    """The kernel's own KTAP parser (tools/testing/kunit, `kunit.py parse`) from the
+    Debian tree in the cache: suites, subtests, skip, fail and error as it counts them."""
+    trees = sorted((Path.home() / ".cache" / "s2fault").glob(
+        "sources/*/tree/linux-source-6.12/tools/testing/kunit/kunit.py"))
+    trees += sorted(Path(os.environ.get("S2FAULT_CACHE", "/nonexistent")).glob(
+        "sources/*/tree/linux-source-6.12/tools/testing/kunit/kunit.py"))
+    if not trees:
+        pytest.skip("Debian linux-source-6.12 is not unpacked in the cache (run `make check`)")
+    rows, _ = report.load_json(results / "check.json")
+    rows[2] = rows[2] | {"outcome": "skip", "match": None, "why": "not applicable: DIC=1"}
+    report.write_ktap(rows, tmp_path / "r.ktap")
+    r = subprocess.run([sys.executable, str(trees[0]), "parse", str(tmp_path / "r.ktap")],
+                       capture_output=True, text=True, cwd=trees[0].parent)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+    assert "Ran 6 tests: passed: 3, failed: 2, skipped: 1" in out, out + r.stderr
+    assert "[SKIPPED] exec-fault.dilated" in out and "[PASSED] upstream" in out
+    assert "[FAILED] interval-tree-onstack" in out
+    assert "[FAILED] interval-tree-v1" in out  # an error is never a pass

@@ -45,7 +45,9 @@ def test_real_upstream_log_passes():
 
 def test_dic_set_is_not_applicable_never_pass():
     v = verdict_of(edit_result(REAL, dic=1, ctr_el0="0xb444c004"))
-    assert v.verdict == "error" and v.reason.startswith("not applicable: CTR_EL0.DIC=1")
+    # Not applicable here: a skip (kselftest SKIP, exit 4), never a pass.
+    assert v.verdict == "skip" and v.reason.startswith("not applicable: CTR_EL0.DIC=1")
+    assert v.exit_code == 4
 
 
 def test_incoherent_value_is_a_kernel_failure():
@@ -143,3 +145,69 @@ def test_flaky_cell_is_marked_not_averaged():
     matrix._compare_all([c])
     assert c.match is False and c.flaky and c.why.startswith("flaky: matched in 1/2")
     assert matrix.exit_code([c]) == 1
+
+
+# --- skip vs error, and the lockup detector ------------------------------------------
+
+def _edit_line(text: str, marker: str, **changes) -> str:
+    out = []
+    for line in text.splitlines():
+        if line.startswith(marker + " "):
+            obj = json.loads(line.split(" ", 1)[1]) | changes
+            line = f"{marker} {json.dumps(obj)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_no_memory_for_the_hugepage_is_a_skip_a_kernel_without_hugetlb_an_error():
+    no_page = _edit_line(REAL, "S2FAULT-INIT", hugepages_total=0).replace(
+        "HugeTLB: registered 512 MiB page size, pre-allocated 1 pages",
+        "HugeTLB: allocating 1 of page size 512 MiB failed.  Only allocated 0 hugepages.")
+    v = verdict_of(no_page)
+    assert v.verdict == "skip" and "no memory for the boot-time hugepage" in v.reason
+    # Without the kernel's own words for it, a missing page is not known to be memory.
+    v = verdict_of(_edit_line(REAL, "S2FAULT-INIT", hugepages_total=0))
+    assert v.verdict == "error" and "hugepage reservation failed" in v.reason
+
+
+def test_a_dilated_run_whose_detector_was_not_armed_is_an_error_never_clean():
+    unarmed = edit_result(REAL, watchdog_armed=0)
+    v = judge(machine(), unarmed, workload.parse(unarmed), watchdog_thresh=2)
+    assert v.verdict == "error" and "CONFIG_SOFTLOCKUP_DETECTOR" in v.reason
+    armed = edit_result(REAL, watchdog_armed=2)
+    assert judge(machine(), armed, workload.parse(armed), watchdog_thresh=2).verdict == "pass"
+    # A functional run arms nothing: the same line is a pass there.
+    assert judge(machine(), unarmed, workload.parse(unarmed)).verdict == "pass"
+
+
+def test_an_expected_lockup_without_a_detector_never_matches():
+    """/proc/sys/kernel/soft_watchdog exists only with CONFIG_SOFTLOCKUP_DETECTOR:
+    init reads it back as null without it."""
+    lockup = variants.Expectation(splats=(variants.SplatSpec("soft_lockup"),), clean=False)
+    text = _edit_line(REAL, "S2FAULT-POST", soft_watchdog=None)
+    v = verdict_of(text)
+    assert v.preconditions["softlockup_detector"] is False
+    m, _, why = matrix.compare(lockup, v, None)
+    assert m is None and "CONFIG_SOFTLOCKUP_DETECTOR" in why
+    assert verdict_of(REAL).preconditions["softlockup_detector"] is True
+    assert matrix.compare(lockup, verdict_of(REAL), None)[0] is False  # expected, not seen
+
+
+def test_cell_outcomes_and_exit_codes():
+    clean = variants.Expectation()
+    dic = verdict_of(edit_result(REAL, dic=1))
+    cells = [matrix.Cell("a", "functional", clean, [verdict_of(REAL)]),
+             matrix.Cell("b", "functional", clean, [dic])]
+    matrix.judge_cells(cells)
+    assert [c.outcome for c in cells] == ["pass", "skip"]
+    assert matrix.exit_code(cells) == 0  # passes with a skip: kselftest's rule
+    assert matrix.exit_code(cells[1:]) == 4  # everything skipped: KSFT_SKIP
+    assert matrix.exit_code([]) == 2  # nothing judged is never a pass
+    assert "SKIP" in matrix.table(cells) and "b/functional: not applicable" in matrix.table(cells)
+    assert matrix.summary_line([c.outcome for c in cells]) == "PASS: 1 pass, 1 skip of 2 cells"
+    assert cells[1].to_dict()["test_id"] == "b.exec-fault.functional"
+
+
+def test_a_check_with_no_cell_is_refused_before_anything_runs():
+    with pytest.raises(Exception, match="no cell to run: .*guest-icache-storm"):
+        matrix.check_plan(["dilated"], matrix.RunOptions(workloads=("guest-icache-storm",)))

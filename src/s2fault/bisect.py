@@ -141,7 +141,7 @@ class Symptom:
             if seen:
                 more = f" (x{len(seen)})" if len(seen) > 1 else ""
                 return BAD, f"{seen[0].get('title') or seen[0]['kind']}{more}"
-        if v.verdict == "error":
+        if v.verdict in ("error", "skip"):  # a skip is this machine's, not the commit's
             return ERROR, v.reason
         if self.latency_ratio:
             ms = v.workload.get("exec_fault_ms", {}).get("max")

@@ -1,7 +1,9 @@
 """The s2fault command line. Every subcommand is a thin door onto the same engine.
 
-Exit codes: 0 pass, 1 the kernel misbehaved (or a variant did not show what it
-declares), 2 could not judge (bad input, infrastructure, not applicable).
+Exit codes (errors.py; README's table): 0 pass, 1 the kernel misbehaved (or a variant
+did not show what it declares), 2 could not judge (bad input, infrastructure), 4 every
+run was skipped (the path under test cannot run here), 125 bisect skip, 130 interrupted.
+Every option is checked (options.py) before anything is built or booted.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__, bisect, lore, progress
-from .errors import EXIT_ERROR, EXIT_PASS, S2Error
+from . import __version__, bisect, lore, options, progress
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -25,7 +27,8 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smp", type=int, help="CPUs of the nested host")
     p.add_argument("--memory", type=int, metavar="MiB", help="memory of the nested host")
     p.add_argument("--accel", choices=["tcg", "kvm"], help="QEMU accelerator (default tcg)")
-    p.add_argument("--kvm-mode", help="kvm-arm.mode= for the nested host (e.g. nvhe)")
+    p.add_argument("--kvm-mode", choices=options.KVM_MODES,
+                   help="kvm-arm.mode= for the nested host (e.g. nvhe)")
     p.add_argument("--icount-shift", type=int, help="dilation: -icount shift=N")
     p.add_argument("--rounds", type=int, help="exec-fault rounds per boot (first is a warm-up)")
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
@@ -97,6 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     prof = _profile(args)
     kernel_path = Path(args.kernel)
+    # The same --source/--ref/--offline handling as build and check (it only matters
+    # to a workload built from the kernel's source: kvm-selftests).
+    spec = _source_spec(args)
     code = EXIT_PASS
     verdicts = []
     for i in range(args.repeat):
@@ -104,23 +110,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         v = runner.run_kernel(kernel_path, prof, outdir, "run",
                               Path(args.config) if args.config else None,
                               extra_initramfs=workloads.get(prof.workload).extra_initramfs(
-                                  args.source))
+                                  spec))
         verdicts.append(v)
         progress.clear()
         ms = v.workload.get("exec_fault_ms", {})
         prefix = f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else ""
         print(f"{prefix}{v.verdict.upper()}: {v.reason}")
+        for key, value in v.versions.items():
+            if key == "s2fault" or value is None:
+                continue
+            print(f"  {key}: {value}", end="")
+        print()
         for s in v.splats:
             print(f"  {s['kind']}: {s['title']}")
         if ms.get("per_vcpu"):
             print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
         print(f"  console: {v.artifacts['console_log']}")
-    code = max(v.exit_code for v in verdicts) if verdicts else EXIT_ERROR
+    from . import matrix
+
+    code = matrix.exit_code_of([v.verdict for v in verdicts])
     if args.repeat > 1:
         code = _repeat_summary(verdicts, code)
     if args.json:
+        from . import report
+
         data = verdicts[-1].to_dict() if len(verdicts) == 1 else {
             "runs": [v.to_dict() for v in verdicts]}
+        data = {"schema_version": report.SCHEMA_VERSION} | data
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     return code
 
@@ -144,12 +160,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     from . import kconfig, matrix, project, report, source, variants, workloads
 
     chosen = [w.name for w in workloads.select(args.workload)]
+    modes = args.mode or ["functional", "dilated"]
+    # A check that would judge nothing is refused before anything is built.
+    matrix.check_plan(modes, matrix.RunOptions(workloads=tuple(chosen)))
     _preflight_check(chosen)
     spec = _source_spec(args)
     # A source that cannot be had stops the run here, once, not as an error in every cell.
     source.resolve(spec, project.cache_dir())
     names = args.variant or variants.names()
-    modes = args.mode or ["functional", "dilated"]
     default = Path("results") / f"check-{matrix.timestamp()}"
     results = Path(args.results) if args.results else default
     results.mkdir(parents=True, exist_ok=True)
@@ -171,12 +189,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         report.write_junit(rows, Path(args.junit))
     if args.tap:
         report.write_tap(rows, Path(args.tap))
+    report.write_ktap(rows, results / "check.ktap")
+    if args.ktap:
+        report.write_ktap(rows, Path(args.ktap))
     print(matrix.table(cells))
-    code = matrix.exit_code(cells)
-    word = {0: "PASS", 1: "FAIL", 2: "COULD NOT JUDGE"}[code]
-    print(f"{word}: {sum(c.match is True for c in cells)}/{len(cells)} cells match; "
-          f"results in {results}")
-    return code
+    print(f"{matrix.summary_line([c.outcome for c in cells])}; results in {results}")
+    return matrix.exit_code(cells)
 
 
 def _preflight_check(workload_names: list[str]) -> None:
@@ -220,8 +238,18 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the option and the value, exit 2, like every
+    other bad input (argparse would print the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        # git bisect run reads 1-127 as "bad": a usage error of a step must stop it.
+        code = bisect.EXIT_ABORT if self.prog.endswith(" bisect-step") else EXIT_ERROR
+        self.exit(code, f"s2fault: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="s2fault",
         description="Build arm64 kernel variants, boot them nested under QEMU, and judge "
         "the KVM stage-2 exec-fault path.",
@@ -246,8 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the verdict as JSON here")
     p.add_argument("--results", help="directory for run artifacts")
     p.add_argument("--repeat", type=int, default=1, help="run N times; report per-splat counts")
-    p.add_argument("--source", help="kernel source the kvm-selftests workload builds its "
-                   "tests from (default: debian)")
+    _source_args(p)
     _profile_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -266,8 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the JSON report here")
     p.add_argument("--junit", help="write a JUnit XML report here")
     p.add_argument("--tap", help="write a TAP report here")
+    p.add_argument("--ktap", help="write a KTAP (version 1) report here (also check.ktap "
+                   "in the results directory)")
     for opt, kw in (("--cpu", {}), ("--smp", {"type": int}), ("--memory", {"type": int}),
-                    ("--accel", {"choices": ["tcg", "kvm"]}), ("--kvm-mode", {}),
+                    ("--accel", {"choices": ["tcg", "kvm"]}),
+                    ("--kvm-mode", {"choices": options.KVM_MODES}),
                     ("--icount-shift", {"type": int}), ("--rounds", {"type": int})):
         p.add_argument(opt, **kw)
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
@@ -280,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a `check --results` directory, or one holding several (CI)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("analyze", help="find splats in console logs")
+    p = sub.add_parser("analyze", help="find splats in console logs (exit 1 when one is found)")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("logs", nargs="+", metavar="LOG", help="console log ('-' for stdin)")
     p.set_defaults(func=cmd_analyze)
@@ -296,15 +326,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_sigterm(signum, frame):
+def _on_signal(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress.set_quiet(args.quiet)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGTERM ends a run as ^C does (QEMU quit, scratch removed, exit 130), also when
+    # SIGINT was inherited ignored (a script's background job): that disposition is
+    # the caller's choice and stays as it is.
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
+        try:
+            options.validate(args)
+        except S2Error as e:
+            if args.command == "bisect-step":
+                # git bisect run reads 1-127 as "bad": a bad option must stop it.
+                print(f"s2fault: bisect-step: {e.message}", file=sys.stderr)
+                return bisect.EXIT_ABORT
+            raise
         return args.func(args)
     except S2Error as e:
         progress.clear()
@@ -313,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress.clear()
         print("s2fault: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_ERROR
 

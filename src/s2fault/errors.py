@@ -1,8 +1,16 @@
 """Outcome classes and the exit-code contract shared by every front end.
 
-0 pass, 1 the kernel misbehaved, 2 the run could not be judged (bad input,
-infrastructure, not applicable), 125 for `git bisect run` when a commit
-cannot be built.
+One vocabulary everywhere (CLI table, JSON, JUnit, TAP, KTAP, Avocado, bisect):
+
+  pass   0    the kernel showed what it should
+  fail   1    the kernel misbehaved, or a variant did not show what it declares
+  error  2    could not judge: bad input, infrastructure, a kernel lacking what the
+              workload needs
+  skip   4    the path under test cannot run here (DIC=1, kvm-arm.mode refused, no
+              memory for the hugepage); 4 only when everything asked was skipped, as
+              kselftest's KSFT_SKIP
+  125         (bisect) this commit cannot be built or judged: skip it
+  130         interrupted (SIGINT, SIGTERM)
 """
 
 from __future__ import annotations
@@ -10,7 +18,9 @@ from __future__ import annotations
 EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_ERROR = 2
+EXIT_SKIP = 4  # kselftest's KSFT_SKIP
 EXIT_BISECT_SKIP = 125
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for ^C
 
 
 class S2Error(Exception):
@@ -34,6 +44,14 @@ class InfraError(S2Error):
     """The machine could not do its part: a missing tool, QEMU died, no memory."""
 
     kind = "infrastructure"
+
+
+class NotApplicable(S2Error):
+    """The path under test cannot run on this machine (e.g. no host memory for the
+    guest's hugepage): a skip with this reason, never a pass, a fail or an error."""
+
+    exit_code = EXIT_SKIP
+    kind = "skip"
 
 
 class BuildError(S2Error):

@@ -16,10 +16,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernel, progress, runner, variants, workloads
+from . import __version__, kernel, progress, runner, variants, workloads
 from . import profile as profiles
-from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, S2Error
+from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
 from .verdict import Verdict
+
+# The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
+# JUnit, TAP, KTAP and Avocado each say in their own terms.
+OUTCOME_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "skip": EXIT_SKIP, "error": EXIT_ERROR}
+TABLE_WORD = {"pass": "pass", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
 
 
 @dataclass
@@ -34,10 +39,21 @@ class Cell:
     flaky: bool = False
     build: dict = field(default_factory=dict)
     workload: str = workloads.DEFAULT
+    outcome: str = "error"  # pass | fail | skip | error, set when judged
+    vcpus: int | None = None  # as asked; None: the mode's default (names the cell)
+    pages: str | None = None
 
     @property
     def verdict(self) -> Verdict | None:
         return self.verdicts[-1] if self.verdicts else None
+
+    @property
+    def test_id(self) -> str:
+        """The cell's stable name, the same in every run and every report:
+        variant.workload.mode, plus vCPUs and page size only when asked for other
+        than the defaults (so CI jobs of one matrix never share a name). Never a
+        measurement: dashboards (LAVA, SQUAD, KCIDB) key their history on it."""
+        return stable_id(self.variant, self.workload, self.mode, self.vcpus, self.pages)
 
     def max_latency_ms(self) -> float | None:
         values = [
@@ -62,6 +78,8 @@ class Cell:
     def to_dict(self) -> dict:
         v = self.verdict
         return {
+            "test_id": self.test_id,
+            "outcome": self.outcome,
             "variant": self.variant,
             "mode": self.mode,
             "workload_name": self.workload,  # "workload" is the run's measurements
@@ -81,7 +99,20 @@ class Cell:
             "artifacts": v.artifacts if v else {},
             "profile": v.profile if v else {},
             "build": self.build,
+            # Every cell names them, also one that never booted (None: not known).
+            "versions": {"s2fault": __version__, "qemu": None, "cpu": None, "kernel": None}
+            | (v.versions if v else {}),
         }
+
+
+def stable_id(variant: str, workload: str, mode: str, vcpus: int | None = None,
+              pages: str | None = None) -> str:
+    name = f"{variant}.{workload}.{mode}"
+    if vcpus is not None and vcpus != profiles.mode(mode).vcpus:
+        name += f".{vcpus}vcpus"
+    if pages and pages != "64k":
+        name += f".{pages}"
+    return name
 
 
 def _splat_key(s: dict) -> str:
@@ -214,13 +245,25 @@ def not_applying(name: str, modes: list[str], options: RunOptions, why: str) -> 
     before the first build, so none is built for it; could not judge, never failed."""
     var = variants.load(name)
     return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
-                 why=f"could not judge: {why}", workload=wl.name)
+                 why=f"could not judge: {why}", workload=wl.name, vcpus=options.vcpus,
+                 pages=options.pages)
             for wl, mode in _plan(modes, options)]
 
 
 def _plan(modes: list[str], options: RunOptions) -> list[tuple[workloads.Workload, str]]:
     return [(workloads.get(wl), mode) for wl in options.workloads for mode in modes
             if mode in workloads.get(wl).modes]
+
+
+def check_plan(modes: list[str], options: RunOptions) -> None:
+    """Refuse a matrix with no cell before anything is built: a check that judged
+    nothing would otherwise read as a pass."""
+    if _plan(modes, options):
+        return
+    asked = ", ".join(f"{w} (modes: {', '.join(workloads.get(w).modes)})"
+                      for w in options.workloads)
+    raise InputError(f"no cell to run: no workload asked for runs in mode "
+                     f"{', '.join(modes)}; asked for {asked}")
 
 
 def run_variant(name: str, modes: list[str], results_dir: Path,
@@ -246,7 +289,8 @@ def _variant_cells(name: str, modes: list[str], results_dir: Path, options: RunO
         build = _build(name, options, cores)
     except S2Error as e:
         return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
-                     why=f"build: {e.message}", workload=wl.name) for wl, mode in plan], []
+                     why=f"build: {e.message}", workload=wl.name, vcpus=options.vcpus,
+                     pages=options.pages) for wl, mode in plan], []
     build_info = {
         "key": build.key, "cached": build.cached,
         "seconds": round(build.seconds, 1), "image": str(build.image),
@@ -257,7 +301,7 @@ def _variant_cells(name: str, modes: list[str], results_dir: Path, options: RunO
         prof = profiles.mode(mode).with_(workload=wl.name, **wl.profile_changes(mode))
         prof = prof.with_(vcpus=options.vcpus, **options.profile_overrides)
         cell = Cell(name, mode, var.expectation(mode, options.pages, wl.name), build=build_info,
-                    workload=wl.name)
+                    workload=wl.name, vcpus=options.vcpus, pages=options.pages)
         cells.append(cell)
         tasks.append(lambda c=cell, p=prof, w=wl: _run_cell(c, p, w, build, results_dir,
                                                             options, cores))
@@ -283,6 +327,7 @@ def _run_cell(cell: Cell, prof: profiles.Profile, wl: workloads.Workload,
                 )
         except S2Error as e:
             cell.why = e.message
+            cell.outcome = e.kind if e.kind == "skip" else "error"
             break
 
 
@@ -294,32 +339,48 @@ def judge_cells(cells: list[Cell]) -> None:
 def _compare_all(cells: list[Cell]) -> None:
     by_key = {(c.variant, c.workload, c.mode): c for c in cells}
     for cell in cells:
-        ref = cell.declared.latency_reference
-        ref_cell = by_key.get((ref, cell.workload, cell.mode)) if ref else None
-        if cell.declared.unfilled:  # imported, not declared yet: show what it did, judge nothing
-            cell.match = None
-            cell.observed = observed_summary(cell.verdict) if cell.verdict else "not run"
-            cell.why = cell.why or f"could not judge: expectations of {cell.variant} not filled in"
-            continue
-        outcomes = [compare(cell.declared, v, ref_cell) for v in cell.verdicts]
-        if not outcomes:
-            cell.match = None
-            cell.observed = "not run"
-            continue
-        matches = {m for m, _, _ in outcomes}
-        cell.observed = outcomes[-1][1]
-        if matches == {True}:
-            cell.match, cell.why = True, ""
-        elif None in matches and len(matches) == 1:
-            cell.match, cell.why = None, outcomes[-1][2]
-        else:
-            failing = [w for m, _, w in outcomes if m is False]
-            cell.match = False
-            cell.why = failing[0] if failing else outcomes[-1][2]
-            if True in matches:
-                cell.flaky = True
-                n_ok = sum(1 for m, _, _ in outcomes if m is True)
-                cell.why = f"flaky: matched in {n_ok}/{len(outcomes)} runs; {cell.why}"
+        _compare(cell, by_key)
+        cell.outcome = _outcome(cell)
+
+
+def _outcome(cell: Cell) -> str:
+    if cell.match is True:
+        return "pass"
+    if cell.match is False:
+        return "fail"
+    skipped = cell.verdicts and all(v.verdict == "skip" for v in cell.verdicts)
+    if skipped or (not cell.verdicts and cell.outcome == "skip"):
+        return "skip"
+    return "error"
+
+
+def _compare(cell: Cell, by_key: dict) -> None:
+    ref = cell.declared.latency_reference
+    ref_cell = by_key.get((ref, cell.workload, cell.mode)) if ref else None
+    if cell.declared.unfilled:  # imported, not declared yet: show what it did, judge nothing
+        cell.match = None
+        cell.observed = observed_summary(cell.verdict) if cell.verdict else "not run"
+        cell.why = cell.why or f"could not judge: expectations of {cell.variant} not filled in"
+        return
+    outcomes = [compare(cell.declared, v, ref_cell) for v in cell.verdicts]
+    if not outcomes:
+        cell.match = None
+        cell.observed = "not run"
+        return
+    matches = {m for m, _, _ in outcomes}
+    cell.observed = outcomes[-1][1]
+    if matches == {True}:
+        cell.match, cell.why = True, ""
+    elif None in matches and len(matches) == 1:
+        cell.match, cell.why = None, outcomes[-1][2]
+    else:
+        failing = [w for m, _, w in outcomes if m is False]
+        cell.match = False
+        cell.why = failing[0] if failing else outcomes[-1][2]
+        if True in matches:
+            cell.flaky = True
+            n_ok = sum(1 for m, _, _ in outcomes if m is True)
+            cell.why = f"flaky: matched in {n_ok}/{len(outcomes)} runs; {cell.why}"
 
 
 def observed_summary(v: Verdict, ref_ms: float | None = None,
@@ -364,8 +425,11 @@ def compare(
     ref_ms = ref_cell.max_latency_ms() if ref_cell else None
     ref_slope = ref_cell.slope_ms() if ref_cell else None
     observed = observed_summary(v, ref_ms, ref_slope)
-    if v.verdict == "error":
+    if v.verdict in ("error", "skip"):
         return None, observed, v.reason
+    lacking = _lacking_detector(exp, v)
+    if lacking:
+        return None, observed, lacking
     if v.workload.get("coherent") is False:
         return False, observed, v.reason
     missing = [s.describe() for s in exp.splats if not any(s.matches(x) for x in v.splats)]
@@ -407,12 +471,47 @@ def compare(
     return True, observed, ""
 
 
+def _lacking_detector(exp: variants.Expectation, v: Verdict) -> str:
+    """An expected splat the kernel has no detector for can never be seen, so the cell
+    cannot pass or fail: it is an error naming the option."""
+    pre = v.preconditions or {}
+    kinds = {s.kind for s in exp.splats}
+    if "soft_lockup" in kinds and pre.get("softlockup_detector") is False:
+        return ("could not judge: soft_lockup is expected but the kernel has no soft-lockup "
+                "detector (needs CONFIG_SOFTLOCKUP_DETECTOR=y)")
+    if "lockdep" in kinds and pre.get("debug_locks_before") is None:
+        return ("could not judge: a lockdep report is expected but lockdep is not built in "
+                "(needs CONFIG_PROVE_LOCKING=y)")
+    return ""
+
+
 def exit_code(cells: list[Cell]) -> int:
-    if any(c.match is False for c in cells):
+    """1 a cell failed; 2 a cell could not be judged, or there was no cell at all;
+    4 every cell was skipped (kselftest's KSFT_SKIP); else 0 (passes, maybe with
+    skips, which every report names)."""
+    return exit_code_of([c.outcome for c in cells])
+
+
+def exit_code_of(outcomes: list[str]) -> int:
+    seen = set(outcomes)
+    if "fail" in seen:
         return EXIT_FAIL
-    if any(c.match is None for c in cells):
+    if "error" in seen or not seen:
         return EXIT_ERROR
+    if seen == {"skip"}:
+        return EXIT_SKIP
     return EXIT_PASS
+
+
+def summary_line(outcomes: list[str]) -> str:
+    """"PASS: 3 pass, 1 skip of 4 cells": the word is the exit code's, the counts each
+    outcome's, so a skip is never hidden inside a pass."""
+    word = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_ERROR: "ERROR",
+            EXIT_SKIP: "SKIP"}[exit_code_of(outcomes)]
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOME_EXIT if o in outcomes)
+    if not outcomes:
+        return f"{word}: no cell was run"
+    return f"{word}: {counts} of {len(outcomes)} cell{'s' if len(outcomes) > 1 else ''}"
 
 
 def table(cells: list[Cell]) -> str:
@@ -421,7 +520,7 @@ def table(cells: list[Cell]) -> str:
     head = ("VARIANT",) + (("WORKLOAD",) if show_wl else ()) + ("MODE", "DECLARED", "OBSERVED")
     rows = [head + ("RESULT",)]
     for c in cells:
-        result = {True: "ok", False: "MISMATCH", None: "COULD NOT JUDGE"}[c.match]
+        result = TABLE_WORD[c.outcome]
         if c.flaky:
             result += " (flaky)"
         rows.append((c.variant,) + ((c.workload,) if show_wl else ())
@@ -432,7 +531,7 @@ def table(cells: list[Cell]) -> str:
     for r in rows:
         lines.append("  ".join(r[i][:60].ljust(widths[i]) for i in range(n)) + "  " + r[n])
     for c in cells:
-        if c.match is not True and c.why:
+        if c.outcome != "pass" and c.why:
             where = f"{c.variant}/{c.workload}/{c.mode}" if show_wl else f"{c.variant}/{c.mode}"
             lines.append(f"{where}: {c.why}")
     return "\n".join(lines)

@@ -1,4 +1,8 @@
-"""Reports of a matrix run: JSON (the source of truth), JUnit XML, TAP and HTML.
+"""Reports of a matrix run: JSON (the source of truth), JUnit XML, TAP, KTAP and HTML.
+
+Each says the cell's outcome (pass, fail, skip, error: matrix.py) in its own terms
+and names the cell by its stable id (variant.workload.mode), never by a measurement,
+so a dashboard sees the same test in every run.
 
 Every report is written to a temporary name and renamed, so a reader never
 sees half a file. `s2fault report RESULTS_DIR` (report_main) writes all of them
@@ -16,7 +20,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, InputError, S2Error
+from . import __version__
+from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+
+# The JSON's shape. 2: "schema_version", each cell's "test_id", "outcome" and
+# "versions" (s2fault, QEMU, CPU model, kernel release).
+SCHEMA_VERSION = 2
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -27,7 +36,9 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_json(rows: list[dict], path: Path, meta: dict | None = None) -> None:
-    _atomic_write(path, json.dumps({"meta": meta or {}, "cells": rows}, indent=2) + "\n")
+    meta = {"s2fault_version": __version__} | (meta or {})
+    doc = {"schema_version": SCHEMA_VERSION, "meta": meta, "cells": rows}
+    _atomic_write(path, json.dumps(doc, indent=2) + "\n")
 
 
 def load_json(path: Path) -> tuple[list[dict], dict]:
@@ -36,11 +47,45 @@ def load_json(path: Path) -> tuple[list[dict], dict]:
 
 
 def _status(row: dict) -> str:
-    return {True: "ok", False: "mismatch", None: "error"}[row["match"]]
+    """pass | fail | skip | error (a row of schema 1 has only "match")."""
+    if row.get("outcome"):
+        return row["outcome"]
+    return {True: "pass", False: "fail", None: "error"}[row["match"]]
 
 
 def _workload(row: dict) -> str:
     return row.get("workload_name") or "exec-fault"
+
+
+def test_id(row: dict) -> str:
+    """variant.workload.mode (+ vCPUs/pages when not the defaults): matrix.Cell.test_id."""
+    from .matrix import stable_id
+
+    return row.get("test_id") or stable_id(row["variant"], _workload(row), row["mode"])
+
+
+def _short_id(row: dict) -> str:
+    """The test id without its variant: a subtest of the variant's suite."""
+    return test_id(row).removeprefix(row["variant"] + ".")
+
+
+def _reason(row: dict) -> str:
+    return " ".join(str(row.get("why") or row.get("reason") or "").split())
+
+
+def _measurements(row: dict) -> list[str]:
+    """What the cell measured and declared, for diagnostic lines (never in a name)."""
+    lines = [f"declared: {row['declared']['summary']}", f"observed: {row['observed']}"]
+    ms = (row.get("workload") or {}).get("exec_fault_ms") or {}
+    if ms.get("max") is not None:
+        lines.append(f"exec_fault_max_ms: {ms['max']}")
+    if _is_dilated(row):
+        lines.append("model: time dilation (-icount), not a hardware measurement")
+    versions = row.get("versions") or {}
+    if versions:
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()
+                                              if v is not None))
+    return [" ".join(line.split()) for line in lines]
 
 
 def _cell_name(row: dict, sep: str = " ") -> str:
@@ -51,19 +96,17 @@ def _cell_name(row: dict, sep: str = " ") -> str:
 
 def write_junit(rows: list[dict], path: Path) -> None:
     suite = ET.Element("testsuite", name="s2fault", tests=str(len(rows)))
-    failures = errors = 0
+    failures = errors = skipped = 0
     for row in rows:
-        case = ET.SubElement(
-            suite, "testcase", classname=f"s2fault.{row['variant']}",
-            name=_cell_name(row, "/").split("/", 1)[1],
-        )
+        case = ET.SubElement(suite, "testcase", classname=f"s2fault.{row['variant']}",
+                             name=_short_id(row))
         # The cell's own cost: its build (0 when cached) and its boots.
         seconds = ((row.get("build", {}) or {}).get("seconds") or 0) + (
             row.get("run_seconds") or 0)
         case.set("time", f"{seconds:.2f}")
         status = _status(row)
         message = f"declared: {row['declared']['summary']}; observed: {row['observed']}"
-        if status == "mismatch":
+        if status == "fail":
             failures += 1
             el = ET.SubElement(case, "failure", message=row["why"] or message)
             el.text = message
@@ -71,26 +114,70 @@ def write_junit(rows: list[dict], path: Path) -> None:
             errors += 1
             el = ET.SubElement(case, "error", message=row["why"] or row.get("reason", ""))
             el.text = message
+        elif status == "skip":
+            skipped += 1
+            ET.SubElement(case, "skipped", message=_reason(row))
         out = ET.SubElement(case, "system-out")
-        out.text = f"{message}\nconsole: {row.get('artifacts', {}).get('console_log')}"
+        out.text = "\n".join([*_measurements(row),
+                              f"console: {row.get('artifacts', {}).get('console_log')}"])
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
+    suite.set("skipped", str(skipped))
     _atomic_write(path, ET.tostring(suite, encoding="unicode") + "\n")
 
 
+def _result_line(status: str, number: int, name: str, reason: str, dash: str) -> str:
+    """TAP/KTAP: a skip is "ok ... # SKIP reason"; an error is "not ok ... # error"
+    (kselftest's ksft_test_result_error), a fail a plain "not ok"."""
+    reason = reason.replace("#", "no.")  # a '#' would start another directive
+    if status == "pass":
+        return f"ok {number} {dash}{name}"
+    if status == "skip":
+        return f"ok {number} {dash}{name} # SKIP {reason}"
+    if status == "error":
+        return f"not ok {number} {dash}{name} # error {reason}"
+    return f"not ok {number} {dash}{name}"
+
+
 def write_tap(rows: list[dict], path: Path) -> None:
+    """TAP 13: one test per cell named by its stable id; what it measured in '#' lines."""
     lines = ["TAP version 13", f"1..{len(rows)}"]
     for i, row in enumerate(rows, 1):
         status = _status(row)
-        name = _cell_name(row)
-        if status == "ok":
-            lines.append(f"ok {i} - {name}: {row['observed']}")
-        elif status == "error":
-            lines.append(f"not ok {i} - {name} # could not judge: {row['why']}")
-        else:
-            lines.append(f"not ok {i} - {name}")
+        lines += [f"# {test_id(row)}: {m}" for m in _measurements(row)]
+        lines.append(_result_line(status, i, test_id(row), _reason(row), "- "))
+        if status == "fail":
             lines += ["  ---", f"  declared: {row['declared']['summary']!r}",
                       f"  observed: {row['observed']!r}", f"  why: {row['why']!r}", "  ..."]
+    _atomic_write(path, "\n".join(lines) + "\n")
+
+
+def write_ktap(rows: list[dict], path: Path) -> None:
+    """KTAP version 1 (Documentation/dev-tools/ktap.rst): a suite per variant, a subtest
+    per workload and mode, named workload.mode; measurements as '#' diagnostic lines
+    before each result; a suite is ok when none of its subtests failed or erred, and
+    skipped when all of them were."""
+    suites: dict[str, list[dict]] = {}
+    for row in rows:
+        suites.setdefault(row["variant"], []).append(row)
+    lines = ["KTAP version 1", f"1..{len(suites)}"]
+    for n, (variant, cells) in enumerate(suites.items(), 1):
+        lines += ["    KTAP version 1", f"    # Subtest: {variant}", f"    1..{len(cells)}"]
+        for i, row in enumerate(cells, 1):
+            lines += [f"    # {_short_id(row)}: {m}" for m in _measurements(row)]
+            lines.append("    " + _result_line(_status(row), i, _short_id(row), _reason(row),
+                                               ""))
+        statuses = [_status(r) for r in cells]
+        counts = ", ".join(f"{statuses.count(o)} {o}"
+                           for o in ("pass", "fail", "skip", "error") if o in statuses)
+        lines.append(f"# {variant}: {counts}")
+        if set(statuses) == {"skip"}:
+            suite_status, why = "skip", "every subtest skipped"
+        elif "fail" in statuses or "error" in statuses:
+            suite_status, why = "fail", ""
+        else:
+            suite_status, why = "pass", ""
+        lines.append(_result_line(suite_status, n, variant, why, ""))
     _atomic_write(path, "\n".join(lines) + "\n")
 
 
@@ -101,8 +188,8 @@ def write_tap(rows: list[dict], path: Path) -> None:
 # a log-scale bar per cell needs a few dozen lines, where matplotlib would add a
 # heavy dependency (and a raster or an SVG full of font paths) for the same picture.
 
-_RESULT = {"ok": "ok", "mismatch": "MISMATCH", "error": "COULD NOT JUDGE"}
-_COLOUR = {"ok": "#2e7d32", "mismatch": "#c62828", "error": "#757575"}
+_RESULT = {"pass": "pass", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
+_COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "skip": "#b58900", "error": "#757575"}
 _MODE_ORDER = ("functional", "dilated")
 _PANEL_TITLE = {
     "functional": "functional: TCG at full speed, exec-fault latency from the guest's "
@@ -122,12 +209,13 @@ table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 4px 6px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 td.result { font-weight: bold; white-space: nowrap; }
-tr.ok td.result { color: #2e7d32; }
-tr.mismatch td.result { color: #c62828; }
+tr.pass td.result { color: #2e7d32; }
+tr.fail td.result { color: #c62828; }
+tr.skip td.result { color: #8a6d00; }
 tr.error td.result { color: #616161; }
 .summary { font-size: 1.1em; font-weight: bold; }
-.summary.ok { color: #2e7d32; } .summary.mismatch { color: #c62828; }
-.summary.error { color: #616161; }
+.summary.pass { color: #2e7d32; } .summary.fail { color: #c62828; }
+.summary.skip { color: #8a6d00; } .summary.error { color: #616161; }
 .model { background: #fff3cd; border: 1px solid #e0c36b; padding: 0.5em; }
 .badge { font-size: 0.8em; background: #fff3cd; border: 1px solid #e0c36b; padding: 0 3px; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; }
@@ -401,21 +489,18 @@ def _blocks_section(rows: list[dict]) -> str:
 
 
 def exit_code_of(rows: list[dict]) -> int:
-    """The exit-code contract over report rows: 1 a mismatch, 2 a cell not judged."""
-    statuses = {_status(r) for r in rows}
-    if "mismatch" in statuses:
-        return EXIT_FAIL
-    if "error" in statuses or not rows:
-        return EXIT_ERROR
-    return EXIT_PASS
+    """The exit-code contract over report rows (matrix.exit_code_of)."""
+    from .matrix import exit_code_of as of_outcomes
+
+    return of_outcomes([_status(r) for r in rows])
 
 
 def _summary(rows: list[dict]) -> tuple[str, str]:
+    from .matrix import summary_line
+
     code = exit_code_of(rows)
-    n_ok = sum(_status(r) == "ok" for r in rows)
-    word = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_ERROR: "COULD NOT JUDGE"}[code]
-    css = {EXIT_PASS: "ok", EXIT_FAIL: "mismatch", EXIT_ERROR: "error"}[code]
-    return css, f"{word}: {n_ok}/{len(rows)} cells show what their variant declares"
+    css = {EXIT_PASS: "pass", EXIT_FAIL: "fail", EXIT_ERROR: "error", EXIT_SKIP: "skip"}[code]
+    return css, summary_line([_status(r) for r in rows])
 
 
 def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
@@ -468,7 +553,7 @@ def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
 <h2>Exec-fault latency</h2>
 <p>Bar: the latency the verdict used (the median over measured rounds of the slowest
 vCPU's exec fault). Dots: the slowest vCPU of each round. Colour: the cell's result
-(green ok, red mismatch, grey could not judge); hatched: time dilation (a model).</p>
+(green pass, red fail, amber skip, grey error); hatched: time dilation (a model).</p>
 {model}
 {latency_svg(rows)}
 {no_latency}
@@ -547,9 +632,10 @@ def write_all(results_dir: Path | str) -> list[Path]:
         written.append(results_dir / "check.json")
     write_junit(rows, results_dir / "junit.xml")
     write_tap(rows, results_dir / "check.tap")
+    write_ktap(rows, results_dir / "check.ktap")
     write_html(rows, results_dir / "report.html", meta)
     written += [results_dir / "junit.xml", results_dir / "check.tap",
-                results_dir / "report.html"]
+                results_dir / "check.ktap", results_dir / "report.html"]
     return written
 
 
@@ -565,8 +651,8 @@ def report_main(results_dir: str) -> int:
         return EXIT_ERROR
     _, summary = _summary(rows)
     for row in rows:
-        if _status(row) != "ok":
-            print(f"{row['variant']}/{row['mode']}: {_RESULT[_status(row)]}: "
+        if _status(row) != "pass":
+            print(f"{test_id(row)}: {_RESULT[_status(row)]}: "
                   f"{row.get('why') or row.get('reason')}")
     print(summary)
     for path in written:

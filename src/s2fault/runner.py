@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from . import guest, hosttools, image, machine, progress, project, workload
+from . import __version__, guest, hosttools, image, machine, progress, project, workload
 from . import profile as profiles
+from .errors import S2Error
 from .verdict import Verdict, judge
 
 
@@ -44,7 +48,7 @@ def run_kernel(
     progress.stage(label, f"boot ({prof.name}, {prof.vcpus} vCPUs)")
     result = machine.run(kernel, initramfs, prof, outdir)
     text = result.console_log.read_bytes().decode("utf-8", errors="replace")
-    v = judge(result, text, workload.parse(text))
+    v = judge(result, text, workload.parse(text), prof.watchdog_thresh)
     v.profile = prof.to_dict() | {
         "cpu": profiles.cpu_model(prof),
         "smp": profiles.smp_for(prof),
@@ -53,6 +57,8 @@ def run_kernel(
         "model_note": "time dilation models a slow CPU; not a hardware measurement"
         if prof.dilated else None,
     }
+    v.versions = versions(profiles.cpu_model(prof), v.preconditions.get("kernel_release")
+                          or _release_in(text))
     v.artifacts = {
         "dir": str(outdir),
         "console_log": str(result.console_log),
@@ -64,6 +70,31 @@ def run_kernel(
     }
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
+
+
+def versions(cpu: str | None, kernel_release: str | None) -> dict:
+    """What a result must name to be compared with another machine's: this tool, the
+    emulator, the CPU model it emulated and the kernel that ran."""
+    return {"s2fault": __version__, "qemu": qemu_version(), "cpu": cpu,
+            "kernel": kernel_release}
+
+
+@functools.lru_cache(maxsize=1)
+def qemu_version() -> str | None:
+    """The full version QEMU reports ("7.2.19"), None when it cannot be asked."""
+    try:
+        out = subprocess.run([hosttools.require(profiles.QEMU), "--version"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError, S2Error):
+        return None
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else None
+
+
+def _release_in(console: str) -> str | None:
+    """The release from the kernel's banner, for a kernel that never reached init."""
+    m = re.search(r"Linux version (\S+)", console)
+    return m.group(1) if m else None
 
 
 def _keep_config(config: Path, outdir: Path) -> Path:

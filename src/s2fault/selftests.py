@@ -244,8 +244,8 @@ def _judge(m: dict) -> tuple[str, str]:
     if not tests:
         return "error", "could not judge: no selftest ran"
     if m["dic"]:
-        return "error", (f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={m['ctr_el0']}): the "
-                         "I-cache invalidation under test never runs")
+        return "skip", (f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={m['ctr_el0']}): the "
+                        "I-cache invalidation under test never runs")
     bare = [t["name"] for t in tests if t["status"] == "skip" and not t["skip_reason"]]
     if bare:
         return "error", f"could not judge: selftest {bare[0]} skipped without a reason"

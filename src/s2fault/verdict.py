@@ -2,20 +2,32 @@
 
   pass   the kernel booted, ran the workload on the path under test, coherent, no splat
   fail   the kernel misbehaved: a splat, a lockup, a wrong value from the guest
-  error  the run could not be judged: infrastructure, bad input, or the path under
-         test never ran (DIC=1, no hugepage, lockdep already off). Never a pass.
+  skip   the path under test cannot run here (CTR_EL0.DIC=1, kvm-arm.mode refused, no
+         memory for the hugepage): kselftest's SKIP, JUnit's <skipped>, Avocado's CANCEL
+  error  the run could not be judged: infrastructure, bad input, a kernel without what
+         the workload needs (lockdep, KVM, the lockup detector a dilated run arms).
+Neither skip nor error is ever a pass.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import analyzer
-from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
+from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP
 from .machine import MachineRun
 from .workload import Workload
 
-EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "error": EXIT_ERROR}
+EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "skip": EXIT_SKIP, "error": EXIT_ERROR}
+OUTCOMES = tuple(EXIT_CODES)
+
+# The kernel's message when the boot-time hugepage reservation found no memory
+# (mm/hugetlb.c: "HugeTLB: allocating 1 of page size 512 MiB failed").
+_NO_HUGEPAGE_MEMORY = re.compile(r"HugeTLB: allocating \d+ of page size [^\n]*? failed")
+UNARMED = ("could not judge: the soft-lockup detector was not armed (needs "
+           "CONFIG_SOFTLOCKUP_DETECTOR=y); a run that arms it cannot call the kernel clean "
+           "without it")
 
 # Evidence in a console that a kernel lacks what the workload needs, and what to enable.
 _MISSING = (
@@ -36,6 +48,7 @@ class Verdict:
     machine: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)
     profile: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -51,15 +64,19 @@ class Verdict:
             "machine": self.machine,
             "artifacts": self.artifacts,
             "profile": self.profile,
+            "versions": self.versions,
         }
 
 
-def judge(run: MachineRun, text: str, workload: Workload) -> Verdict:
+def judge(run: MachineRun, text: str, workload: Workload,
+          watchdog_thresh: int | None = None) -> Verdict:
+    """`watchdog_thresh`: the threshold the profile asked the VMM to arm the soft-lockup
+    detector with (dilated runs); then a run in which it was not armed is an error."""
     splats = [s.to_dict() for s in analyzer.analyze(text)]
     summary = workload.summary()
     pre = preconditions(workload)
     v = Verdict("error", "", splats, summary, pre, run.to_dict())
-    v.verdict, v.reason = _decide(run, text, workload, splats, pre)
+    v.verdict, v.reason = _decide(run, text, workload, splats, pre, watchdog_thresh)
     return v
 
 
@@ -74,6 +91,10 @@ def preconditions(w: Workload) -> dict:
         "debug_locks_after": post.get("debug_locks"),
         "dic": r.get("dic"),
         "exec_faults_taken": _exec_faults_taken(r),
+        "watchdog_armed": r.get("watchdog_armed"),
+        # /proc/sys/kernel/soft_watchdog exists only with CONFIG_SOFTLOCKUP_DETECTOR.
+        "softlockup_detector": (post.get("soft_watchdog") is not None) if w.post else None,
+        "kernel_release": init.get("kernel"),
     }
 
 
@@ -105,10 +126,10 @@ def _refused_option(text: str) -> str | None:
     (measured on QEMU 7.2 TCG: `max` lacks FEAT_NV2, so "nested" silently falls back to
     VHE; an nVHE CPU model rejects the option, after a boot-time WARN)."""
     if "Malformed early option 'kvm-arm.mode'" in text:
-        return ("not applicable: the kernel rejected kvm-arm.mode (\"Malformed early option\"; "
+        return ("the kernel rejected kvm-arm.mode (\"Malformed early option\"; "
                 "nested needs a VHE CPU model with FEAT_NV2)")
     if "kvm-arm.mode=nested" in text and "unavailable: Nested Virtualization Support" in text:
-        return ("not applicable: kvm-arm.mode=nested was not granted (CPU features: "
+        return ("kvm-arm.mode=nested was not granted (CPU features: "
                 "unavailable: Nested Virtualization Support; the CPU model lacks FEAT_NV2) "
                 "and KVM ran as an ordinary host")
     return None
@@ -131,12 +152,17 @@ def _incoherent(w: Workload, r: dict) -> str:
             f"{len(stale)} in round(s) {', '.join(map(str, rounds))}")
 
 
-def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
+def _not_armed(r: dict, watchdog_thresh: int | None) -> bool:
+    return bool(watchdog_thresh) and not r.get("watchdog_armed")
+
+
+def _decide(run, text, w: Workload, splats, pre,
+            watchdog_thresh: int | None = None) -> tuple[str, str]:
     if run.outcome == "qemu_failed" and not text.strip():
         return "error", f"could not judge: {run.reason}"
     refused = _refused_option(text)
     if refused:
-        return "error", refused
+        return "skip", f"not applicable: {refused}"
     if w.init is None:
         for needle, why in _MISSING:
             if needle in text:
@@ -156,6 +182,11 @@ def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
             "and CONFIG_KVM=y, and a CPU model with EL2)"
         )
     if not init.get("hugepages_total"):
+        if _NO_HUGEPAGE_MEMORY.search(text):
+            return "skip", (
+                "not applicable: the nested host had no memory for the boot-time hugepage "
+                "(\"HugeTLB: allocating ... failed\"; give it more with --memory)"
+            )
         return "error", (
             "could not judge: the boot-time hugepage reservation failed (needs CONFIG_HUGETLBFS=y "
             "and enough guest memory for one block)"
@@ -179,11 +210,13 @@ def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
         # otherwise their statuses decide (selftests.parse explains the rules).
         if splats:
             return "fail", _splat_reason(splats)
+        if _not_armed(r, watchdog_thresh):
+            return "error", UNARMED
         from . import selftests
 
         return selftests.parse(r)["judgement"]
     if r.get("dic"):
-        return "error", (
+        return "skip", (
             f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={r.get('ctr_el0')}): the I-cache "
             "invalidation under test never runs; pick a CPU model without DIC"
         )
@@ -197,6 +230,8 @@ def _decide(run, text, w: Workload, splats, pre) -> tuple[str, str]:
         return "fail", _incoherent(w, r)
     if splats:
         return "fail", _splat_reason(splats)
+    if _not_armed(r, watchdog_thresh):
+        return "error", UNARMED
     if pre["exec_faults_taken"] is False:
         return "error", "could not judge: no execute-permission fault was observed on the block"
     if run.outcome not in ("exited",):

@@ -16,8 +16,10 @@ name what every cell needs: arch:aarch64 (the booted kernel), accel:tcg.
 
 The engine judges; this file only maps its outcome onto Avocado's statuses:
 PASS the cell shows what its variant declares, FAIL it does not (the engine's
-reason), ERROR it could not be judged (infrastructure, or the path under test
-never ran). Infrastructure is never a pass or a fail.
+reason), CANCEL the path under test cannot run here (DIC=1, kvm-arm.mode refused,
+no memory for the hugepage: the engine's skip), ERROR it could not be judged
+(infrastructure, bad input). Infrastructure is never a pass or a fail. Messages
+start with the cell's stable id (variant.workload.mode), the name in every report.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ class ExecFault(Test):
         if workload in workloads.WORKLOADS and mode not in workloads.get(workload).modes:
             self.cancel(f"workload {workload} does not run in mode {mode}")
 
-        where = f"{variant}/{mode}" if workload == workloads.DEFAULT else \
-            f"{variant}/{workload}/{mode}"
+        where = matrix.stable_id(variant, workload, mode, vcpus,
+                                 str(pages) if pages else None)
         runs = Path(self.outputdir) / "runs"
         page_size = str(pages) if pages else None
         options = matrix.RunOptions(vcpus=vcpus, fragments=kconfig.fragments_for(page_size),
@@ -91,11 +93,13 @@ class ExecFault(Test):
         for line in matrix.table(cells).splitlines():
             self.log.info(line)
 
-        if cell.match is True:
+        if cell.outcome == "pass":
             return
-        if cell.match is False:
+        if cell.outcome == "fail":
             self.fail(f"{where}: {cell.why} (declared: {cell.declared.describe()}; "
                       f"observed: {cell.observed})")
+        if cell.outcome == "skip":
+            self.cancel(f"{where}: {cell.why or cell.observed}")
         why = (cell.why or cell.observed).removeprefix("could not judge: ")
         self.error(f"{where}: could not judge: {why}")
 

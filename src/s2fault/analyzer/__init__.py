@@ -18,6 +18,21 @@ to the next one; `frames` parses call-trace lines and holds the list of plumbing
 (interrupt entry, lock and debug machinery, allocators, stack dumpers) skipped when blaming;
 `console` decodes the log and splits timestamps and caller ids off each line.
 
+A report may hold several stack dumps; the row's `pick` says whose is the culprit's (an RCU
+stall blames the stalled CPU's or task's code, never the detector's), and a trace printed by
+a reporter from the timer tick is blamed below its first interrupt entry. Lock wrappers
+(rtnl_lock, lock_sock_nested, ...) are skipped when blaming but stay on top of `frames`.
+
+Culprit first
+-------------
+`analyze()` returns splats in order of appearance. `analyze_console()` (or `group(splats)`)
+returns an `Analysis`: the same splats grouped into incidents. The lockup-class reports of a
+console (soft and hard lockups, RCU stalls, workqueue lockups) are one incident, led by the
+report that names the code doing the work; stopper/migration threads, CPUs spinning on a
+lock, other CPUs' lockups and RCU stalls of the culprit's CPU are its consequences, each with
+a reason. Every other splat is an incident of its own. `Analysis.culprit` is what a verdict
+should name first; see incidents.py.
+
 Adding a family
 ---------------
 1. Add a `Family` row to `catalogue.FAMILIES`, before any more general row that would also
@@ -40,15 +55,21 @@ from typing import TextIO
 
 from . import console
 from .catalogue import FAMILIES, Family
+from .incidents import Analysis, Consequence, Incident, group
 from .scanner import find_headers, scan
 from .splat import Splat, summary_line
 
 __all__ = [
     "FAMILIES",
+    "Analysis",
+    "Consequence",
     "Family",
+    "Incident",
     "Splat",
     "analyze",
+    "analyze_console",
     "analyze_file",
+    "group",
     "run_cli",
     "summary_line",
 ]
@@ -65,6 +86,11 @@ def analyze(text: str | bytes) -> list[Splat]:
     except Exception:  # noqa: BLE001
         # A bug in a row must not cost the verdict the splats: fall back to bare headers.
         return _headers_only(decoded)
+
+
+def analyze_console(text: str | bytes) -> Analysis:
+    """analyze(), grouped culprit first: see incidents.py. Never raises."""
+    return group(analyze(text))
 
 
 def _headers_only(text: str) -> list[Splat]:
@@ -100,16 +126,17 @@ def analyze_file(path: str) -> list[Splat]:
 
 
 def run_cli(paths: list[str], as_json: bool, out: TextIO | None = None) -> int:
-    """`s2fault analyze [--json] LOG [LOG...]`: 0 when every log was read, 2 when one was not.
+    """`s2fault analyze [--json] LOG [LOG...]`: 1 when a log shows a splat, 0 when every
+    log is clean, 2 when one could not be read (the README's exit-code contract).
 
     Writes to `out`, by default the sys.stdout of the moment of the call.
     """
     out = out if out is not None else sys.stdout
-    results: list[tuple[str, list[Splat]]] = []
+    results: list[tuple[str, Analysis]] = []
     failed = False
     for path in paths:
         try:
-            results.append((path, analyze_file(path)))
+            results.append((path, group(analyze_file(path))))
         except OSError as e:
             print(f"s2fault analyze: cannot read {path}: {e.strerror or e}", file=sys.stderr)
             failed = True
@@ -117,13 +144,14 @@ def run_cli(paths: list[str], as_json: bool, out: TextIO | None = None) -> int:
         # A verdict from part of the logs would look like a verdict on all of them.
         return 2
     if as_json:
-        docs = [{"log": path, "splats": [s.to_dict() for s in splats]} for path, splats in results]
+        docs = [{"log": path, **analysis.to_dict()} for path, analysis in results]
         out.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
-        return 0
-    for path, splats in results:
-        out.write(f"{path}:\n")
-        if not splats:
-            out.write("  no splats\n")
-        for splat in splats:
-            out.write("  " + summary_line(splat) + "\n")
-    return 0
+    else:
+        for path, analysis in results:
+            out.write(f"{path}:\n")
+            if not analysis.splats:
+                out.write("  no splats\n")
+            # Culprit first: each incident's lead, its knock-on reports indented under it.
+            for line in analysis.lines():
+                out.write("  " + line + "\n")
+    return 1 if any(analysis.splats for _, analysis in results) else 0

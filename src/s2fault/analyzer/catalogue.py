@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .frames import SYMBOL
 
@@ -61,6 +62,7 @@ class Family:
     blame           evidence for the culprit, in order: "header" (the header's function),
                     "pc"/"lr" (the regs the report printed), "trace" (first own frame),
                     "caller" ("caller is ..."), "held_lock" (first lock "at:"),
+                    "lock_at" (where the lock a lockdep report is about was taken),
                     "workqueue" (the work function in flight in the stuck pool).
     trace_after     the culprit trace is the first one after this line (lockdep prints
                     dependency-chain traces before its "stack backtrace:").
@@ -74,6 +76,15 @@ class Family:
     line_prefix     subsystem prefix printed on every line of the report ("kmemleak: ").
     budget          how many lines after the header the culprit trace may start.
     has_trace       False for reports that print no trace at all.
+    multi           the report holds several stack dumps (other CPUs' NMI backtraces, "Task
+                    dump for CPU N", the RCU grace-period kthread): each is kept apart.
+    pick            which dump shows the culprit: "first" (the report's own), "stalled" (the
+                    CPU or task an RCU stall report lists as stalled), "cpu" (the header's CPU).
+    interrupted     the report samples code it interrupted (lockups, stalls): a trace that
+                    starts in the stack dumper is blamed below its first interrupt entry, and
+                    the splat says whether the code was only waiting for another CPU.
+    needs_stack     a catch-all header ("BUG: ...") is a splat only with a dump after it
+                    (or when the log ends first): a bare message line is not a report.
     """
 
     kind: str
@@ -93,6 +104,10 @@ class Family:
     line_prefix: str | None = None
     budget: int = 200
     has_trace: bool = True
+    multi: bool = False
+    pick: str = "first"
+    interrupted: bool = False
+    needs_stack: bool = False
 
 
 def slug(text: str) -> str:
@@ -117,7 +132,7 @@ def _lockdep(
     header: str,
     message: str,
     *,
-    blame: tuple[str, ...] = ("trace",),
+    blame: tuple[str, ...] = ("trace", "lock_at"),
     trace_after: re.Pattern[str] | None = STACK_BACKTRACE,
     budget: int = 800,
     has_trace: bool = True,
@@ -181,6 +196,9 @@ def _kcsan_title(fields: Fields) -> str:
     return f"KCSAN: {fields['bug']} in {where}"
 
 
+# What every RCU stall row shares: several dumps, the stalled CPU's is the culprit's.
+_STALL: dict[str, Any] = {"multi": True, "pick": "stalled", "interrupted": True}
+
 FAMILIES: tuple[Family, ...] = (
     # --- lockups and stalls: blame where the CPU was when the detector looked -------------------
     Family(
@@ -193,6 +211,7 @@ FAMILIES: tuple[Family, ...] = (
         title="soft lockup in {function}",
         untitled="soft lockup on CPU#{cpu}",
         blame=("pc", "trace", "lr"),
+        interrupted=True,
     ),
     Family(
         kind="hard_lockup",
@@ -202,6 +221,9 @@ FAMILIES: tuple[Family, ...] = (
         untitled="hard lockup on CPU#{cpu}",
         blame=("pc", "trace", "lr"),
         same_caller=False,  # the backtrace comes from the locked-up CPU via NMI
+        multi=True,  # the buddy detector reports from another CPU, then NMIs the stuck one
+        pick="cpu",
+        interrupted=True,
     ),
     Family(
         kind="rcu_stall",
@@ -212,6 +234,21 @@ FAMILIES: tuple[Family, ...] = (
         untitled="{flavor} self-detected stall",
         blame=("pc", "trace", "lr"),
         same_caller=False,
+        budget=400,
+        **_STALL,
+    ),
+    Family(
+        # 2.6.3x: "INFO: rcu_sched_state detected stall on CPU 1 (t=2500 jiffies)".
+        kind="rcu_stall",
+        needle="detected stall on CPU",
+        header=_re(r"INFO: (?P<flavor>\w+) detected stall on CPU (?P<cpu>\d+)"),
+        subtype="self_detected",
+        title="rcu stall in {function}",
+        untitled="{flavor} self-detected stall",
+        blame=("pc", "trace", "lr"),
+        same_caller=False,
+        budget=400,
+        **_STALL,
     ),
     Family(
         kind="rcu_stall",
@@ -222,6 +259,8 @@ FAMILIES: tuple[Family, ...] = (
         untitled="{flavor} detected expedited stalls",
         blame=("pc", "trace", "lr"),
         same_caller=False,
+        budget=400,
+        **_STALL,
     ),
     Family(
         kind="rcu_stall",
@@ -233,6 +272,7 @@ FAMILIES: tuple[Family, ...] = (
         blame=("pc", "trace", "lr"),
         same_caller=False,
         budget=400,
+        **_STALL,
     ),
     Family(
         kind="hung_task",
@@ -242,6 +282,19 @@ FAMILIES: tuple[Family, ...] = (
         ),
         title="task hung in {function}",
         untitled="task {task}:{pid} blocked for more than {secs} seconds",
+    ),
+    Family(
+        # A task killed but still running after the hung-task timeout (the hung-task
+        # checker's "can't die" report of syzbot's debugging kernels).
+        kind="hung_task",
+        needle="can't die",
+        header=_re(
+            r"INFO: task " + _TASK + r":(?P<pid>\d+) can't die for more than (?P<secs>\d+) seconds"
+        ),
+        subtype="cant_die",
+        title="task can't die in {function}",
+        untitled="task {task}:{pid} can't die for more than {secs} seconds",
+        blame=("pc", "trace"),
     ),
     Family(
         kind="workqueue_lockup",
@@ -257,19 +310,19 @@ FAMILIES: tuple[Family, ...] = (
     _lockdep(
         "circular",
         "circular locking",
-        r"WARNING: possible circular locking dependency detected",
+        r"(?:WARNING|INFO): possible circular locking dependency detected",
         "possible circular locking dependency",
     ),
     _lockdep(
         "recursive",
         "recursive locking",
-        r"WARNING: possible recursive locking detected",
+        r"(?:WARNING|INFO): possible recursive locking detected",
         "possible recursive locking",
     ),
     _lockdep(
         "inconsistent",
         "inconsistent lock state",
-        r"WARNING: inconsistent lock state",
+        r"(?:WARNING|INFO): inconsistent lock state",
         "inconsistent lock state",
     ),
     _lockdep(
@@ -281,25 +334,25 @@ FAMILIES: tuple[Family, ...] = (
     _lockdep(
         "bad_unlock_balance",
         "bad unlock balance",
-        r"WARNING: bad unlock balance detected!",
+        r"(?:WARNING|BUG): bad unlock balance detected!",
         "bad unlock balance",
     ),
     _lockdep(
         "bad_contention",
         "bad contention",
-        r"WARNING: bad contention detected!",
+        r"(?:WARNING|BUG): bad contention detected!",
         "bad contention",
     ),
     _lockdep(
         "held_lock_freed",
         "held lock freed",
-        r"WARNING: held lock freed!",
+        r"(?:WARNING|BUG): held lock freed!",
         "held lock freed",
     ),
     _lockdep(
         "lock_held_at_exit",
         "locks held",
-        r"WARNING: " + _WHO + r" still has locks held!",
+        r"(?:WARNING|BUG): " + _WHO + r" still has locks held!",
         "lock held at exit",
         blame=("held_lock", "trace"),
     ),
@@ -313,7 +366,7 @@ FAMILIES: tuple[Family, ...] = (
     _lockdep(
         "lock_held_returning_to_user",
         "returning to user space",
-        r"WARNING: lock held when returning to user space!",
+        r"(?:WARNING|BUG): lock held when returning to user space!",
         "lock held when returning to user space",
         blame=("held_lock",),
         trace_after=None,
@@ -323,25 +376,25 @@ FAMILIES: tuple[Family, ...] = (
     _lockdep(
         "nested_lock_not_taken",
         "Nested lock was not taken",
-        r"WARNING: Nested lock was not taken",
+        r"(?:WARNING|BUG): Nested lock was not taken",
         "nested lock was not taken",
     ),
     _lockdep(
         "irq_lock_inversion",
         "irq lock inversion",
-        r"WARNING: possible irq lock inversion dependency detected",
+        r"(?:WARNING|INFO): possible irq lock inversion dependency detected",
         "possible irq lock inversion dependency",
     ),
     _lockdep(
         "irq_lock_order",
         "lock order detected",
-        r"WARNING: (?P<safe>\S+)-safe -> (?P<unsafe>\S+)-unsafe lock order detected",
+        r"(?:WARNING|INFO): (?P<safe>\S+)-safe -> (?P<unsafe>\S+)-unsafe lock order detected",
         "{safe}-safe -> {unsafe}-unsafe lock order",
     ),
     _lockdep(
         "suspicious_rcu",
-        "suspicious RCU usage",
-        r"WARNING: suspicious RCU usage",
+        "suspicious ",
+        r"(?:WARNING|INFO): suspicious (?:RCU|rcu_dereference_check\(\)) usage",
         "suspicious RCU usage",
     ),
     _lockdep(
@@ -349,6 +402,20 @@ FAMILIES: tuple[Family, ...] = (
         "chain_key collision",
         r"WARNING: chain_key collision",
         "chain_key collision",
+    ),
+    _lockdep(
+        "capacity",
+        " too low!",
+        r"BUG: (?P<limit>MAX_\w+) too low!",
+        "{limit} too low",
+        trace_after=None,
+    ),
+    _lockdep(
+        "bad_key",
+        "BUG: ",
+        r"BUG: (?:key \S+ (?:has )?not (?:been registered|in \.data)|looking up invalid subclass)",
+        "bad lock class key",
+        trace_after=None,
     ),
     _lockdep(
         "non_static_key",
@@ -396,7 +463,7 @@ FAMILIES: tuple[Family, ...] = (
         untitled="sleeping function called from invalid context at {where}",
         info=(
             _re(
-                r"in_atomic\(\): \d+, irqs_disabled\(\): \d+, non_block: -?\d+, "
+                r"in_atomic\(\): \d+, irqs_disabled\(\): \d+, (?:non_block: -?\d+, )?"
                 r"pid: (?P<pid>\d+), name: (?P<task>.{1,64})"
             ),
         ),
@@ -549,6 +616,20 @@ FAMILIES: tuple[Family, ...] = (
         untitled="WARNING at {where}",
         blame=("header", "pc", "trace"),
         end=END_TRACE,
+        needs_stack=True,
+    ),
+    Family(
+        # Since 6.18: "WARNING: kernel/foo.c:12 at bar+0x1/0x2, CPU#1: comm/41".
+        kind="warning",
+        needle="WARNING: ",
+        header=_re(
+            r"WARNING: (?P<where>\S+:\d+) at " + _F + r"\S*, CPU#(?P<cpu>\d+): " + _WHO
+        ),
+        title="WARNING in {function}",
+        untitled="WARNING at {where}",
+        blame=("header", "pc", "trace"),
+        end=END_TRACE,
+        needs_stack=True,
     ),
     Family(
         kind="warning",
@@ -558,6 +639,7 @@ FAMILIES: tuple[Family, ...] = (
         untitled="WARNING at {where}",
         blame=("header", "pc", "trace"),
         end=END_TRACE,
+        needs_stack=True,
     ),
     Family(
         kind="bug",
@@ -619,6 +701,17 @@ FAMILIES: tuple[Family, ...] = (
         continues=frozenset({"*"}),
     ),
     Family(
+        # Kernel BUG messages that are whole reports in one line.
+        kind="bug",
+        needle="BUG: ",
+        header=_re(r"^BUG: (?P<msg>Bad rss-counter state|non-zero pgtables_bytes on freeing mm)"),
+        subtype=lambda f: slug(_headline(f)),
+        title=lambda f: f"BUG: {_headline(f)}",
+        untitled=lambda f: f"BUG: {_headline(f)}",
+        has_trace=False,
+        budget=0,
+    ),
+    Family(
         kind="bug",
         needle="BUG: ",
         header=_re(r"^BUG: (?P<msg>.{1,160})"),
@@ -627,6 +720,8 @@ FAMILIES: tuple[Family, ...] = (
         untitled=lambda f: f"BUG: {_headline(f)}",
         blame=("trace", "pc"),
         end=END_TRACE,
+        needs_stack=True,
+        budget=40,
     ),
 )
 

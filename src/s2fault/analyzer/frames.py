@@ -26,10 +26,17 @@ _FRAME = re.compile(
     r"\s*(?:\[<[0-9a-f]{1,16}>\]\s*)?(?P<unreliable>\?\s+)?(?P<name>" + SYMBOL + r")"
     r"(?:" + OFFSET + r"(?=\s|$)|\s+\S+:\d+(?::\d+)?\s+\[inline\])"
 )
-_MARKER = re.compile(r"\s*</?(?:IRQ|TASK|NMI|SOFTIRQ|EOI|EOE|#DF|DB|MCE|VC|#[A-Z]{2})>\s*$")
+# ("<<EOE>>": end of an exception stack, x86 before 4.x)
+_MARKER = re.compile(r"\s*<?</?(?:IRQ|TASK|NMI|SOFTIRQ|EOI|EOE|#DF|DB|MCE|VC|#[A-Z]{2})>>?\s*$")
+# x86 before 4.x put the stack-switch mark and the first frame of the next stack on one line:
+# " <IRQ>  [<ffffffff8108b8fd>] rcu_check_callbacks+0x..." / " <EOI>  [<...>] ? foo+0x...".
+_LEAD_MARKER = re.compile(r"\s*<<?(?P<mark>/?(?:IRQ|NMI|EOI|EOE|TASK|SOFTIRQ))>>?\s+(?=\S)")
+# Marks after which the trace goes on in the interrupted context: the end of an interrupt or
+# NMI stack ("</IRQ>", old "<EOI>").
+_LEAVES_IRQ = frozenset({"/IRQ", "EOI", "EOE", "/NMI", "/SOFTIRQ"})
 
 # Where the CPU was when the report's regs were taken.
-_ADDR = r"\s*(?:\[<[0-9a-f]+>\]\s*)?"
+_ADDR = r"\s*(?:\[<[0-9a-f]+>\]\s*){0,2}"  # 3.x x86: "RIP: 0010:[<addr>]  [<addr>] foo+0x1/0x2"
 _PC = re.compile(r"\s*(?:pc\s*:|PC is at|RIP: [0-9a-f]{4}:)" + _ADDR + "(" + SYMBOL + r")\+0x")
 _LR = re.compile(r"\s*(?:lr\s*:|LR is at)" + _ADDR + "(" + SYMBOL + r")\+0x")
 _SYMBOL_WITH_OFFSET = re.compile(r"(" + SYMBOL + r")(?:" + OFFSET + r")?")
@@ -46,6 +53,22 @@ def parse_frame(body: str) -> tuple[str, bool] | None:
 def is_marker(body: str) -> bool:
     """x86 stack-switch marks such as "<IRQ>" and "</TASK>"."""
     return body.lstrip().startswith("<") and _MARKER.match(body) is not None
+
+
+def leaves_irq(body: str) -> bool:
+    """A mark after which the trace is in the interrupted context ("</IRQ>", "<EOI>")."""
+    mark = body.strip().strip("<>")
+    return mark in _LEAVES_IRQ or mark.lstrip("<") in _LEAVES_IRQ
+
+
+def split_lead_marker(body: str) -> tuple[str | None, str]:
+    """(" <EOI>  [<..>] foo+0x1/0x2") -> ("EOI", " [<..>] foo+0x1/0x2"); no mark: (None, body)."""
+    if "<" not in body[:8]:
+        return None, body
+    m = _LEAD_MARKER.match(body)
+    if m is None:
+        return None, body
+    return m.group("mark"), body[m.end() :]
 
 
 def parse_pc(body: str) -> str | None:
@@ -96,7 +119,8 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         "do_translation_fault", "do_bad_area", "die", "__die", "arm64_notify_die",
         "do_el1_undef", "do_el1_bti", "do_el1_fpac", "bug_brk_handler", "report_ubsan_failure",
         "ubsan_brk_handler", "kasan_brk_handler", "cfi_brk_handler", "early_brk64",
-        "handle_bug", "exc_invalid_op", "asm_exc_invalid_op", "exc_page_fault",
+        "handle_bug", "fixup_bug", "invalid_op", "exc_invalid_op", "asm_exc_invalid_op",
+        "exc_page_fault",
         "asm_exc_page_fault", "page_fault_oops", "kernelmode_fixup_or_oops",
         "do_user_addr_fault", "handle_page_fault", "__bad_area_nosemaphore", "bad_area_nosemaphore",
         "no_context", "do_trap", "do_error_trap", "exc_general_protection",
@@ -122,7 +146,8 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         r"asm_sysvec_\w+", r"sysvec_\w+", r"__sysvec_\w+", "apic_timer_interrupt",
         "smp_apic_timer_interrupt", "local_apic_timer_interrupt", "asm_common_interrupt",
         "common_interrupt", "__common_interrupt", "do_IRQ", "asm_call_irq_on_stack",
-        "run_on_irqstack_cond", "call_on_stack", "irqentry_exit", "irqentry_enter",
+        "run_on_irqstack_cond", "call_on_stack", r"(?:__)?run_\w*on_irqstack\w*",
+        r"asm_call_\w*irq\w*", "irq_exit_rcu", "__irq_exit_rcu", "irqentry_exit", "irqentry_enter",
         r"irqentry_\w+", "asm_exc_nmi", "exc_nmi", "default_do_nmi", "nmi_handle",
         "perf_event_nmi_handler", "x86_pmu_handle_irq", "handle_pmi_common",
         "armv8pmu_handle_irq", "armpmu_dispatch_irq", "__perf_event_overflow",
@@ -144,12 +169,33 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         "debug_show_all_locks", r"debug_lockdep_\w+", "valid_state", "usage_match",
         "register_lock_class", "look_up_lock_class", "hlock_class",
         r"trace_hardirqs_\w+", "rcu_lock_acquire", "rcu_lock_release", "rcu_read_lock_held",
-        r"__?mutex_\w+", r"mutex_\w+", r"__?ww_mutex_\w+", r"__?rt_mutex_\w+",
-        r"rt_spin_\w+", r"__?down(?:_\w+)?", r"__?up(?:_\w+)?", r"__?rwsem_\w+", r"rwsem_\w+",
+        r"(?:__)?mutex_\w+", r"mutex_\w+", r"(?:__)?ww_mutex_\w+", r"(?:__)?rt_mutex_\w+",
+        r"rt_spin_\w+", r"(?:__)?down(?:_\w+)?", r"(?:__)?up(?:_\w+)?", r"(?:__)?rwsem_\w+",
+        r"rwsem_\w+",
         r"_raw_\w+", r"__raw_\w+", r"do_raw_\w+", r"queued_\w+", r"native_queued_\w+",
         r"__pv_queued_\w+", r"arch_spin_\w+", r"arch_read_\w+", r"arch_write_\w+",
         "spin_bug", "spin_dump", "rwlock_bug", "debug_spin_lock_before", "debug_spin_unlock",
-        r"percpu_\w*down_\w+", r"__percpu_\w*down_\w+",
+        r"percpu_\w*down_\w+", r"__percpu_\w*down_\w+", r"percpu_rwsem_\w+",
+        r"call_rwsem_\w+", "osq_lock", "osq_unlock",
+        r"(?:__)?percpu_\w*up_\w+",
+    ),
+    # Lock wrappers: functions whose whole job is to take or drop a lock for their caller
+    # (rtnl_lock, lock_sock_nested, inode_lock, mmap_read_lock, flush_work's lockdep maps).
+    # Skipped when blaming, like the primitives, but kept at the top of a splat's frames: they
+    # say which lock it was.
+    "wrapper": (
+        r"(?:__)?(?:un|try)?lock_\w+", r"\w+_(?:un|try)?lock(?:_\w+)?",
+        r"(?:__)?release_sock", "sk_wait_data", r"sock_\w*lock\w*",
+        r"cpus_\w+_lock", "get_online_cpus", "put_online_cpus", r"cpu_hotplug_\w+",
+        r"(?:__)?sb_start_\w+", r"(?:__)?sb_end_\w+", r"(?:__)?mnt_want_write\w*", "mnt_drop_write",
+        r"(?:__)?flush_workqueue", "drain_workqueue", "start_flush_work", r"touch_\w+_lockdep_map",
+        r"(?:__)?flush_work", r"flush_delayed_work", r"(?:__)?cancel_work\w*",
+        r"cancel_delayed_work_sync",
+        r"(?:__)?srcu_read_\w+", r"rcu_read_\w+", r"__rcu_read_\w+", r"rcu_lock_\w+",
+        r"(?:__)?fs_reclaim_\w+", r"local_bh_\w+", r"__local_bh_\w+",
+        r"_?copy_(?:to|from)_user\w*", r"(?:__)?copy_(?:to|from)_user\w*", r"raw_copy_\w+",
+        "strncpy_from_user", r"(?:__)?(?:get|put)_user(?:_[1248]|_nocheck\w*|_size|_asm)?",
+        r"__arch_copy_\w+",
     ),
     # Sleeping and waiting: blame whoever decided to wait (hung tasks) or to sleep (atomic).
     "sched": (
@@ -160,24 +206,28 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         "do_wait_for_common", r"wait_for_completion\w*", r"__wait_rcu_gp", "wait_rcu_gp",
         r"synchronize_rcu\w*", r"synchronize_srcu\w*", "__synchronize_srcu",
         "folio_wait_bit_common", "__folio_lock", r"bit_wait\w*", r"out_of_line_wait_on_\w+",
-        "__flush_work", "flush_work",
+        "__flush_work", "flush_work", r"(?:__)?wait_on_bit\w*", "wait_on_page_bit",
+        # Busy-wait delays: a lockup in one is its caller's.
+        "__delay", "__const_udelay", "__udelay", "__ndelay", "udelay", "mdelay", "ndelay",
+        "delay_tsc", "delay_loop", r"delay_halt\w*", "__timer_delay", "__loop_delay",
+        r"wait_on_page_bit_\w+", "__wait_on_buffer", r"folio_wait_bit\w*",
         "__might_sleep", "___might_sleep", "__might_resched", "__might_fault", "might_fault",
         "__cant_sleep", "__cant_migrate", "debug_smp_processor_id", "__this_cpu_preempt_check",
         "check_preemption_disabled", "rcu_note_context_switch", "finish_task_switch",
         r"finish_task_switch\w*", "preempt_count_add", "preempt_count_sub",
-        r"msleep\w*", r"usleep_range\w*", "ssleep", "fsleep", r"__?cond_resched\w*",
+        r"msleep\w*", r"usleep_range\w*", "ssleep", "fsleep", r"(?:__)?cond_resched\w*",
     ),
     # Allocation and free plumbing: kmemleak, might_alloc and "held lock freed" blame the
     # caller of kmalloc()/kfree().
     "alloc": (
-        r"__?kmalloc\w*", r"___?kmalloc\w*", r"kmem_cache_alloc\w*", r"__kmem_cache_\w+",
+        r"(?:__)?kmalloc\w*", r"___?kmalloc\w*", r"kmem_cache_alloc\w*", r"__kmem_cache_\w+",
         r"kmem_cache_free\w*", r"slab_\w+", r"__slab_\w+", r"___slab_\w+", "do_slab_free",
         r"kvmalloc\w*", r"__kvmalloc\w*", r"kzalloc\w*", r"kcalloc\w*", r"krealloc\w*",
-        r"__?alloc_pages\w*", r"kmemleak_\w+", r"new_slab\w*", "allocate_slab",
+        r"(?:__)?alloc_pages\w*", r"kmemleak_\w+", r"new_slab\w*", "allocate_slab",
         "alloc_slab_page", "kfree", "kvfree", "kfree_sensitive", "free_large_kmalloc",
         "__free_pages", "free_pages", "__free_pages_ok", "fs_reclaim_acquire",
-        "fs_reclaim_release", "might_alloc", r"__?kmemdup\w*", r"__?vmalloc\w*",
-        r"__?alloc_object\w*", "debug_check_no_locks_freed", "free_unref_page",
+        "fs_reclaim_release", "might_alloc", r"(?:__)?kmemdup\w*", r"(?:__)?vmalloc\w*",
+        r"(?:__)?alloc_object\w*", "debug_check_no_locks_freed", "free_unref_page",
         "bad_page", "free_page_is_bad", "free_page_is_bad_report", "free_pages_prepare",
         "__folio_put", "folio_put", "put_page",
     ),
@@ -188,6 +238,23 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
         r"__ubsan_\w+", r"ubsan_\w+", r"__sanitizer_\w+", r"kfence_\w+", r"__kfence_\w+",
         "check_memory_region", "check_region_inline", "memcpy", "memset", "memmove",
         "__memcpy", "__memset", "__memmove", "check_panic_on_warn",
+    ),
+    # The detectors that sample another context and print it: RCU stall checks run from the
+    # scheduler tick, the soft-lockup watchdog from an hrtimer, the hung-task checker from
+    # khungtaskd. Their frames sit above the interrupted code in every dump_stack()-style
+    # report ("rcu_check_callbacks <- update_process_times <- ... <- el1_irq <- culprit").
+    "detector": (
+        "rcu_check_callbacks", "__rcu_pending", "rcu_pending", r"print_\w*cpu_stall\w*",
+        "check_cpu_stall", "rcu_dump_cpu_stacks", "dump_cpu_task", "rcu_stall_kick_kthreads",
+        "panic_on_rcu_stall", r"rcu_check_gp_kthread_\w+", r"rcu_print_\w*task_stall\w*",
+        r"rcu_sched_clock_irq", r"rcu_flavor_\w*clock_irq", "rcu_note_context_switch",
+        "trigger_single_cpu_backtrace", "trigger_all_cpu_backtrace",
+        r"trigger_\w*cpu\w*_backtrace", r"nmi_trigger_\w+", r"arch_trigger_\w+",
+        "nmi_raise_cpu_backtrace", "nmi_cpu_backtrace_handler", "raise_nmi",
+        "softlockup_fn", "watchdog_timer_fn", r"watchdog_\w*check\w*", "check_hung_task",
+        "check_hung_uninterruptible_tasks", r"sysrq_\w+", r"__handle_sysrq\w*",
+        "rcu_exp_handler", "rcu_exp_wait_wake", "synchronize_rcu_expedited_wait",
+        r"rcu_exp_\w+", r"rcu_print_\w+", "show_state_filter", "show_state",
     ),
     # Panic and task teardown after a fatal report.
     "panic": (
@@ -205,11 +272,97 @@ _PLUMBING_GROUPS: dict[str, tuple[str, ...]] = {
 }
 # fmt: on
 
-_PLUMBING = re.compile("|".join(f"(?:{p})" for group in _PLUMBING_GROUPS.values() for p in group))
+
+
+def _any_of(groups: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(
+        "|".join(f"(?:{p})" for group in groups for p in _PLUMBING_GROUPS[group])
+    )
+
+
+_PLUMBING = _any_of(tuple(_PLUMBING_GROUPS))
+# Everything but the wrappers: what is cut off the top of a splat's frames.
+_MACHINERY = _any_of(tuple(g for g in _PLUMBING_GROUPS if g != "wrapper"))
+# A trace whose top frame is one of these was printed by a reporter on top of the code it
+# interrupted (dump_stack() in the tick, nmi_cpu_backtrace(NULL), sched_show_task(current)).
+_DUMPER = _any_of(("dump", "detector"))
+
+# Exception entry of an interrupt: below it, the trace is in the interrupted context.
+# fmt: off
+_IRQ_ENTRY = re.compile("|".join(f"(?:{p})" for p in (
+    r"el1h_64_irq\w*", r"el1h_64_fiq\w*", "el1_interrupt", "__el1_irq", "el1_irq", "el1_fiq",
+    "__irq_svc", "gic_handle_irq", r"asm_sysvec_\w+", "apic_timer_interrupt",
+    "smp_apic_timer_interrupt", "asm_common_interrupt", "common_interrupt", "ret_from_intr",
+    "call_function_interrupt", "call_function_single_interrupt", "reschedule_interrupt",
+    "irq_work_interrupt", "end_repeat_nmi", "nmi", "asm_exc_nmi",
+)))
+# fmt: on
 
 
 def is_plumbing(name: str) -> bool:
+    """Never the code to blame: reporter, interrupt, lock, allocator and entry frames, wrappers."""
     return _PLUMBING.fullmatch(base_name(name)) is not None
+
+
+def is_machinery(name: str) -> bool:
+    """Plumbing that is not a lock wrapper: cut off the top of a splat's frames."""
+    return _MACHINERY.fullmatch(base_name(name)) is not None
+
+
+def is_dumper(name: str) -> bool:
+    return _DUMPER.fullmatch(base_name(name)) is not None
+
+
+def is_irq_entry(name: str) -> bool:
+    return _IRQ_ENTRY.fullmatch(base_name(name)) is not None
+
+
+def interrupted_part(
+    frames: list[str], breaks: list[int], regs_at: tuple[int, ...] | list[int] = ()
+) -> list[str] | None:
+    """The frames of the code a reporter interrupted, or None if the trace is not such a dump.
+
+    A trace that starts in a stack dumper was taken in the reporter's own context (the RCU
+    stall check in the timer tick, a self-NMI backtrace). What it interrupted starts below the
+    first interrupt entry ("el1h_64_irq", "apic_timer_interrupt", "</IRQ>"): the first one,
+    so that code stuck inside a softirq is blamed rather than what the softirq interrupted.
+    `breaks` are frame indexes where the trace changed stacks ("</IRQ>"); `regs_at` those
+    where x86 printed the interrupted registers inside the trace (their RIP is that frame).
+    """
+    if not frames or not is_dumper(frames[0]):
+        return None
+    boundary = None
+    for i, name in enumerate(frames):
+        if i in breaks:
+            boundary = i
+            break
+        if is_irq_entry(name):
+            boundary = i + 1
+            break
+    if boundary is None:
+        return None
+    for r in regs_at:
+        if r >= boundary - 1:
+            # The registers printed below the boundary: their RIP is the interrupted code.
+            return frames[r:]
+    # Interrupt entry comes in layers (gic_handle_irq ... el1_interrupt ... el1h_64_irq):
+    # start below the last of them that comes before the interrupted code's own frames.
+    start = boundary
+    for i in range(boundary, len(frames)):
+        name = frames[i]
+        if is_irq_entry(name):
+            start = i + 1
+        elif not is_plumbing(name):
+            break
+    return frames[start:]
+
+
+def trim(frames: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Frames from the first one that is not reporter or lock machinery (wrappers stay)."""
+    for i, name in enumerate(frames):
+        if not is_machinery(name):
+            return tuple(frames[i:])
+    return tuple(frames)
 
 
 def first_own(names: list[str] | tuple[str, ...]) -> str | None:

@@ -5,7 +5,13 @@ Two passes, both linear in the size of the log:
 1. find headers: one regex search for the catalogue's scan keywords over the whole text (done
    in C), and only the lines holding a keyword are tried against the rows;
 2. walk each report: from its header line forward, up to the next header, collecting the
-   evidence its row asks for (the culprit trace, pc/lr, held locks, who and where).
+   evidence its row asks for (the culprit trace, pc/lr, held locks, who and where). A report
+   may hold several stack dumps (an RCU stall prints each stalled CPU's NMI backtrace, "Task
+   dump for CPU N", the grace-period kthread's stack): each is a `_Dump`, and the row's
+   `pick` says which one shows the culprit;
+3. blame: in the picked dump, the row's evidence in order. A trace that starts in the stack
+   dumper was printed by the reporter on top of the code it interrupted, so it is blamed
+   below its first interrupt entry (frames.interrupted_part).
 
 A walk never goes past the next header unless that header continues the open report (an arm64
 "Internal error: Oops" after "Unable to handle kernel ...", a panic after the report that caused
@@ -19,13 +25,27 @@ from dataclasses import dataclass, field, replace
 
 from . import console
 from .catalogue import END_PANIC, FAMILIES, PANIC_CONSEQUENCES, SCAN_KEYWORDS, Family, slug
-from .frames import base_name, first_own, is_marker, is_plumbing, parse_frame, parse_lr, parse_pc
+from .frames import (
+    base_name,
+    first_own,
+    interrupted_part,
+    is_marker,
+    is_plumbing,
+    leaves_irq,
+    parse_frame,
+    parse_lr,
+    parse_pc,
+    split_lead_marker,
+    symbol_name,
+    trim,
+)
 from .splat import Splat
 
 MAX_REPORT_LINES = 3000  # a long lockdep circular report is ~300 lines
 AFTER_TRACE_LINES = 300  # how far past the culprit trace a row's end marker may be
 FOREIGN_LINES = 3  # unrelated lines (another CPU, user space) tolerated inside a trace
 PANIC_NEARBY = 40  # a panic this close after a report is that report's ending
+TRUNCATED_LINES = 4  # a log ending this close after a header may have lost the report's dump
 
 _SCAN = re.compile("|".join(re.escape(k) for k in SCAN_KEYWORDS))
 
@@ -46,13 +66,68 @@ _CPU_LINE = re.compile(
     r"\s*CPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<task>.{1,20}?)"
     r"(?: (?:Not tainted|Tainted:)|\s*$)"
 )
-# rcu stall per-CPU line: "rcu: \t1-....: (5249 ticks this GP) idle=..."
-_RCU_CPU = re.compile(r"(?:rcu: )?\s*(?P<cpu>\d+)-\S{4}: \(")
-_HELD_LOCK = re.compile(r"\s*#\d+: .*?, at: (?P<function>[A-Za-z_.$][\w.$]*)\+0x")
+# rcu stall per-CPU line: "rcu: \t1-....: (5249 ticks this GP) idle=..." (6.x), "\t1-...: ("
+# (4.x), "\t1: (" (3.x).
+_RCU_CPU = re.compile(r"(?:rcu: )?\s*(?P<cpu>\d+)(?:-\S{3,5})?: \(")
+# Stalled CPUs and tasks listed inline: "{ 1-...D } 21002 jiffies" (expedited), "{ 1 P41}" (3.x).
+_RCU_BRACES = re.compile(r"\{\s*(?P<list>[^{}]{0,200}?)\s*\}")
+# PREEMPT_RCU readers blocking the grace period: "Tasks blocked on level-0 rcu_node (CPUs 0-1):
+# P41 P42" (pids, "P41/1:b..l" in 6.x).
+_RCU_TASKS = re.compile(r"Tasks blocked on level-\d+ rcu_node")
+_RCU_PID = re.compile(r"\bP(?P<pid>\d+)\b")
+_DETECTED_BY = re.compile(r"\(detected by (?P<cpu>\d+),")
+_NMI_DUMP = re.compile(
+    r"\s*NMI backtrace for cpu (?P<cpu>\d+)(?: skipped: idling at (?P<idle>\S+))?"
+)
+_TASK_DUMP = re.compile(r"\s*Task dump for CPU (?P<cpu>\d+):")
+# sched_show_task() since 5.8: "task:s2fault-vmm state:R  running task     stack:0 pid:41 ..."
+_SHOW_TASK = re.compile(
+    r"task:(?P<task>.{1,16}?)\s+state:\S.{0,40}?\bpid:\s*(?P<pid>\d+)"
+)
+# sched_show_task() before 5.8: "%-15.15s %c" then stack/pid/ppid/flags:
+#   "syz-executor3   D23624  4510   4509 0x00000004"
+#   "rcu_sched       R  running task    14504     8      2 0x80000000"
+_OLD_SHOW_TASK = re.compile(
+    r"(?P<task>\S.{0,14}) [RSDTtXZPIKN](?:\s+running task)?(?:\s+[0-9a-f]{16})?\s*\d+"
+    r"\s+(?P<pid>\d+)\s+\d+ 0x[0-9a-f]{8}\s*$"
+)
+# Headings after which the dumps are about the RCU grace-period kthread, never the culprit.
+_GP_KTHREAD = re.compile(
+    r"(?:rcu: )?\s*(?:RCU grace-period kthread stack dump:"
+    r"|Stack dump where RCU GP kthread last ran:)"
+)
+# Lines that belong to a stall report between its dumps.
+_STALL_LINE = re.compile(
+    r"(?:rcu: |\t|\s+\(t=|\s+\(detected by|Sending NMI|All QSes seen|INFO: Stall ended"
+    r"|Offline CPU|\S+ kthread (?:starved|timer wakeup)|\s+Unless |\s*blocking rcu_node)"
+)
+_STOPPER = re.compile(r"\s*Stopper: ")
+_STOPPER_TASK = re.compile(r"migration/\d+$")
+# arm64 4.x prints exception frames' registers inside the trace; neither a frame nor the end.
+_NEUTRAL = re.compile(
+    r"\s*(?:Exception stack\(|[0-9a-f]{3,16}: [0-9a-f]{8,16}(?: [0-9a-f]{8,16}){0,3}\s*$)"
+)
+# A CPU busy in one of these is waiting for another CPU: a lockup there is a knock-on.
+_SPIN_WAITS = re.compile(
+    r"(?:native_|__pv_)?queued_(?:spin|read|write)_lock_slowpath|do_raw_(?:spin|read|write)_lock"
+    r"|_raw_(?:spin|read|write)_lock\w*|arch_(?:spin|read|write)_lock\w*|csd_lock_wait"
+    r"|smp_call_function\w*|on_each_cpu\w*|multi_cpu_stop|stop_machine\w*|stop_one_cpu\w*"
+    r"|kick_all_cpus_sync|rcu_barrier|synchronize_rcu\w*|spin_dump|rwlock_bug"
+)
+_HELD_LOCK = re.compile(
+    r"\s*#\d+: .*?, at: (?:\[<[0-9a-f]+>\] )?(?P<function>[A-Za-z_.$][\w.$]*)\+0x"
+)
+# The lock a lockdep report is about: "ffff0000c68c8030 (&mmu->fault_ranges_mutex){+.+.}-{3:3},
+# at: add_fault_range+0x8/0x400" (4.x: " (sk_lock-AF_INET){+.+.+.}, at: [<addr>] tcp_sendmsg+...").
+_LOCK_AT = re.compile(
+    r"\s*(?:[0-9a-f]{8,16} )?\(.{1,120}?\)\{.{4,8}\}(?:-\{\d:\d\})?, at: "
+    r"(?:\[<[0-9a-f]+>\] )?(?P<function>[A-Za-z_.$][\w.$]*)\+0x"
+)
 _CALLER_IS = re.compile(r"\s*caller is (?P<function>[A-Za-z_.$][\w.$]*)\+0x")
 # Only work that is running can hog a pool; pending work is the victim, not the culprit.
 _WQ_WORK = re.compile(r"\s*in-flight: (?P<works>.*)")
 _BANNER = re.compile(r"\s*(?:-{5,}\[ cut here \]-{5,}|={5,})\s*$")
+_LOCKDEP_FILE = re.compile(r"kernel/(?:locking/)?lockdep\.c:")
 _WQ_FUNC = re.compile(r"(?:\d+:|\d+\*)?(?P<function>[A-Za-z_][\w.$]*)")
 
 
@@ -64,19 +139,49 @@ class _Header:
 
 
 @dataclass
-class _Evidence:
-    frames: list[str] = field(default_factory=list)
-    trace_last: int = 0
+class _Dump:
+    """One stack dump inside a report: the report's own, or another CPU's or task's."""
+
+    start: int
+    # "main" (the report's own), "cpu" (NMI backtrace, Task dump for CPU N), "task"
+    # (sched_show_task), "gp_heading"/"gp_kthread" (the RCU grace-period kthread's: never blamed)
+    label: str = "main"
+    cpu: str | None = None
+    task: str | None = None
+    pid: str | None = None
     pc: str | None = None
     lr: str | None = None
+    idle: str | None = None  # "NMI backtrace for cpu 1 skipped: idling at ..."
+    frames: list[str] = field(default_factory=list)
+    breaks: list[int] = field(default_factory=list)  # frame indexes after "</IRQ>", "<EOI>"
+    regs_at: list[int] = field(default_factory=list)  # frames taken from in-trace x86 regs
+    stopper: bool = False
+    has_cpu_line: bool = False
+
+    def has_stack(self) -> bool:
+        return bool(self.frames) or self.pc is not None or self.has_cpu_line
+
+
+@dataclass
+class _Evidence:
+    dumps: list[_Dump] = field(default_factory=list)
+    trace_last: int = 0
     caller: str | None = None
+    lock_at: str | None = None  # where the lock a lockdep report is about was taken
     held: list[str] = field(default_factory=list)
     works: list[str] = field(default_factory=list)
     who: dict[str, str] = field(default_factory=dict)  # task/pid/cpu from body lines
-    cpu_line: dict[str, str] = field(default_factory=dict)
-    rcu_cpu: str | None = None
+    stalled_cpus: list[str] = field(default_factory=list)
+    stalled_pids: list[str] = field(default_factory=list)
+    detected_by: str | None = None
+    notes: set[str] = field(default_factory=set)  # "debug_locks": a DEBUG_LOCKS_WARN_ON message
     last_fact: int = 0
     end: int | None = None
+    truncated: bool = False  # the log ended within TRUNCATED_LINES of the header, before a trace
+
+    @property
+    def dump(self) -> _Dump:
+        return self.dumps[-1]
 
 
 def _match_header(body: str) -> tuple[Family, dict[str, str | None]] | None:
@@ -121,26 +226,96 @@ def _continues(header: _Header, kind: str) -> bool:
     return "*" in allowed or kind in allowed
 
 
+def _new_dump(ev: _Evidence, number: int, label: str, cpu: str | None = None) -> _Dump:
+    dump = _Dump(start=number, label=label, cpu=cpu)
+    ev.dumps.append(dump)
+    return dump
+
+
+def _fresh(ev: _Evidence) -> bool:
+    """The current dump was opened by a heading ("Task dump for CPU 1:") and has no task yet."""
+    dump = ev.dump
+    return dump.label != "main" and dump.task is None and not dump.frames and dump.pc is None
+
+
+def _dump_start(ev: _Evidence, number: int, body: str) -> bool:
+    """Open a new dump if this line starts one (multi-dump reports: stalls, hard lockups)."""
+    s = body.lstrip()
+    if not s:
+        return False
+    first = s[0]
+    gp = ev.dump.label == "gp_heading"
+    if first == "N" and s.startswith("NMI backtrace for cpu"):
+        m = _NMI_DUMP.match(s)
+        if m is None:
+            return False
+        dump = ev.dump if gp else _new_dump(ev, number, "cpu")
+        dump.label = "gp_kthread" if gp else "cpu"
+        dump.cpu = m.group("cpu")
+        dump.idle = symbol_name(m.group("idle"))
+        return True
+    if first == "T" and s.startswith("Task dump for CPU"):
+        m = _TASK_DUMP.match(s)
+        if m is None:
+            return False
+        dump = ev.dump if gp else _new_dump(ev, number, "cpu")
+        dump.label = "gp_kthread" if gp else "cpu"
+        dump.cpu = m.group("cpu")
+        return True
+    if first == "t" and s.startswith("task:"):
+        m = _SHOW_TASK.match(s)
+        if m is None:
+            return False
+        _task_dump(ev, number, gp, m.group("task"), m.group("pid"))
+        return True
+    if _GP_KTHREAD.match(s):
+        _new_dump(ev, number, "gp_heading")
+        return True
+    if len(body) > 17 and body[15] == " " and "0x" in body:
+        # sched_show_task() before 5.8 pads the comm to 15 characters.
+        m = _OLD_SHOW_TASK.match(body)
+        if m is not None:
+            _task_dump(ev, number, gp, m.group("task"), m.group("pid"))
+            return True
+    return False
+
+
+def _task_dump(ev: _Evidence, number: int, gp: bool, task: str, pid: str) -> None:
+    dump = ev.dump if gp or _fresh(ev) else _new_dump(ev, number, "task")
+    if gp:
+        dump.label = "gp_kthread"
+    dump.task, dump.pid = task.strip(), pid
+
+
 def _collect(ev: _Evidence, family: Family, number: int, body: str) -> None:
     """Take what this line says about the report (who, where, which locks)."""
     s = body.lstrip()
     if not s:
         return
+    dump = ev.dump
     first = s[0]
-    if first == "C" and s.startswith("CPU: ") and not ev.cpu_line:
+    if first == "C" and s.startswith("CPU: "):
         m = _CPU_LINE.match(s)
         if m is not None:
-            ev.cpu_line = {k: v for k, v in m.groupdict().items() if v}
+            if family.multi and dump.has_cpu_line and (dump.frames or dump.pc):
+                dump = _new_dump(ev, number, "cpu")
+            if not dump.has_cpu_line:
+                dump.has_cpu_line = True
+                dump.cpu = dump.cpu or m.group("cpu")
+                dump.pid = dump.pid or m.group("pid")
+                task = m.group("task")
+                if task and not dump.task:
+                    dump.task = task.strip()
             ev.last_fact = number
-    elif first in "pPR" and ev.pc is None:
+    elif first in "pPR" and dump.pc is None:
         pc = parse_pc(s)
         if pc is not None:
-            ev.pc = pc
+            dump.pc = pc
             ev.last_fact = number
-    elif first in "lL" and ev.lr is None:
+    elif first in "lL" and dump.lr is None:
         lr = parse_lr(s)
         if lr is not None:
-            ev.lr = lr
+            dump.lr = lr
             ev.last_fact = number
     elif first == "#":
         m = _HELD_LOCK.match(s)
@@ -152,7 +327,16 @@ def _collect(ev: _Evidence, family: Family, number: int, body: str) -> None:
         if m is not None and ev.caller is None:
             ev.caller = m.group("function")
             ev.last_fact = number
-    if family.kind == "workqueue_lockup" and ":" in s:
+    elif first in "f(0123456789abcdef" and ev.lock_at is None and ", at: " in s:
+        m = _LOCK_AT.match(s)
+        if m is not None:
+            ev.lock_at = m.group("function")
+    elif first == "S" and _STOPPER.match(s):
+        dump.stopper = True
+    elif first == "D" and "DEBUG_LOCKS_WARN_ON" in s:
+        ev.notes.add("debug_locks")
+    kind = family.kind
+    if kind == "workqueue_lockup" and ":" in s:
         m = _WQ_WORK.match(s)
         if m is not None:
             for item in m.group("works").split(","):
@@ -160,11 +344,8 @@ def _collect(ev: _Evidence, family: Family, number: int, body: str) -> None:
                 if w is not None and w.group("function") != "BAR":
                     ev.works.append(w.group("function"))
             ev.last_fact = number
-    elif family.kind == "rcu_stall" and ev.rcu_cpu is None:
-        m = _RCU_CPU.match(s)
-        if m is not None:
-            ev.rcu_cpu = m.group("cpu")
-            ev.last_fact = number
+    elif kind == "rcu_stall":
+        _collect_stall(ev, number, s)
     for pattern in family.info:
         if "task" in ev.who and "pid" in ev.who:
             break
@@ -176,22 +357,56 @@ def _collect(ev: _Evidence, family: Family, number: int, body: str) -> None:
             ev.last_fact = number
 
 
+def _collect_stall(ev: _Evidence, number: int, s: str) -> None:
+    """Which CPUs and tasks an RCU stall report says are stalled, and who detected it."""
+    if ev.detected_by is None and "detected by" in s:
+        m = _DETECTED_BY.search(s)
+        if m is not None:
+            ev.detected_by = m.group("cpu")
+            ev.last_fact = number
+    if "{" in s:
+        m = _RCU_BRACES.search(s)
+        if m is not None:
+            for token in m.group("list").split():
+                cpu = token.split("-", 1)[0]
+                pid = token[1:].split("/", 1)[0]
+                if cpu.isdigit():
+                    ev.stalled_cpus.append(cpu)
+                elif token.startswith("P") and pid.isdigit():
+                    ev.stalled_pids.append(pid)
+            ev.last_fact = number
+    elif ": (" in s:
+        m = _RCU_CPU.match(s)
+        if m is not None:
+            ev.stalled_cpus.append(m.group("cpu"))
+            ev.last_fact = number
+    elif "Tasks blocked on" in s and _RCU_TASKS.search(s):
+        ev.stalled_pids.extend(m.group("pid") for m in _RCU_PID.finditer(s.split(":", 1)[-1]))
+        ev.last_fact = number
+
+
 def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int, int]:
     """Walk the report of headers[index]; return its evidence, last line, next header index."""
     head = headers[index]
     family = head.family
     kind = family.kind
     ev = _Evidence(last_fact=head.line.number)
+    _new_dump(ev, head.line.number, "main")
+    if kind == "rcu_stall":
+        # Before 4.x the stalled CPUs are listed on the header's own line: "{ 1 P41}".
+        _collect_stall(ev, head.line.number, head.line.body)
     nxt = index + 1
     limit = headers[nxt].line.number if nxt < len(headers) else None
     armed = family.trace_after is None  # may the culprit trace start yet?
     phase = "seek"  # seek -> trace -> done
+    seek_from = head.line.number
     end_marker = family.end
     panicking = False
     foreign = 0
     after_trace = 0
     start_offset = text.find("\n", head.line.offset)
     if start_offset < 0:
+        ev.truncated = True
         return ev, head.line.number, nxt
     last_line = head.line.number
     for line in console.lines_from(text, start_offset + 1, head.line.number + 1):
@@ -203,9 +418,10 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
             nxt += 1
             limit = headers[nxt].line.number if nxt < len(headers) else None
             ev.last_fact = line.number
-            if following.family.kind == "panic":
+            if following.family.kind == "panic" and (phase != "seek" or ev.dump.has_stack()):
                 # After panic() only its end marker matters; its own dump_stack() is not
-                # evidence about this report.
+                # evidence about this report. (With panic_on_warn, 4.x panics before the
+                # WARN's dump: panic()'s dump_stack() is then the only one, and is kept.)
                 panicking = True
                 end_marker = END_PANIC
                 if phase == "trace":
@@ -233,24 +449,57 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
             if after_trace > AFTER_TRACE_LINES:
                 break
             continue
+        if family.multi and _dump_start(ev, line.number, body):
+            phase, seek_from, foreign, after_trace = "seek", line.number, 0, 0
+            ev.last_fact = line.number
+            continue
         if phase == "trace":
+            mark, rest = split_lead_marker(body)
+            if mark is not None:
+                if mark.startswith("/") or mark in ("EOI", "EOE"):
+                    ev.dump.breaks.append(len(ev.dump.frames))
+                body = rest
             frame = parse_frame(body)
             if frame is not None:
                 if frame[1]:
-                    ev.frames.append(frame[0])
+                    _add_frame(ev.dump, frame[0])
                 ev.trace_last = line.number
                 foreign = 0
                 continue
             if is_marker(body):
+                if leaves_irq(body):
+                    ev.dump.breaks.append(len(ev.dump.frames))
                 ev.trace_last = line.number
                 continue
             if _X86_REGS.match(body):
+                # x86 prints the interrupted context's registers inside the trace: its RIP is
+                # that context's top frame.
+                pc = parse_pc(body)
+                if pc is not None:
+                    ev.dump.regs_at.append(len(ev.dump.frames))
+                    ev.dump.frames.append(pc)
+                continue
+            if _NEUTRAL.match(body):
                 continue
             if foreign < FOREIGN_LINES and _ENDS_TRACE.match(body) is None:
                 foreign += 1
                 continue
             phase = "done"
+            after_trace = 0
+            foreign = 0
         if phase == "done":
+            if family.multi:
+                # Between dumps a stall report prints its own lines ("rcu: ...", "Sending
+                # NMI ..."); anything else for a few lines means the report is over.
+                if _STALL_LINE.match(body):
+                    _collect(ev, family, line.number, body)
+                    ev.last_fact = line.number
+                    foreign = 0
+                    continue
+                foreign += 1
+                if foreign > FOREIGN_LINES:
+                    break
+                continue
             if end_marker is None:
                 break
             after_trace += 1
@@ -272,35 +521,117 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
             if frame is not None:
                 phase = "trace"
                 if frame[1]:
-                    ev.frames.append(frame[0])
+                    ev.dump.frames.append(frame[0])
                 ev.trace_last = line.number
-        if phase == "seek" and line.number - head.line.number > family.budget:
+        if phase == "seek" and line.number - seek_from > family.budget:
             break
     else:
         if phase == "seek" and family.has_trace:
             # The log stops inside the report, before its trace: all of the rest is the report.
             ev.last_fact = max(ev.last_fact, last_line)
+            # Cut right after the header (QEMU killed): too soon to tell a report from a message.
+            ev.truncated = last_line - head.line.number <= TRUNCATED_LINES
     return ev, ev.end or max(ev.last_fact, ev.trace_last), nxt
 
 
-def _blame(head: _Header, ev: _Evidence) -> str | None:
+def _add_frame(dump: _Dump, name: str) -> None:
+    # The unwinder may print the frame whose registers it just showed: keep one.
+    frames = dump.frames
+    if dump.regs_at and dump.regs_at[-1] == len(frames) - 1 and frames[-1] == name:
+        return
+    frames.append(name)
+
+
+def _own(name: str | None) -> str | None:
+    return base_name(name) if name and not is_plumbing(name) else None
+
+
+def _trace_culprit(family: Family, dump: _Dump) -> tuple[str | None, list[str]]:
+    """(culprit, the frames it is in) from a dump's trace."""
+    frames = dump.frames
+    if family.interrupted:
+        part = interrupted_part(frames, dump.breaks, dump.regs_at)
+        if part is not None:
+            return first_own(part), part
+    return first_own(frames), frames
+
+
+def _blame_dump(head: _Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, list[str]]:
+    """The culprit named by one dump and the frames it comes from, following the row's order."""
     for evidence in head.family.blame:
+        found: str | None
+        frames = dump.frames
         if evidence == "trace":
-            found = first_own(ev.frames)
+            found, frames = _trace_culprit(head.family, dump)
         elif evidence == "held_lock":
             found = first_own(ev.held)
         elif evidence == "workqueue":
             found = first_own(ev.works)
+        elif evidence == "pc":
+            found = _own(dump.pc) or _own(dump.idle)
+            if found and (not frames or base_name(frames[0]) != found):
+                # x86 does not repeat the RIP function as the first frame of the trace.
+                frames = [found, *frames]
+        elif evidence == "lr":
+            found = _own(dump.lr)
+        elif evidence == "caller":
+            found = _own(ev.caller)
+        elif evidence == "lock_at":
+            found = _own(ev.lock_at)
         else:
-            name = {
-                "header": head.fields.get("function"),
-                "pc": ev.pc,
-                "lr": ev.lr,
-                "caller": ev.caller,
-            }.get(evidence)
-            found = base_name(name) if name and not is_plumbing(name) else None
+            found = _own(head.fields.get("function"))
         if found:
-            return found
+            return found, frames
+    return None, dump.frames
+
+
+def _pick_dump(head: _Header, ev: _Evidence) -> tuple[_Dump, str | None, list[str]]:
+    """The dump that shows the culprit: the stalled CPU's, the locked-up CPU's, or the main one."""
+    family = head.family
+    candidates = [d for d in ev.dumps if d.label not in ("gp_kthread", "gp_heading")]
+    if not candidates:
+        candidates = ev.dumps[:1]
+    wanted: list[tuple[str, str]] = []
+    if family.pick == "stalled":
+        wanted = [("cpu", c) for c in ev.stalled_cpus] + [("pid", p) for p in ev.stalled_pids]
+    elif family.pick == "cpu" and head.fields.get("cpu"):
+        wanted = [("cpu", head.fields["cpu"] or "")]
+    for key, value in wanted:
+        for dump in candidates:
+            if getattr(dump, key) == value:
+                found, frames = _blame_dump(head, ev, dump)
+                if found:
+                    return dump, found, frames
+    if family.pick == "stalled":
+        # No usable dump for a listed CPU ("All QSes seen", an idle CPU): any dump but the
+        # detecting CPU's, which only shows the detector.
+        for dump in candidates:
+            if ev.stalled_cpus and dump.cpu is not None and dump.cpu == ev.detected_by:
+                continue
+            found, frames = _blame_dump(head, ev, dump)
+            if found:
+                return dump, found, frames
+    dump = candidates[0]
+    found, frames = _blame_dump(head, ev, dump)
+    return dump, found, frames
+
+
+def _knock_on(
+    family: Family, dump: _Dump, task: str | None, frames: list[str], function: str | None
+) -> str | None:
+    """Why a lockup or stall looks like the consequence of work on another CPU, if it does."""
+    if not family.interrupted:
+        return None
+    if dump.stopper or (task and _STOPPER_TASK.match(task)):
+        return "stopper thread"
+    names = [dump.pc] if dump.pc else []
+    for name in frames:
+        if function is not None and base_name(name) == function:
+            break
+        names.append(name)
+    for name in names:
+        if name and _SPIN_WAITS.fullmatch(base_name(name)):
+            return f"waiting in {base_name(name)}"
     return None
 
 
@@ -322,52 +653,83 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _start_line(text: str, head: _Header, floor: int) -> int:
-    """Include the banner the kernel prints just before the header ("[ cut here ]", "====")."""
-    prev = console.previous_line_start(text, head.line.offset)
-    if prev is None or head.line.number - 1 <= floor:
-        return head.line.number
-    body = console.line_at(text, prev, head.line.number - 1).body
-    if _BANNER.match(body):
-        return head.line.number - 1
-    return head.line.number
+def _start_line(text: str, head: _Header, floor: int, ev: _Evidence) -> int:
+    """Include the banner the kernel prints just before the header ("[ cut here ]", "===="),
+    and the WARN() message printed between the two (arm64 and x86 print it first)."""
+    offset = head.line.offset
+    number = head.line.number
+    message = False
+    for back in range(1, 4):
+        prev = console.previous_line_start(text, offset)
+        if prev is None or number - back <= floor:
+            break
+        body = console.line_at(text, prev, number - back).body
+        if _BANNER.match(body):
+            if message:
+                ev.notes.add("debug_locks")
+            return number - back
+        if head.family.kind != "warning" or not body.strip():
+            break
+        message = message or "DEBUG_LOCKS_WARN_ON" in body
+        offset = prev
+    return number
 
 
 def _build(text: str, head: _Header, ev: _Evidence, end: int, floor: int) -> Splat:
     family = head.family
-    function = _blame(head, ev)
+    start = _start_line(text, head, floor, ev)
+    dump, function, frames = _pick_dump(head, ev)
     fields = _Fields({k: v for k, v in head.fields.items() if v is not None})
     for key, value in ev.who.items():
         fields.setdefault(key, value)
-    for key, value in ev.cpu_line.items():
-        fields.setdefault(key, value)
-    if ev.rcu_cpu is not None:
-        fields.setdefault("cpu", ev.rcu_cpu)
+    if dump is not ev.dumps[0]:
+        # The culprit's dump names the stalled CPU and its task, not the detecting one.
+        for key in ("cpu", "task", "pid"):
+            value = getattr(dump, key)
+            if value:
+                fields[key] = value
+    for key in ("cpu", "pid", "task"):
+        value = getattr(ev.dumps[0], key)
+        if value:
+            fields.setdefault(key, value)
+    if ev.stalled_cpus:
+        fields.setdefault("cpu", ev.stalled_cpus[0])
+    kind, subtype_spec = family.kind, family.subtype
+    title_spec, untitled_spec = family.title, family.untitled
+    if kind == "warning" and (
+        "debug_locks" in ev.notes or _LOCKDEP_FILE.search(fields.get("where") or "")
+    ):
+        # DEBUG_LOCKS_WARN_ON() and lockdep's own WARN_ON()s are lockdep reports: the locking
+        # state went wrong, whatever line of lockdep.c noticed it.
+        kind, subtype_spec = "lockdep", "debug_locks_warn_on"
+        title_spec = "lockdep: locking bug (DEBUG_LOCKS_WARN_ON) in {function}"
+        untitled_spec = "lockdep: locking bug (DEBUG_LOCKS_WARN_ON)"
     task = fields.get("task")
     task = task.strip() if task else None
     if function is not None:
         fields["function"] = function
-        template = family.title
+        template = title_spec
     else:
-        template = family.untitled
+        template = untitled_spec
     title = template(fields) if callable(template) else template.format_map(fields)
-    if callable(family.subtype):
-        subtype = family.subtype(fields)
-    elif family.subtype is not None:
-        subtype = slug(family.subtype.format_map(fields))
+    if callable(subtype_spec):
+        subtype = subtype_spec(fields)
+    elif subtype_spec is not None:
+        subtype = slug(subtype_spec.format_map(fields))
     else:
         subtype = None
     return Splat(
-        kind=family.kind,
+        kind=kind,
         subtype=subtype or None,
         title=_one_line(title),
         function=function,
-        frames=tuple(ev.frames),
+        frames=trim(frames) if function is not None else tuple(frames),
         cpu=_int(fields.get("cpu")),
         task=task or None,
         pid=_int(fields.get("pid")),
-        start_line=_start_line(text, head, floor),
+        start_line=start,
         end_line=max(end, head.line.number),
+        knock_on=_knock_on(family, dump, task, frames, function),
     )
 
 
@@ -393,6 +755,12 @@ def scan(text: str) -> list[Splat]:
         if head.family.kind == "panic" and previous is not None and _panic_belongs(head, previous):
             # The report's ending, printed after the report had already finished.
             splats[-1] = _extend(previous, end)
+        elif head.family.needs_stack and not ev.truncated and not any(
+            d.has_stack() for d in ev.dumps
+        ):
+            # A bare "BUG: ..." or "WARNING: ..." line with no dump after it is a message,
+            # not a kernel report.
+            pass
         else:
             floor = previous.end_line if previous is not None else 0
             splats.append(_build(text, head, ev, end, floor))

@@ -14,12 +14,17 @@ class Splat:
     subtype: str | None  # e.g. invalid_wait_context, sleeping_in_atomic, slab_use_after_free
     title: str  # one line naming the failure and the culprit
     function: str | None  # the culprit function
-    frames: tuple[str, ...]  # call-trace function names, top first
+    # The culprit's call trace, top first, from its first frame that is not reporter, interrupt
+    # or lock machinery (lock wrappers such as rtnl_lock stay, above the function they serve).
+    frames: tuple[str, ...]
     cpu: int | None
     task: str | None  # comm of the task the report is about
     pid: int | None
     start_line: int  # 1-based, inclusive
     end_line: int
+    # Lockups and stalls only: why this report looks like the consequence of work on another
+    # CPU ("stopper thread", "waiting in queued_spin_lock_slowpath"), None when it does not.
+    knock_on: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +37,7 @@ class Splat:
             "task": self.task,
             "pid": self.pid,
             "lines": [self.start_line, self.end_line],
+            "knock_on": self.knock_on,
         }
 
 
