@@ -143,3 +143,69 @@ def test_flaky_cell_is_marked_not_averaged():
     matrix._compare_all([c])
     assert c.match is False and c.flaky and c.why.startswith("flaky: matched in 1/2")
     assert matrix.exit_code([c]) == 1
+
+
+# --- fault injection and stuck vCPUs (alloc-failure) ------------------------------------
+
+_TIMEOUT = "timeout after 30 s in round 1 of 5: vcpus 0,1,2,3,4,5,6,7 did not finish"
+
+
+def test_stuck_vcpus_after_an_injected_failure_are_a_livelock():
+    text = edit_result(REAL, stuck_vcpus=list(range(8)), errors=[_TIMEOUT],
+                       fault_injection={"armed": True, "window": "kvm_handle_guest_abort",
+                                        "requested": 1, "failures": 1})
+    v = verdict_of(text)
+    assert v.verdict == "fail"
+    assert v.reason.startswith("livelock: 8 of 8 vCPUs never came back"), v.reason
+    assert "1 injected allocation failure(s) under kvm_handle_guest_abort" in v.reason
+    assert v.workload["stuck_vcpus"] == list(range(8))
+
+
+def test_stuck_vcpus_without_an_injected_failure_cannot_be_judged():
+    """A timeout with nothing that explains it may be the host: never a kernel verdict."""
+    text = edit_result(REAL, stuck_vcpus=[3], errors=[_TIMEOUT],
+                       fault_injection={"armed": True, "window": "kvm_handle_guest_abort",
+                                        "requested": 1, "failures": 0})
+    v = verdict_of(text)
+    assert v.verdict == "error" and v.reason.startswith("could not judge: workload error")
+
+
+def test_fault_injection_that_could_not_be_armed_is_not_judged():
+    text = edit_result(REAL, errors=["no /sys/kernel/debug/failslab/: the kernel lacks "
+                                     "CONFIG_FAILSLAB or CONFIG_FAULT_INJECTION_DEBUG_FS"],
+                       fault_injection={"armed": False, "window": "kvm_handle_guest_abort",
+                                        "requested": 1, "failures": None})
+    v = verdict_of(text)
+    assert v.verdict == "error" and "fault injection could not be armed" in v.reason
+    assert "CONFIG_FAILSLAB" in v.reason
+
+
+def _exp(**data) -> variants.Expectation:
+    return variants._expectation(data, "test")
+
+
+def test_declared_livelock_and_failure_count_are_compared():
+    stuck = verdict_of(edit_result(
+        REAL, stuck_vcpus=[0, 1], errors=[_TIMEOUT],
+        fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}))
+    fine = verdict_of(edit_result(
+        REAL, fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}))
+    livelock = _exp(stuck=True, injected_failures=1, clean=False)
+    assert matrix.compare(livelock, stuck, None)[0] is True
+    match, _, why = matrix.compare(livelock, fine, None)
+    assert match is False and "every vCPU came back" in why
+    match, _, why = matrix.compare(_exp(injected_failures=1), stuck, None)
+    assert match is False and "never came back" in why
+    match, observed, why = matrix.compare(_exp(injected_failures=0), fine, None)
+    assert match is False and "expected 0" in why and "1 injected failure(s)" in observed
+
+
+def test_splat_title_pattern_names_where_the_report_comes_from():
+    spec = _exp(splats=[{"kind": "atomic_sleep", "title": r"include/linux/sched/mm\.h"}]
+                ).splats[0]
+    alloc = {"kind": "atomic_sleep", "title": "BUG: sleeping function called from invalid "
+             "context at include/linux/sched/mm.h:321"}
+    mutex = dict(alloc, title="BUG: sleeping function called from invalid context at "
+                 "kernel/locking/mutex.c:585")
+    assert spec.matches(alloc) and not spec.matches(mutex)
+    assert spec.describe().endswith(r"/include/linux/sched/mm\.h/")

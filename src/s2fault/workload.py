@@ -71,6 +71,10 @@ class Workload:
             "remap": r.get("remap", "memslot"),
             "stale": stale,
             "per_vm": r.get("per_vm") or ([_vm_of(r)] if r else []),
+            "first_touch": r.get("first_touch", "data"),
+            # vCPUs released into their exec fault that never came back (a timeout)
+            "stuck_vcpus": list(r.get("stuck_vcpus") or []),
+            "fault_injection": r.get("fault_injection"),
         }
 
 
