@@ -54,7 +54,7 @@
  *
  * --fail-alloc N (alloc-failure): just before the first round's release,
  * arm failslab (debugfs) to fail the next N slab allocations made with
- * kvm_handle_guest_abort() on the stack, and print the stack of each
+ * kvm_pgtable_walk() on the stack (under mmu_lock), and print the stack of each
  * (verbose=2): the allocation a fault-path patch makes, made to fail.
  * The result says how many failed ("fault_injection"). A vCPU that then
  * never comes back from its fault is listed in "stuck_vcpus" when the
@@ -1421,8 +1421,8 @@ static void arm_watchdog(void)
 }
 
 #define FAILSLAB_DIR	"/sys/kernel/debug/failslab/"
-/* Fault-path allocations are made under this function (see arm_failslab). */
-#define FAILSLAB_WINDOW	"kvm_handle_guest_abort"
+/* Allocations made while walking stage 2, under mmu_lock (see arm_failslab). */
+#define FAILSLAB_WINDOW	"kvm_pgtable_walk"
 
 static int read_failslab(const char *name, long *val)
 {
@@ -1478,12 +1478,15 @@ static bool symbol_range(const char *name, unsigned long *start,
 
 /*
  * Fail the next --fail-alloc slab allocations whose stack holds
- * kvm_handle_guest_abort(): those a patch makes in the stage-2 fault
- * path. KVM's own stage-2 page tables come from the page allocator (its
- * memory caches), which failslab does not touch, so a kernel that does
- * not allocate there sees no failure at all. ignore-gfp-wait off: the
- * allocations under test are GFP_KERNEL_ACCOUNT, which failslab skips by
- * default. Armed just before the release, after the code slot is mapped.
+ * kvm_pgtable_walk(): those made while the fault handler walks stage 2
+ * under mmu_lock, which is where a patch's allocation lands. KVM itself
+ * allocates before it takes the lock (the memory cache top-up, whose
+ * first use allocates its array with kvmalloc: failing that one makes
+ * KVM_RUN return ENOMEM, as it should) and takes its page-table pages
+ * from that cache inside the walk, so a kernel that does not allocate on
+ * the path sees no failure at all. ignore-gfp-wait off: the allocations
+ * under test are GFP_KERNEL_ACCOUNT, which failslab skips by default.
+ * Armed just before the release, after the code slot is mapped.
  */
 static void arm_failslab(void)
 {
@@ -1767,7 +1770,7 @@ static void print_usage(FILE *f)
 		"                     or exec (the fetch itself: KVM maps the block\n"
 		"                     executable in its map walker)\n"
 		"  --fail-alloc N     fail the next N slab allocations made under\n"
-		"                     kvm_handle_guest_abort() (failslab, armed just\n"
+		"                     kvm_pgtable_walk() (failslab, armed just\n"
 		"                     before the first exec faults; needs debugfs and\n"
 		"                     CONFIG_FAILSLAB; default 0)\n"
 		"  --help             this text\n"
