@@ -27,11 +27,16 @@
  *                              instead of exec faults (default 0)
  *   s2fault.remap=HOW          memslot (default) or dontneed: how a round
  *                              makes stage 2 forget the blocks
+ *   s2fault.first_touch=HOW    data (default) or exec: the blocks' first
+ *                              access in a round (exec: the fetch itself)
+ *   s2fault.fail_alloc=N       fail the next N slab allocations made in
+ *                              the KVM fault handler (failslab; default 0)
  *   s2fault.program=NAME       run /bin/NAME (default s2fault-vmm) with
  *                              the same arguments
  *
  * The program gets --vcpus, --rounds, --timeout and --arm-watchdog always,
- * and --vms, --blocks, --storm and --remap only when not the default (see
+ * and --vms, --blocks, --storm, --remap, --first-touch and --fail-alloc
+ * only when not the default (see
  * vmm.c for what they do). It runs in a process group of its own, so that
  * the processes of a multi-VM run can be killed together.
  *
@@ -60,6 +65,7 @@
 
 #define DEFAULT_PROGRAM	"s2fault-vmm"
 #define DEFAULT_REMAP	"memslot"
+#define DEFAULT_TOUCH	"data"
 /* After the VMM's own timeout, how long before init kills it. */
 #define VMM_GRACE_S	30
 #define WORD_LEN	48
@@ -74,7 +80,9 @@ struct params {
 	unsigned int vms;
 	unsigned int blocks;
 	unsigned int storm;
+	unsigned int fail_alloc;
 	char remap[WORD_LEN];
+	char first_touch[WORD_LEN];
 	char program[WORD_LEN];
 	char path[WORD_LEN + 8];
 };
@@ -247,8 +255,11 @@ static void parse_cmdline(struct params *p)
 	p->vms = cmdline_uint(cmdline, "s2fault.vms", 1);
 	p->blocks = cmdline_uint(cmdline, "s2fault.blocks", 1);
 	p->storm = cmdline_uint(cmdline, "s2fault.storm", 0);
+	p->fail_alloc = cmdline_uint(cmdline, "s2fault.fail_alloc", 0);
 	cmdline_word(cmdline, "s2fault.remap", DEFAULT_REMAP, p->remap,
 		     sizeof(p->remap));
+	cmdline_word(cmdline, "s2fault.first_touch", DEFAULT_TOUCH,
+		     p->first_touch, sizeof(p->first_touch));
 	cmdline_word(cmdline, "s2fault.program", DEFAULT_PROGRAM, p->program,
 		     sizeof(p->program));
 	if (!strcmp(p->program, ".") || !strcmp(p->program, ".."))
@@ -330,9 +341,15 @@ static pid_t start_vmm(const struct params *p)
 		add_arg(argv, &argc, values, "--blocks", p->blocks);
 	if (p->storm)
 		add_arg(argv, &argc, values, "--storm", p->storm);
+	if (p->fail_alloc)
+		add_arg(argv, &argc, values, "--fail-alloc", p->fail_alloc);
 	if (strcmp(p->remap, DEFAULT_REMAP)) {
 		argv[argc++] = "--remap";
 		argv[argc++] = (char *)p->remap;
+	}
+	if (strcmp(p->first_touch, DEFAULT_TOUCH)) {
+		argv[argc++] = "--first-touch";
+		argv[argc++] = (char *)p->first_touch;
 	}
 	argv[argc] = NULL;
 	pid = fork();

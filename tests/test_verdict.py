@@ -211,3 +211,86 @@ def test_cell_outcomes_and_exit_codes():
 def test_a_check_with_no_cell_is_refused_before_anything_runs():
     with pytest.raises(Exception, match="no cell to run: .*guest-icache-storm"):
         matrix.check_plan(["dilated"], matrix.RunOptions(workloads=("guest-icache-storm",)))
+
+
+# --- fault injection and stuck vCPUs (alloc-failure) ------------------------------------
+
+_TIMEOUT = "timeout after 30 s in round 1 of 5: vcpus 0,1,2,3,4,5,6,7 did not finish"
+
+
+def injected(text: str, n: int) -> str:
+    """The console with failslab's report of `n` failed allocations before the result."""
+    report = ("[   11.522008] FAULT_INJECTION: forcing a failure.\n"
+              "[   11.522008] name failslab, interval 1, probability 100, space 0, times 1\n")
+    head, sep, tail = text.partition("S2FAULT-RESULT")
+    return head + report * n + sep + tail
+
+
+def test_stuck_vcpus_after_an_injected_failure_are_a_livelock():
+    text = edit_result(REAL, stuck_vcpus=list(range(8)), errors=[_TIMEOUT],
+                       fault_injection={"armed": True, "window": "kvm_pgtable_walk",
+                                        "requested": 1, "failures": 1})
+    v = verdict_of(injected(text, 1))
+    assert v.verdict == "fail"
+    assert v.reason.startswith("livelock: 8 of 8 vCPUs never came back"), v.reason
+    assert "1 injected allocation failure(s) under kvm_pgtable_walk" in v.reason
+    assert v.workload["stuck_vcpus"] == list(range(8))
+
+
+def test_stuck_vcpus_without_an_injected_failure_cannot_be_judged():
+    """A timeout with nothing that explains it may be the host: never a kernel verdict."""
+    text = edit_result(REAL, stuck_vcpus=[3], errors=[_TIMEOUT],
+                       fault_injection={"armed": True, "window": "kvm_pgtable_walk",
+                                        "requested": 1, "failures": 0})
+    v = verdict_of(text)
+    assert v.verdict == "error" and v.reason.startswith("could not judge: workload error")
+
+
+def test_fault_injection_that_could_not_be_armed_is_not_judged():
+    text = edit_result(REAL, errors=["no /sys/kernel/debug/failslab/: the kernel lacks "
+                                     "CONFIG_FAILSLAB or CONFIG_FAULT_INJECTION_DEBUG_FS"],
+                       fault_injection={"armed": False, "window": "kvm_pgtable_walk",
+                                        "requested": 1, "failures": None})
+    v = verdict_of(text)
+    assert v.verdict == "error" and "fault injection could not be armed" in v.reason
+    assert "CONFIG_FAILSLAB" in v.reason
+
+
+def _exp(**data) -> variants.Expectation:
+    return variants._expectation(data, "test")
+
+
+def test_declared_livelock_and_failure_count_are_compared():
+    stuck = verdict_of(injected(edit_result(
+        REAL, stuck_vcpus=[0, 1], errors=[_TIMEOUT],
+        fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
+    fine = verdict_of(injected(edit_result(
+        REAL, fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
+    livelock = _exp(stuck=True, injected_failures=1, clean=False)
+    assert matrix.compare(livelock, stuck, None)[0] is True
+    match, _, why = matrix.compare(livelock, fine, None)
+    assert match is False and "every vCPU came back" in why
+    match, _, why = matrix.compare(_exp(injected_failures=1), stuck, None)
+    assert match is False and "never came back" in why
+    match, observed, why = matrix.compare(_exp(injected_failures=0), fine, None)
+    assert match is False and "expected 0" in why and "1 injected failure(s)" in observed
+
+
+def test_splat_title_pattern_names_where_the_report_comes_from():
+    spec = _exp(splats=[{"kind": "atomic_sleep", "title": r"include/linux/sched/mm\.h"}]
+                ).splats[0]
+    alloc = {"kind": "atomic_sleep", "title": "BUG: sleeping function called from invalid "
+             "context at include/linux/sched/mm.h:321"}
+    mutex = dict(alloc, title="BUG: sleeping function called from invalid context at "
+                 "kernel/locking/mutex.c:585")
+    assert spec.matches(alloc) and not spec.matches(mutex)
+    assert spec.describe().endswith(r"/include/linux/sched/mm\.h/")
+
+
+def test_failures_are_counted_from_the_kernels_reports():
+    """failslab's `times` is checked and decremented apart: two CPUs can both take the
+    last failure (seen on upstream with a wider filter), so the console counts."""
+    text = edit_result(REAL, fault_injection={"armed": True, "window": "w", "requested": 1,
+                                              "failures": 1})
+    assert verdict_of(injected(text, 2)).workload["fault_injection"]["failures"] == 2
+    assert verdict_of(text).workload["fault_injection"]["failures"] == 0

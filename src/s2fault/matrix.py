@@ -302,6 +302,12 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
     storm = v.workload.get("storm", {}).get("iteration_max_ms")
     if storm is not None:
         text += f"; storm {storm:g} ms/iter"
+    injected = (v.workload.get("fault_injection") or {}).get("failures")
+    if injected is not None:
+        text += f"; {injected} injected failure(s)"
+    stuck = v.workload.get("stuck_vcpus")
+    if stuck:
+        text += f"; {len(stuck)} vCPU(s) stuck"
     tests = v.workload.get("selftests")
     if tests:
         counts = Counter(t.get("status") for t in tests)
@@ -332,6 +338,19 @@ def compare(
         return None, observed, lacking
     if v.workload.get("coherent") is False:
         return False, observed, v.reason
+    stuck = v.workload.get("stuck_vcpus") or []
+    if bool(stuck) != exp.stuck:
+        return False, observed, (
+            f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
+            if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")
+    if exp.injected_failures is not None:
+        injected = (v.workload.get("fault_injection") or {}).get("failures")
+        if injected is None:
+            return None, observed, "fault injection reported no failure count"
+        if injected != exp.injected_failures:
+            return False, observed, (
+                f"{injected} allocation(s) failed by fault injection in the fault path, "
+                f"expected {exp.injected_failures}")
     missing = [s.describe() for s in exp.splats if not any(s.matches(x) for x in v.splats)]
     if missing:
         return False, observed, "expected but not seen: " + "; ".join(missing)

@@ -62,6 +62,8 @@ class Profile:
     blocks: int = 1  # huge blocks per VM, exec-faulted in turn
     storm: int = 0  # of the vCPUs, how many run I-cache maintenance instead of faulting
     remap: str = "memslot"  # how a round forgets the block: memslot | dontneed
+    first_touch: str = "data"  # the block's first access: data (then exec) | exec
+    fail_alloc: int = 0  # slab allocations under the KVM fault handler to fail (failslab)
     program: str = "s2fault-vmm"  # what init runs (/bin/<program>)
 
     @property
@@ -217,7 +219,7 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
     # The workload's shape, only where it differs from the plain exec-fault run (so
     # the command lines of earlier results stay what they were).
     plain = Profile()
-    for key in ("vms", "blocks", "storm", "remap", "program"):
+    for key in ("vms", "blocks", "storm", "remap", "first_touch", "fail_alloc", "program"):
         value = getattr(profile, key)
         if value != getattr(plain, key):
             args.append(f"s2fault.{key}={value}")

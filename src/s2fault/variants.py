@@ -6,6 +6,7 @@ compares that with what a run observed. Adding a variant is adding a folder.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,10 @@ class SplatSpec:
     in_frames: tuple[str, ...] = ()
     task: str | None = None
     processes_min: int = 1  # seen in at least this many processes (distinct pids)
+    # A regular expression searched in the title: where the report comes from (the
+    # might_sleep() of mutex_lock() in kernel/locking/mutex.c, or might_alloc() in
+    # include/linux/sched/mm.h, name different culprits behind one message).
+    title: str | None = None
 
     def matches(self, splat: dict) -> bool:
         if splat.get("kind") != self.kind:
@@ -45,6 +50,8 @@ class SplatSpec:
                 return False
         if self.task and splat.get("task") != self.task:
             return False
+        if self.title and not re.search(self.title, splat.get("title") or ""):
+            return False
         return True
 
     def describe(self) -> str:
@@ -55,6 +62,8 @@ class SplatSpec:
             text += " via " + "|".join(self.in_frames)
         if self.processes_min > 1:
             text += f" in >={self.processes_min} processes"
+        if self.title:
+            text += f" /{self.title}/"
         return text
 
 
@@ -66,6 +75,10 @@ class Expectation:
     latency_reference: str | None = None
     # many-blocks: the slope of cost against the number of blocks, against the reference's
     slope_ratio_min: float | None = None
+    # vCPUs released into their exec fault that never came back (alloc-failure)
+    stuck: bool = False
+    # slab allocations failed by fault injection in the fault path; None: not checked
+    injected_failures: int | None = None
     unfilled: bool = False  # not declared yet: never judged, never a silent pass
 
     def describe(self) -> str:
@@ -78,6 +91,10 @@ class Expectation:
             parts.append(f"latency>={self.latency_ratio_min:g}x {self.latency_reference}")
         if self.slope_ratio_min:
             parts.append(f"slope>={self.slope_ratio_min:g}x {self.latency_reference}")
+        if self.injected_failures is not None:
+            parts.append(f"{self.injected_failures} injected allocation failure(s)")
+        if self.stuck:
+            parts.append("vCPUs stuck in the fault")
         return ", ".join(parts) or "anything"
 
     def to_dict(self) -> dict:
@@ -88,6 +105,8 @@ class Expectation:
             "latency_ratio_min": self.latency_ratio_min,
             "latency_reference": self.latency_reference,
             "slope_ratio_min": self.slope_ratio_min,
+            "stuck": self.stuck,
+            "injected_failures": self.injected_failures,
             "unfilled": self.unfilled,
             "summary": self.describe(),
         }
@@ -142,6 +161,7 @@ def _expectation(data: dict, where: str) -> Expectation:
                 in_frames=_as_tuple(raw.get("in_frames")),
                 task=raw.get("task"),
                 processes_min=int(raw.get("processes_min", 1)),
+                title=raw.get("title"),
             )
         )
     ratio = data.get("latency_ratio_min")
@@ -153,6 +173,9 @@ def _expectation(data: dict, where: str) -> Expectation:
             "latency_reference", "upstream" if ratio or data.get("slope_ratio_min") else None),
         slope_ratio_min=(float(data["slope_ratio_min"])
                          if data.get("slope_ratio_min") is not None else None),
+        stuck=bool(data.get("stuck", False)),
+        injected_failures=(int(data["injected_failures"])
+                           if data.get("injected_failures") is not None else None),
     )
 
 

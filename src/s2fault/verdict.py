@@ -220,6 +220,19 @@ def _decide(run, text, w: Workload, splats, pre,
             f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={r.get('ctr_el0')}): the I-cache "
             "invalidation under test never runs; pick a CPU model without DIC"
         )
+    injection = r.get("fault_injection")
+    if injection is not None and not injection.get("armed"):
+        why = "; ".join(r.get("errors") or []) or "no reason given"
+        return "error", f"could not judge: fault injection could not be armed ({why})"
+    stuck = r.get("stuck_vcpus") or []
+    if stuck and injection and injection.get("failures"):
+        # The failure was injected under the fault handler and the vCPUs never came
+        # back: the kernel turned one failed allocation into a livelock.
+        also = f"; also: {_splat_reason(splats)}" if splats else ""
+        return "fail", (
+            f"livelock: {len(stuck)} of {r.get('vcpus')} vCPUs never came back from their "
+            f"exec fault after {injection['failures']} injected allocation failure(s) under "
+            f"{injection.get('window')} ({(r.get('errors') or ['timeout'])[0]}){also}")
     if r.get("errors"):
         # A vCPU that never reported (timeout, KVM error) is not an incoherent I-cache;
         # with a splat on the console the kernel is to blame, without one nobody is.

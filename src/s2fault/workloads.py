@@ -68,6 +68,26 @@ WORKLOADS: dict[str, Workload] = {
             {"*": {"remap": "dontneed", "rounds": 10}},
         ),
         Workload(
+            "exec-first-touch",
+            "The stage-2 map path with exec: the vCPUs' first access to the block is an "
+            "instruction fetch, so KVM invalidates the I-cache in stage2_map_walker_try_leaf() "
+            "with the PTE already broken (locked), not in the permission-relaxing walker.",
+            ("functional", "dilated"),
+            {"*": {"first_touch": "exec"}},
+        ),
+        Workload(
+            "alloc-failure",
+            "Why the fault path must not allocate: on the map path (first touch is a fetch) "
+            "the next slab allocation made under the KVM fault handler fails (failslab, "
+            "once). A kernel that does not allocate there sees nothing; one that does must "
+            "survive the failure.",
+            ("functional",),
+            # A vCPU that does not come back within 30 s of wall time is stuck: the
+            # slowest exec fault measured here is ~0.1 s.
+            {"*": {"first_touch": "exec", "fail_alloc": 1, "vmm_timeout": 30}},
+            ("exec_fault", "fault_injection"),
+        ),
+        Workload(
             "many-blocks",
             "How fault cost grows with the memory made executable: M huge blocks exec-faulted "
             "in turn.",
