@@ -147,7 +147,7 @@ def test_flaky_cell_is_marked_not_averaged():
 
 # --- fault injection and stuck vCPUs (alloc-failure) ------------------------------------
 
-_TIMEOUT = "timeout after 30 s in round 1 of 5: vcpus 0,1,2,3,4,5,6,7 did not finish"
+_TIMEOUT = "timeout after 15 s in round 1 of 2: vcpus 0,1,2,3,4,5,6,7 did not finish"
 
 
 def injected(text: str, n: int) -> str:
