@@ -331,6 +331,7 @@ def test_to_dict_is_json_ready() -> None:
         "pid": 25,
         "lines": [1, 5],
         "knock_on": None,
+        "where": None,
     }
 
 

@@ -80,6 +80,12 @@ class Profile:
         if self.no_output_timeout is not None:
             t = dataclasses.replace(t, no_output=self.no_output_timeout,
                                     after_splat=min(t.after_splat, self.no_output_timeout))
+        if self.fail_alloc:
+            # failslab dumps a stack by design; whether the vCPUs come back after it is
+            # the VMM's to say (it lists the stuck ones at its timeout), so the machine
+            # waits past that timeout instead of ending the run at the quiet console.
+            t = dataclasses.replace(t, after_splat=max(t.after_splat, self.vmm_timeout + 10),
+                                    no_output=max(t.no_output, self.vmm_timeout + 10))
         return t
 
     def with_(self, **changes) -> Profile:

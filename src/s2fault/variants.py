@@ -32,10 +32,10 @@ class SplatSpec:
     in_frames: tuple[str, ...] = ()
     task: str | None = None
     processes_min: int = 1  # seen in at least this many processes (distinct pids)
-    # A regular expression searched in the title: where the report comes from (the
-    # might_sleep() of mutex_lock() in kernel/locking/mutex.c, or might_alloc() in
-    # include/linux/sched/mm.h, name different culprits behind one message).
-    title: str | None = None
+    # A regular expression searched in the source location the report names: the
+    # might_sleep() of mutex_lock() (kernel/locking/mutex.c) and might_alloc()
+    # (include/linux/sched/mm.h) print one message for different culprits.
+    where: str | None = None
 
     def matches(self, splat: dict) -> bool:
         if splat.get("kind") != self.kind:
@@ -50,7 +50,7 @@ class SplatSpec:
                 return False
         if self.task and splat.get("task") != self.task:
             return False
-        if self.title and not re.search(self.title, splat.get("title") or ""):
+        if self.where and not re.search(self.where, splat.get("where") or ""):
             return False
         return True
 
@@ -62,8 +62,8 @@ class SplatSpec:
             text += " via " + "|".join(self.in_frames)
         if self.processes_min > 1:
             text += f" in >={self.processes_min} processes"
-        if self.title:
-            text += f" /{self.title}/"
+        if self.where:
+            text += f" at /{self.where}/"
         return text
 
 
@@ -161,7 +161,7 @@ def _expectation(data: dict, where: str) -> Expectation:
                 in_frames=_as_tuple(raw.get("in_frames")),
                 task=raw.get("task"),
                 processes_min=int(raw.get("processes_min", 1)),
-                title=raw.get("title"),
+                where=raw.get("where"),
             )
         )
     ratio = data.get("latency_ratio_min")
