@@ -1443,13 +1443,17 @@ static int read_failslab(const char *name, long *val)
 	return 0;
 }
 
-/* [start, end) of a text symbol: its address and the next one's. */
+/*
+ * [start, end) of a text symbol: its address and the next one's. One pass
+ * over /proc/kallsyms (it is not sorted, and producing it is slow under
+ * TCG: a second pass cost seconds of the run's timeout).
+ */
 static bool symbol_range(const char *name, unsigned long *start,
 			 unsigned long *end)
 {
-	unsigned long addr, next = ULONG_MAX;
+	unsigned long addr, *addrs = NULL, next = ULONG_MAX;
+	size_t n = 0, cap = 0, i;
 	char line[256], sym[128], type;
-	bool found = false;
 	FILE *f;
 
 	*start = 0;
@@ -1457,23 +1461,28 @@ static bool symbol_range(const char *name, unsigned long *start,
 	if (!f)
 		return false;
 	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "%lx %c %127s", &addr, &type, sym) != 3)
+		if (sscanf(line, "%lx %c %127s", &addr, &type, sym) != 3 || !addr)
 			continue;
-		if (!found && !strcmp(sym, name)) {
+		if (!*start && !strcmp(sym, name))
 			*start = addr;
-			found = true;
+		if (n == cap) {
+			unsigned long *more;
+
+			cap = cap ? 2 * cap : 4096;
+			more = realloc(addrs, cap * sizeof(*addrs));
+			if (!more)
+				break;
+			addrs = more;
 		}
-	}
-	if (found && *start) {
-		rewind(f);
-		while (fgets(line, sizeof(line), f))
-			if (sscanf(line, "%lx %c %127s", &addr, &type, sym) == 3 &&
-			    addr > *start && addr < next)
-				next = addr;
+		addrs[n++] = addr;
 	}
 	fclose(f);
+	for (i = 0; *start && i < n; i++)
+		if (addrs[i] > *start && addrs[i] < next)
+			next = addrs[i];
+	free(addrs);
 	*end = next;
-	return found && *start && next != ULONG_MAX;
+	return *start && next != ULONG_MAX;
 }
 
 /*
