@@ -262,7 +262,7 @@ def _exp(**data) -> variants.Expectation:
 
 def test_declared_livelock_and_failure_count_are_compared():
     stuck = verdict_of(injected(edit_result(
-        REAL, stuck_vcpus=[0, 1], errors=[_TIMEOUT],
+        REAL, stuck_vcpus=[0, 1], errors=[_TIMEOUT], coherent=False, values_ok=6,
         fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
     fine = verdict_of(injected(edit_result(
         REAL, fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))

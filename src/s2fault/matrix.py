@@ -336,13 +336,15 @@ def compare(
     lacking = _lacking_detector(exp, v)
     if lacking:
         return None, observed, lacking
-    if v.workload.get("coherent") is False:
-        return False, observed, v.reason
     stuck = v.workload.get("stuck_vcpus") or []
     if bool(stuck) != exp.stuck:
         return False, observed, (
             f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
             if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")
+    # A vCPU stuck in its fault returned no value: that is the livelock, not a stale
+    # I-cache; a wrong value is incoherence whatever else happened.
+    if v.workload.get("coherent") is False and (not stuck or v.workload.get("stale")):
+        return False, observed, v.reason
     if exp.injected_failures is not None:
         injected = (v.workload.get("fault_injection") or {}).get("failures")
         if injected is None:
