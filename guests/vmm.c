@@ -559,7 +559,7 @@ static void add_vm(struct buf *b)
 	buf_add(b, "]");
 }
 
-static int read_failslab(const char *name, long *val);
+static bool read_failslab(const char *name, long *val);
 
 /* With --fail-alloc: armed or not, and how many allocations failed. */
 static void add_fault_injection(struct buf *b)
@@ -1424,7 +1424,8 @@ static void arm_watchdog(void)
 /* Allocations made while walking stage 2, under mmu_lock (see arm_failslab). */
 #define FAILSLAB_WINDOW	"kvm_pgtable_walk"
 
-static int read_failslab(const char *name, long *val)
+/* A failslab attribute as a number; false if it cannot be read. */
+static bool read_failslab(const char *name, long *val)
 {
 	char path[128], text[32];
 	ssize_t n;
@@ -1433,14 +1434,14 @@ static int read_failslab(const char *name, long *val)
 	snprintf(path, sizeof(path), FAILSLAB_DIR "%s", name);
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
-		return errno;
+		return false;
 	n = read(fd, text, sizeof(text) - 1);
 	close(fd);
 	if (n <= 0)
-		return EIO;
+		return false;
 	text[n] = '\0';
 	*val = strtol(text, NULL, 0);
-	return 0;
+	return true;
 }
 
 /*
