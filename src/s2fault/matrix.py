@@ -337,7 +337,7 @@ def compare(
     if lacking:
         return None, observed, lacking
     stuck = v.workload.get("stuck_vcpus") or []
-    if bool(stuck) != exp.stuck:
+    if exp.stuck is not None and bool(stuck) != exp.stuck:
         return False, observed, (
             f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
             if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")

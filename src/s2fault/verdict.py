@@ -233,6 +233,12 @@ def _decide(run, text, w: Workload, splats, pre,
             f"livelock: {len(stuck)} of {r.get('vcpus')} vCPUs never came back from their "
             f"exec fault after {injection['failures']} injected allocation failure(s) under "
             f"{injection.get('window')} ({(r.get('errors') or ['timeout'])[0]}){also}")
+    if stuck and splats:
+        # Nothing was injected, but the kernel already reported trouble in the fault
+        # path: the vCPUs lost a race there (a retry that can never succeed).
+        return "fail", (
+            f"livelock: {len(stuck)} of {r.get('vcpus')} vCPUs never came back from their "
+            f"exec fault ({(r.get('errors') or ['timeout'])[0]}); also: {_splat_reason(splats)}")
     if r.get("errors"):
         # A vCPU that never reported (timeout, KVM error) is not an incoherent I-cache;
         # with a splat on the console the kernel is to blame, without one nobody is.
