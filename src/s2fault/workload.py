@@ -71,6 +71,8 @@ class Workload:
             "remap": r.get("remap", "memslot"),
             "stale": stale,
             "per_vm": r.get("per_vm") or ([_vm_of(r)] if r else []),
+            # kprobe hits of the stage-2 I-cache invalidations (init.c), when counted
+            "icache": (self.post or {}).get("icache"),
         }
 
 
