@@ -44,14 +44,13 @@ def run_kernel(
     progress.stage(label, f"boot ({prof.name}, {prof.vcpus} vCPUs)")
     result = machine.run(kernel, initramfs, prof, outdir)
     text = result.console_log.read_bytes().decode("utf-8", errors="replace")
-    v = judge(result, text, workload.parse(text))
+    v = judge(result, text, workload.parse(text), scale=prof.scale)
     v.profile = prof.to_dict() | {
         "cpu": profiles.cpu_model(prof),
         "smp": profiles.smp_for(prof),
         "memory_mb": profiles.memory_for(prof, kernel.block_bytes),
         "page_size": kernel.page_size,
-        "model_note": "time dilation models a slow CPU; not a hardware measurement"
-        if prof.dilated else None,
+        "model_note": _model_note(prof),
     }
     v.artifacts = {
         "dir": str(outdir),
@@ -64,6 +63,15 @@ def run_kernel(
     }
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
+
+
+def _model_note(prof: profiles.Profile) -> str | None:
+    if prof.scale:
+        return (f"a model of {prof.name} (time dilation calibrated on one figure, "
+                f"k = {prof.scale:g}); not a hardware measurement")
+    if prof.dilated:
+        return "time dilation models a slow CPU; not a hardware measurement"
+    return None
 
 
 def _keep_config(config: Path, outdir: Path) -> Path:
