@@ -290,6 +290,7 @@ def write(cal: Calibration, results: Path, json_path: Path | None) -> None:
     details = cal.details()
     (results / "calibration.json").write_text(json.dumps(details, indent=2) + "\n")
     report.write_calibration_html(details, results / "calibration.html")
+    (results / "scaling.svg").write_text(report.scaling_svg(details) + "\n")
     if json_path:
         json_path.write_text(json.dumps(cal.summary(), indent=2) + "\n")
 

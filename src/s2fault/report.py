@@ -442,7 +442,8 @@ def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
             f"<td>{_log_links(row, html_dir)}</td></tr>"
         )
     meta_html = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_meta_value(v))}</dd>"
-                        for k, v in meta.items() if v not in (None, "", [], {}))
+                        for k, v in meta.items()
+                        if v not in (None, "", [], {}) and k != "calibration")
     missing = [_cell_name(r, "/") for r in rows if _latency(r)[0] is None]
     no_latency = (f"<p>No latency measured: {_esc(', '.join(missing))}.</p>" if missing else "")
     model = (f'<p class="model">{_esc(_MODEL_NOTE)}</p>'
@@ -550,6 +551,9 @@ def write_all(results_dir: Path | str) -> list[Path]:
         written.append(results_dir / "check.json")
     write_junit(rows, results_dir / "junit.xml")
     write_tap(rows, results_dir / "check.tap")
+    calibration = results_dir / "calibration.json"
+    if calibration.is_file():  # `s2fault calibrate --results` here too: its scaling plot
+        meta = meta | {"calibration": json.loads(calibration.read_text())}
     write_html(rows, results_dir / "report.html", meta)
     written += [results_dir / "junit.xml", results_dir / "check.tap",
                 results_dir / "report.html"]
