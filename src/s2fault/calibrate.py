@@ -66,7 +66,7 @@ def scaling(points: list[Point], single_ms: float, scale: float) -> list[dict]:
     """Worst exec fault against N, next to the serialized line N x single: where the
     model departs from "N concurrent invalidations cost N times one"."""
     rows = []
-    for p in sorted(points, key=lambda p: p.vcpus):
+    for p in sorted(points, key=lambda p: (p.variant != VARIANT, p.variant, p.vcpus)):
         if p.worst_ms is None:
             rows.append({"variant": p.variant, "vcpus": p.vcpus, "model_ms": None})
             continue
@@ -151,8 +151,8 @@ class Calibration:
                 "worst_fault_ms": round(worst, 1) if worst is not None else None,
             },
             "hardware": {
-                "inval_512m_ms": self.model.inval_512m_ms,
-                "worst_fault_ms": self.model.worst_fault_ms,
+                "inval_512m_ms": _number(self.model.inval_512m_ms),
+                "worst_fault_ms": _number(self.model.worst_fault_ms),
             },
         }
 
@@ -171,11 +171,24 @@ class Calibration:
             "smp": self.profile.smp,
             "thresholds_hw_s": self.model.thresholds.__dict__,
             "thresholds_model_s": t_model.__dict__,
+            "thresholds_applied_s": applied_thresholds(self.profile),
             "scaling": scaling(self.points, single, k),
             "pricing": [price_fault(p, k, self.model.inval_all_us) for p in self.points
                         if p.vcpus == self.model.vcpus],
             "points": [p.to_dict() for p in self.points],
         }
+
+
+def _number(x: float) -> float | int:
+    """579.0 -> 579: the hardware's figures as the report gives them."""
+    return int(x) if float(x).is_integer() else x
+
+
+def applied_thresholds(prof: profiles.Profile) -> dict:
+    """The thresholds the runs used (model seconds, from the profile's k)."""
+    return {"watchdog_thresh": prof.watchdog_thresh,
+            "rcu_cpu_stall_timeout": prof.rcu_stall_timeout,
+            "hung_task_timeout": prof.hung_task_timeout}
 
 
 def measure(variant: str, vcpus: int, prof: profiles.Profile, results: Path,
@@ -224,7 +237,7 @@ def table(cal: Calibration) -> str:
     single = cal.single().worst_ms or 0
     top = cal.at(VARIANT, cal.model.vcpus)
     hw = cal.model
-    t_hw, t_m = hw.thresholds, hw.thresholds.in_model(k)
+    t_hw, t_m = hw.thresholds, hw.thresholds.in_model(cal.profile.scale or k)
     lines = [
         f"{hw.name}",
         f"  figures: {hw.source}",
@@ -248,9 +261,11 @@ def table(cal: Calibration) -> str:
         lines.append(f"{'':34}{lockup:>12}{'':16}{'soft lockup' if hw.soft_lockup else '':>12}")
     lines += [
         "",
-        f"thresholds (kernel defaults, hw s -> model s): watchdog_thresh {t_hw.watchdog_thresh}"
+        f"thresholds applied (kernel defaults, hw s -> model s at the profile's k = "
+        f"{cal.profile.scale or k:g}): watchdog_thresh {t_hw.watchdog_thresh}"
         f" -> {t_m.watchdog_thresh} (soft lockup after {t_m.soft_lockup_after} s model = "
-        f"{t_m.soft_lockup_after * k:.1f} s hw-eq), RCU stall {t_hw.rcu_cpu_stall_timeout} -> "
+        f"{t_m.soft_lockup_after * k:.1f} s hw-eq at the fitted k), RCU stall "
+        f"{t_hw.rcu_cpu_stall_timeout} -> "
         f"{t_m.rcu_cpu_stall_timeout}, hung task {t_hw.hung_task_timeout} -> "
         f"{t_m.hung_task_timeout}",
         "",
