@@ -29,6 +29,10 @@
  *                              makes stage 2 forget the blocks
  *   s2fault.program=NAME       run /bin/NAME (default s2fault-vmm) with
  *                              the same arguments
+ *   s2fault.sweep=N,N,...      run the VMM once per vCPU count, in this
+ *                              order, each in a new VM (instead of
+ *                              s2fault.vcpus and s2fault.repeat): one boot
+ *                              measures a whole scaling curve
  *   s2fault.count_icache=1     count the I-cache invalidations of stage 2
  *                              with kprobe events (hits on
  *                              invalidate_icache_guest_page, the one entry,
@@ -71,6 +75,7 @@
 #define VMM_GRACE_S	30
 #define WORD_LEN	48
 #define MAX_ARGS	24
+#define MAX_SWEEP	16
 
 struct params {
 	unsigned int vcpus;
@@ -84,6 +89,7 @@ struct params {
 	unsigned int count_icache;
 	char remap[WORD_LEN];
 	char program[WORD_LEN];
+	char sweep[WORD_LEN];
 	char path[WORD_LEN + 8];
 };
 
@@ -212,7 +218,8 @@ static unsigned int cmdline_uint(const char *cmdline, const char *key,
 
 static bool word_char(char c)
 {
-	return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.';
+	return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' ||
+	       c == ',';
 }
 
 /* The value of @key, a word of letters, digits, '-', '_' or '.', or @def. */
@@ -260,6 +267,7 @@ static void parse_cmdline(struct params *p)
 		     sizeof(p->remap));
 	cmdline_word(cmdline, "s2fault.program", DEFAULT_PROGRAM, p->program,
 		     sizeof(p->program));
+	cmdline_word(cmdline, "s2fault.sweep", "", p->sweep, sizeof(p->sweep));
 	if (!strcmp(p->program, ".") || !strcmp(p->program, ".."))
 		fatal("bad value for s2fault.program on the kernel command line");
 	snprintf(p->path, sizeof(p->path), "/bin/%s", p->program);
@@ -500,6 +508,25 @@ static void report_post(int vmm_exit, unsigned int run, const char *icache)
 	     vmm_exit, locks, free, run, thresh, soft, icache);
 }
 
+/* "1,8,64" -> {1, 8, 64}; the number of counts, 0 for none. */
+static unsigned int parse_sweep(const char *sweep, unsigned int *counts)
+{
+	unsigned int n = 0;
+	const char *p = sweep;
+	char *end;
+	unsigned long v;
+
+	while (*p) {
+		v = strtoul(p, &end, 10);
+		if (end == p || !v || v > 512 || n == MAX_SWEEP ||
+		    (*end && *end != ','))
+			fatal("bad value for s2fault.sweep: %s", sweep);
+		counts[n++] = v;
+		p = *end ? end + 1 : end;
+	}
+	return n;
+}
+
 int main(void)
 {
 	struct params p;
@@ -507,6 +534,7 @@ int main(void)
 	unsigned int run;
 	const char *armed = NULL;
 	char icache[128] = "null";
+	unsigned int sweep[MAX_SWEEP], nr_sweep, runs;
 
 	mount_all();
 	parse_cmdline(&p);
@@ -519,8 +547,14 @@ int main(void)
 	sigprocmask(SIG_BLOCK, &chld, NULL);
 	if (p.count_icache)
 		armed = arm_icache_probes();
-	for (run = 1; run <= p.repeat; run++) {
-		int vmm_exit = wait_vmm(start_vmm(&p), &p);
+	nr_sweep = parse_sweep(p.sweep, sweep);
+	runs = nr_sweep ? nr_sweep : p.repeat;
+	for (run = 1; run <= runs; run++) {
+		int vmm_exit;
+
+		if (nr_sweep)
+			p.vcpus = sweep[run - 1];
+		vmm_exit = wait_vmm(start_vmm(&p), &p);
 
 		/* Cumulative over the runs of this boot. */
 		if (p.count_icache)

@@ -142,3 +142,29 @@ def test_scaling_plot_marks_the_seed_and_the_serialized_line():
                                                    pts).details())
     assert svg.count('class="series"') == 2
     assert "seed report: 37 s" in svg and 'class="serial"' in svg and "MODEL" in svg
+
+
+def test_a_sweep_console_splits_into_points():
+    """One boot, one VMM run per vCPU count: results, splats and kprobe hits per run."""
+    def result(n, us):
+        return ('S2FAULT-RESULT {"vcpus": %d, "rounds": [{"exec_fault_us": [%s]}]}'
+                % (n, ", ".join(str(us) for _ in range(n))))
+    lines = [
+        "boot",
+        result(1, 615000),
+        'S2FAULT-POST {"icache": {"guest_page": 3, "by_line": 3}}',
+        "[ 60.0] watchdog: BUG: soft lockup - CPU#5 stuck for 23s! [s2fault-vmm:77]",
+        result(2, 1240000),
+        'S2FAULT-POST {"icache": {"guest_page": 7, "by_line": 7}}',
+    ]
+    splats = [{"kind": "soft_lockup", "function": "icache_inval_pou", "lines": [4, 4],
+               "stuck_s": 23}]
+    one, two = calibrate.split_runs("fix-reverted", [1, 2], "\n".join(lines), splats)
+    assert (one.vcpus, one.worst_ms, one.splats, one.icache) == \
+        (1, 615.0, [], {"guest_page": 3, "by_line": 3})
+    assert (two.vcpus, two.worst_ms, two.stuck_s) == (2, 1240.0, [23])
+    assert two.splats == ["soft_lockup in icache_inval_pou"]
+    assert two.icache == {"guest_page": 4, "by_line": 4}  # this run's, not the boot's
+    # a run that printed nothing measured nothing: never a silent zero
+    (lost,) = calibrate.split_runs("fix-reverted", [64], "boot\n", [])
+    assert lost.worst_ms is None and lost.verdict == "no result"

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernel, progress, runner
+from . import kernel, progress, runner, workload
 from . import profile as profiles
 from .errors import InfraError, InputError
 
@@ -191,41 +191,74 @@ def applied_thresholds(prof: profiles.Profile) -> dict:
             "hung_task_timeout": prof.hung_task_timeout}
 
 
-def measure(variant: str, vcpus: int, prof: profiles.Profile, results: Path,
-            source: str | None = None) -> Point:
+def sweep(variant: str, counts: list[int], prof: profiles.Profile, results: Path,
+          source: str | None = None) -> list[Point]:
+    """One boot of `variant`, one VMM run per vCPU count in `counts` (s2fault.sweep,
+    init.c): each in a new VM on the same idle host, so a whole curve costs one boot."""
     build = kernel.build(variant, source)
-    outdir = runner.new_run_dir(results, f"{variant}-{vcpus}vcpus")
-    v = runner.run_kernel(build.image, prof.with_(vcpus=vcpus), outdir,
-                          f"{variant}/{vcpus} vCPUs", build.config)
-    ms = v.workload.get("exec_fault_ms", {})
-    return Point(
-        variant=variant, vcpus=vcpus, worst_ms=ms.get("max"), median_ms=ms.get("median"),
-        splats=[f"{s['kind']} in {s.get('function')}" for s in v.splats],
-        stuck_s=[s["stuck_s"] for s in v.splats if s.get("stuck_s") is not None],
-        icache=v.workload.get("icache"), wall_s=v.machine.get("seconds"),
-        verdict=v.verdict, console=v.artifacts.get("console_log", ""),
-    )
+    outdir = runner.new_run_dir(results, f"{variant}-sweep")
+    swept = prof.with_(sweep=",".join(map(str, counts)), vcpus=max(counts))
+    v = runner.run_kernel(build.image, swept, outdir, f"{variant}/sweep", build.config)
+    text = Path(v.artifacts["console_log"]).read_text(errors="replace")
+    return split_runs(variant, counts, text, v.splats, v.machine.get("seconds"),
+                      v.artifacts["console_log"])
+
+
+def split_runs(variant: str, counts: list[int], text: str, splats: list[dict],
+               wall_s: float | None = None, console: str = "") -> list[Point]:
+    """The points of a sweep's console: each run's result line, the splats printed
+    while it ran (after the previous run's S2FAULT-POST) and its kprobe hits (the
+    POST counts are cumulative over the boot)."""
+    results: list[tuple[int, dict]] = []
+    posts: list[tuple[int, dict]] = []
+    for no, line in enumerate(text.splitlines(), 1):
+        for marker, into in (("S2FAULT-RESULT", results), ("S2FAULT-POST", posts)):
+            if marker in line:
+                obj = workload._json_after(line, marker)
+                if obj is not None:
+                    into.append((no, obj))
+    points = []
+    previous_end, previous_icache = 0, {"guest_page": 0, "by_line": 0}
+    for i, n in enumerate(counts):
+        result = results[i][1] if i < len(results) else None
+        end = posts[i][0] if i < len(posts) else len(text.splitlines()) + 1
+        icache = posts[i][1].get("icache") if i < len(posts) else None
+        mine = [s for s in splats if previous_end < (s.get("lines") or [0])[0] <= end]
+        worst = median = None
+        if result and int(result.get("vcpus") or 0) == n:
+            ms = workload._latency(result.get("rounds") or [result], "exec_fault_us")
+            worst, median = ms["max"], ms["median"]
+        run_icache = None
+        if isinstance(icache, dict) and isinstance(previous_icache, dict):
+            run_icache = {k: int(icache.get(k) or 0) - int(previous_icache.get(k) or 0)
+                          for k in ("guest_page", "by_line")}
+        points.append(Point(
+            variant=variant, vcpus=n, worst_ms=worst, median_ms=median,
+            splats=[f"{s['kind']} in {s.get('function')}" for s in mine],
+            stuck_s=[s["stuck_s"] for s in mine if s.get("stuck_s") is not None],
+            icache=run_icache if run_icache is not None else icache, wall_s=wall_s,
+            verdict="measured" if worst is not None else "no result", console=console))
+        previous_end, previous_icache = end, icache
+    return points
 
 
 def run(mode: str, vcpu_counts: tuple[int, ...], results: Path, reference: bool = True,
         source: str | None = None) -> Calibration:
     model = profiles.hardware_model(mode)
     prof = profiles.mode(mode)
+    # 1 first: the single figure is measured on a freshly booted, idle host.
     counts = sorted(set(vcpu_counts) | {1, model.vcpus})
     if max(counts) > (prof.smp or max(counts)):
         raise InputError(f"{max(counts)} vCPUs on a {prof.smp}-CPU nested host would not "
                          "fault together")
-    points = []
-    for n in counts:
-        progress.stage("calibrate", f"{VARIANT}, {n} vCPUs")
-        points.append(measure(VARIANT, n, prof, results, source))
-        if n == 1 and points[-1].worst_ms is None:
-            raise InfraError(f"calibration: the one-vCPU run measured nothing "
-                             f"({points[-1].verdict}; console {points[-1].console})")
+    progress.stage("calibrate", f"{VARIANT}, vCPUs {counts}")
+    points = sweep(VARIANT, counts, prof, results, source)
+    if points[0].worst_ms is None:
+        raise InfraError(f"calibration: the one-vCPU run measured nothing (console "
+                         f"{points[0].console})")
     if reference:
-        for n in counts:
-            progress.stage("calibrate", f"{REFERENCE}, {n} vCPUs")
-            points.append(measure(REFERENCE, n, prof, results, source))
+        progress.stage("calibrate", f"{REFERENCE}, vCPUs {counts}")
+        points += sweep(REFERENCE, counts, prof, results, source)
     progress.clear()
     return Calibration(model, prof, points)
 

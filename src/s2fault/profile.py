@@ -67,6 +67,7 @@ class Profile:
     storm: int = 0  # of the vCPUs, how many run I-cache maintenance instead of faulting
     remap: str = "memslot"  # how a round forgets the block: memslot | dontneed
     program: str = "s2fault-vmm"  # what init runs (/bin/<program>)
+    sweep: str = ""  # "1,8,64": one VMM run per vCPU count in one boot (calibrate)
     # A calibrated model (see HardwareModel): hardware-equivalent seconds per model
     # second, and the kernel thresholds it scales, in model seconds.
     scale: float | None = None
@@ -349,7 +350,7 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
     # The workload's shape, only where it differs from the plain exec-fault run (so
     # the command lines of earlier results stay what they were).
     plain = Profile()
-    for key in ("vms", "blocks", "storm", "remap", "program"):
+    for key in ("vms", "blocks", "storm", "remap", "program", "sweep"):
         value = getattr(profile, key)
         if value != getattr(plain, key):
             args.append(f"s2fault.{key}={value}")
