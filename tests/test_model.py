@@ -168,3 +168,15 @@ def test_a_sweep_console_splits_into_points():
     # a run that printed nothing measured nothing: never a silent zero
     (lost,) = calibrate.split_runs("fix-reverted", [64], "boot\n", [])
     assert lost.worst_ms is None and lost.verdict == "no result"
+
+
+def test_a_model_run_in_the_hardware_terms():
+    from s2fault import runner
+
+    m = profile.hardware_model("altra-max")
+    hw = runner.hardware_equivalent(
+        {"exec_fault_ms": {"max": 2.0}, "icache": {"guest_page": 70, "by_line": 6}}, m)
+    assert hw["worst_fault_ms"] == pytest.approx(2.0 * m.scale, abs=1e-3)
+    assert hw["whole_cache_invalidations"] == 64
+    assert hw["whole_cache_ms"] == pytest.approx(64 * 0.071)
+    assert runner.hardware_equivalent({}, m)["worst_fault_priced_ms"] is None

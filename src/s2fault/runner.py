@@ -45,6 +45,9 @@ def run_kernel(
     result = machine.run(kernel, initramfs, prof, outdir)
     text = result.console_log.read_bytes().decode("utf-8", errors="replace")
     v = judge(result, text, workload.parse(text), scale=prof.scale)
+    if prof.name in profiles.MODELS:
+        v.workload["hardware_equivalent"] = hardware_equivalent(
+            v.workload, profiles.MODELS[prof.name])
     v.profile = prof.to_dict() | {
         "cpu": profiles.cpu_model(prof),
         "smp": profiles.smp_for(prof),
@@ -63,6 +66,27 @@ def run_kernel(
     }
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
+
+
+def hardware_equivalent(measured: dict, model: profiles.HardwareModel) -> dict:
+    """A calibrated model's run in the hardware's terms: the worst exec fault times the
+    profile's k, and each whole-cache invalidation the guest kernel counted (kprobes,
+    see init.c) charged at the hardware's figure, since the model charges it one
+    instruction (serially: the contention model's worst case)."""
+    from .calibrate import whole_cache_invalidations
+
+    worst = (measured.get("exec_fault_ms") or {}).get("max")
+    whole = whole_cache_invalidations(measured.get("icache"))
+    base = worst * model.scale if worst is not None else None
+    return {
+        "scale": model.scale,
+        "worst_fault_ms": round(base, 3) if base is not None else None,
+        "whole_cache_invalidations": whole,
+        "whole_cache_ms": round(whole * model.inval_all_us / 1000.0, 3)
+        if whole is not None else None,
+        "worst_fault_priced_ms": round(base + whole * model.inval_all_us / 1000.0, 3)
+        if base is not None and whole is not None else None,
+    }
 
 
 def _model_note(prof: profiles.Profile) -> str | None:
