@@ -421,7 +421,7 @@ static const char *const icache_probes[][2] = {
 	{ "by_line", "icache_inval_pou" },
 };
 
-#define NR_ICACHE_PROBES (sizeof(icache_probes) / sizeof(icache_probes[0]))
+#define NR_ICACHE_PROBES ARRAY_SIZE(icache_probes)
 
 static bool write_str(const char *path, const char *val, bool append)
 {
