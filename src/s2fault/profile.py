@@ -68,6 +68,7 @@ class Profile:
     remap: str = "memslot"  # how a round forgets the block: memslot | dontneed
     program: str = "s2fault-vmm"  # what init runs (/bin/<program>)
     sweep: str = ""  # "1,8,64": one VMM run per vCPU count in one boot (calibrate)
+    kernel_args: str = ""  # appended to the kernel command line (a mode's own needs)
     # A calibrated model (see HardwareModel): hardware-equivalent seconds per model
     # second, and the kernel thresholds it scales, in model seconds.
     scale: float | None = None
@@ -345,6 +346,8 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         args.append(f"sysctl.kernel.hung_task_timeout_secs={profile.hung_task_timeout}")
     if profile.count_icache:
         args.append("s2fault.count_icache=1")
+    if profile.kernel_args:
+        args += profile.kernel_args.split()
     if profile.kvm_mode:
         args.append(f"kvm-arm.mode={profile.kvm_mode}")
     # The workload's shape, only where it differs from the plain exec-fault run (so
