@@ -33,7 +33,7 @@ def test_altra_max_holds_the_seed_figures_and_their_source():
     assert "Gavin Shan" in m.source and "seed" in m.source
     prof = profile.mode("altra-max")
     # one nested CPU per vCPU: 64 concurrent invalidations need 64 CPUs
-    assert prof.vcpus == prof.smp == 64
+    assert prof.vcpus == 64 and prof.smp >= 35  # 20 s / 579 ms: enough to lock up
     assert prof.scale == m.scale and prof.count_icache
 
 

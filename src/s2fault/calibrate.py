@@ -248,9 +248,8 @@ def run(mode: str, vcpu_counts: tuple[int, ...], results: Path, reference: bool 
     prof = profiles.mode(mode)
     # 1 first: the single figure is measured on a freshly booted, idle host.
     counts = sorted(set(vcpu_counts) | {1, model.vcpus})
-    if max(counts) > (prof.smp or max(counts)):
-        raise InputError(f"{max(counts)} vCPUs on a {prof.smp}-CPU nested host would not "
-                         "fault together")
+    # More vCPUs than nested CPUs is allowed (the hardware's 64 on the model's host):
+    # then only as many invalidate at once as there are CPUs, which the table shows.
     progress.stage("calibrate", f"{VARIANT}, vCPUs {counts}")
     points = sweep(VARIANT, counts, prof, results, source)
     if points[0].worst_ms is None:
