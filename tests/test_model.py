@@ -147,8 +147,8 @@ def test_scaling_plot_marks_the_seed_and_the_serialized_line():
 def test_a_sweep_console_splits_into_points():
     """One boot, one VMM run per vCPU count: results, splats and kprobe hits per run."""
     def result(n, us):
-        return ('S2FAULT-RESULT {"vcpus": %d, "rounds": [{"exec_fault_us": [%s]}]}'
-                % (n, ", ".join(str(us) for _ in range(n))))
+        values = ", ".join(str(us) for _ in range(n))
+        return f'S2FAULT-RESULT {{"vcpus": {n}, "rounds": [{{"exec_fault_us": [{values}]}}]}}'
     lines = [
         "boot",
         result(1, 615000),
