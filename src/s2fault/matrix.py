@@ -294,6 +294,12 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
         text += f"; max {ms:g} ms"
         if ref_ms:
             text += f" ({ms / ref_ms:.1f}x)"
+    hw = v.workload.get("hardware_equivalent") or {}
+    if hw.get("worst_fault_ms") is not None:
+        text += f" = {hw['worst_fault_ms']:g} ms hw-eq"
+        if hw.get("whole_cache_invalidations"):
+            text += (f" (+{hw['whole_cache_invalidations']} whole-cache inval. = "
+                     f"{hw['whole_cache_ms']:g} ms)")
     slope = v.workload.get("blocks", {}).get("slope_ms")
     if slope is not None:
         text += f"; {slope:g} ms/block"

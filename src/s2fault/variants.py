@@ -11,10 +11,11 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import profile as profiles
 from . import project, workloads
 from .errors import InputError
 
-MODES = ("functional", "dilated")
+MODES = tuple(profiles.MODES)  # one per profiles/*.toml
 # `expectations_filled = false` in variant.toml: a variant imported from a mailing list
 # whose expectations nobody has declared yet; check runs it but judges nothing.
 FILLED_KEY = "expectations_filled"
