@@ -332,3 +332,19 @@ def test_a_livelock_that_needs_a_race_may_be_declared_either_way():
     assert match is False and "vCPU(s) 0 never came back" in why
     with pytest.raises(Exception, match=r"stuck must be true, false or \"may\", not 'sometimes'"):
         _exp(stuck="sometimes")
+
+
+def test_a_verdict_names_the_culprit_and_groups_its_consequences():
+    """migration/0 reports first; the VMM's lockup in icache_inval_pou leads the reason,
+    and the stopper thread, the repeat and RCU's stall are listed under it (JSON too)."""
+    golden = Path(__file__).parent / "golden" / "arm64-dilated-cascade-culprit-second.log"
+    from s2fault import analyzer
+    from s2fault.verdict import _splat_reason, culprit_first
+
+    splats = culprit_first(analyzer.analyze_console(golden.read_text()))
+    assert splats[0]["task"] == "migration/0" and splats[0]["role"] == "consequence"
+    assert splats[0]["why"] == "stopper thread" and splats[0]["consequence_of"] == 1
+    assert splats[1]["role"] == "culprit" and splats[1]["function"] == "icache_inval_pou"
+    reason = _splat_reason(splats)
+    assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou; 3 consequence(s): "
+                             "stopper thread, repeat, RCU stall on the culprit's CPU#1"), reason

@@ -123,8 +123,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 continue
             print(f"  {key}: {value}", end="")
         print()
-        for s in v.splats:
-            print(f"  {s['kind']}: {s['title']}")
+        for s in v.splats:  # culprit first: each incident's lead, its knock-on under it
+            if s.get("role") != "consequence":
+                print(f"  {s['kind']}: {s['title']}")
+                for c in v.splats:
+                    if c.get("role") == "consequence" and c.get("incident") == s.get("incident"):
+                        print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
         if ms.get("per_vcpu"):
             print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
         print(f"  console: {v.artifacts['console_log']}")

@@ -523,7 +523,8 @@ def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
             + (f"<td>{_esc(_workload(row))}</td>" if show_wl else "") + f"<td>{mode}</td>"
             f'<td>{_esc(row["declared"]["summary"])}</td><td>{_esc(row["observed"])}'
             + (f" <small>({runs} runs)</small>" if runs and runs > 1 else "")
-            + f'</td><td class="result">{_esc(result)}</td><td>{_esc(reason)}</td>'
+            + f'</td><td class="result">{_esc(result)}</td><td>{_esc(reason)}'
+            + _incidents_html(row.get("splats") or []) + "</td>"
             f"<td>{_log_links(row, html_dir)}</td></tr>"
         )
     meta_html = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_meta_value(v))}</dd>"
@@ -571,6 +572,27 @@ def _meta_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
+
+
+def _incidents_html(splats: list[dict]) -> str:
+    """The console's reports culprit first: each incident's lead, and under it the
+    knock-on reports with why each was grouped there (verdict.culprit_first)."""
+    leads = sorted((s for s in splats if s.get("role") == "culprit"),
+                   key=lambda s: s["incident"])
+    if not leads:
+        return ""
+    items = []
+    for lead in leads:
+        knock = "".join(
+            f"<li>consequence ({_esc(c['why'])}): {_esc(c['title'])}"
+            + (f" [{_esc(c['task'])}]" if c.get("task") else "") + "</li>"
+            for c in splats
+            if c.get("role") == "consequence" and c.get("incident") == lead["incident"])
+        items.append(f"<li><b>{_esc(lead['title'])}</b>"
+                     + (f" [{_esc(lead['task'])}]" if lead.get("task") else "")
+                     + (f"<ul>{knock}</ul>" if knock else "") + "</li>")
+    return ('<details class="incidents"><summary>reports, culprit first</summary>'
+            f'<ul>{"".join(items)}</ul></details>')
 
 
 def write_html(rows: list[dict], path: Path, meta: dict | None = None) -> None:

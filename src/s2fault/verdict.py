@@ -73,7 +73,7 @@ def judge(run: MachineRun, text: str, workload: Workload,
     """`watchdog_thresh`: the threshold the profile asked the VMM to arm the soft-lockup
     detector with (dilated runs); then a run in which it was not armed is an error.
     `scale`: a calibrated model's k, for hardware-equivalent "stuck for" times."""
-    splats = [s.to_dict() for s in analyzer.analyze(text)]
+    splats = culprit_first(analyzer.analyze_console(text))
     stuck_for(splats, text, scale)
     summary = workload.summary()
     pre = preconditions(workload)
@@ -132,33 +132,63 @@ def _exec_faults_taken(r: dict) -> bool | None:
     return max(seen) >= 20.0
 
 
-# The code doing the I-cache invalidation of a stage-2 block: a report naming it is
-# the culprit; the others on the console (other CPUs, the stopper thread, RCU) are
-# its knock-on effects. (Kept small here; the analyzer will group them itself.)
+# The code doing the I-cache invalidation of a stage-2 block: among the incidents on a
+# console (analyzer.group: each lockup cascade is one, led by its culprit), the one whose
+# lead names it is what a verdict names first, even when a lockdep report came earlier.
 _INVALIDATION = frozenset({"icache_inval_pou", "stage2_attr_walker",
                            "invalidate_icache_guest_page", "stage2_map_walker_try_leaf"})
 
 
-def _culprit_first(splats: list[dict]) -> list[dict]:
-    def names_invalidation(s: dict) -> bool:
-        return s.get("function") in _INVALIDATION or bool(
-            _INVALIDATION.intersection(s.get("frames") or ()))
+def _names_invalidation(s: dict) -> bool:
+    return s.get("function") in _INVALIDATION or bool(
+        _INVALIDATION.intersection(s.get("frames") or ()))
 
-    return sorted(splats, key=lambda s: not names_invalidation(s))
+
+def culprit_first(analysis) -> list[dict]:
+    """The console's splats as dicts, in order of appearance, each marked with its
+    incident: `role` "culprit" (an incident's lead) or "consequence" (a knock-on
+    report, with `consequence_of`, the lead's index, and `why` it was grouped there).
+    `incident` numbers the incidents in the order a reason names them: the one about the
+    invalidation first, then by first report."""
+    splats = [s.to_dict() for s in analysis.splats]
+    incidents = sorted(analysis.incidents, key=lambda inc: not _names_invalidation(
+        splats[inc.lead]))
+    for n, incident in enumerate(incidents):
+        splats[incident.lead] |= {"incident": n, "role": "culprit"}
+        for c in incident.consequences:
+            splats[c.index] |= {"incident": n, "role": "consequence",
+                                "consequence_of": incident.lead, "why": c.why}
+    return splats
+
+
+def _stuck_text(s: dict) -> str:
+    if s.get("stuck_hw_s") is not None:
+        return (f" (stuck for {s['stuck_s']} s model, {s['stuck_hw_s']:g} s "
+                "hardware-equivalent)")
+    if s.get("stuck_s") is not None:
+        return f" (stuck for {s['stuck_s']} s)"
+    return ""
 
 
 def _splat_reason(splats: list[dict]) -> str:
-    first = _culprit_first(splats)[0]
-    more = f" (+{len(splats) - 1} more)" if len(splats) > 1 else ""
+    """The culprit's report first; its knock-on reports summed up after it by why they
+    were grouped there; then how many other reports the console holds."""
+    leads = [s for s in splats if s.get("role") == "culprit"]
+    first = (min(leads, key=lambda s: s["incident"]) if leads
+             else min(splats, key=lambda s: not _names_invalidation(s)))
     title = first["title"]
     prefix = "" if title.startswith(first["kind"]) else f"{first['kind']}: "
-    stuck = ""
-    if first.get("stuck_hw_s") is not None:
-        stuck = (f" (stuck for {first['stuck_s']} s model, {first['stuck_hw_s']:g} s "
-                 "hardware-equivalent)")
-    elif first.get("stuck_s") is not None:
-        stuck = f" (stuck for {first['stuck_s']} s)"
-    return f"{prefix}{title}{stuck}{more}"
+    text = f"{prefix}{title}{_stuck_text(first)}"
+    knock_on = [s for s in splats if s.get("role") == "consequence"
+                and s.get("incident") == first.get("incident")]
+    if knock_on:
+        whys = list(dict.fromkeys(s["why"] for s in knock_on))
+        text += (f"; {len(knock_on)} consequence(s): " + ", ".join(whys[:3])
+                 + (f" +{len(whys) - 3}" if len(whys) > 3 else ""))
+    others = len(splats) - 1 - len(knock_on)
+    if others > 0:
+        text += f" (+{others} more)"
+    return text
 
 
 def _refused_option(text: str) -> str | None:
