@@ -21,33 +21,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "golden"
-
-
-def parse(path: Path) -> tuple[list[dict[str, str]], bytes]:
-    data = path.read_bytes()
-    blank = re.search(rb"\r?\n\r?\n", data)
-    if blank is None:
-        raise SystemExit(f"{path.name}: no blank line after the header")
-    header, console = data[: blank.start()].decode(), data[blank.end() :]
-    blocks: list[dict[str, str]] = [{}]
-    for line in header.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line == "---":
-            blocks.append({})
-            continue
-        key, _, value = line.partition(":")
-        if key.strip() == "EXPECT":
-            return [], console
-        blocks[-1][key.strip()] = value.strip()
-    return blocks, console
+# One reader of the golden format for the tests and this score.
+sys.path.insert(0, str(ROOT / "tests"))
+from goldenlog import GOLDEN, parse_golden  # noqa: E402
 
 
 def attributed(splat: object, function: str, top: int) -> bool:
@@ -70,7 +50,7 @@ def main() -> int:
     kind_ok = kind_n = attr_ok = attr_n = neg_ok = neg_n = 0
     all_ok = all_n = 0
     for path in sorted(GOLDEN.glob("*.log")):
-        blocks, console = parse(path)
+        blocks, console = parse_golden(path)
         splats = analyze(console)
         if not blocks:
             neg_n += 1

@@ -117,5 +117,11 @@ inside "cd /root/s2fault && { $commands; }; rc=\$?; echo \"python: \$(.venv/bin/
 rc=${PIPESTATUS[0]}
 set -e
 elapsed=$((SECONDS - start))
+# What the commands left behind (results, reports) outlives the root.
+rm -rf "$store/last-results"
+if [ -d "$root/root/s2fault/results" ]; then
+	cp -a "$root/root/s2fault/results" "$store/last-results"
+	log "results kept in $store/last-results"
+fi
 log "exit $rc after $((elapsed / 60)) min $((elapsed % 60)) s (log: $store/last.log)"
 exit "$rc"

@@ -15,7 +15,8 @@
  *   x6 IPA of the range a storm vCPU invalidates, x7 its length in bytes
  *   (0: this vCPU takes exec faults instead),
  *   x8 the value the vCPU stores into its data slot (the data fault): the
- *   VMM reads it back after the round to check the store landed.
+ *   VMM reads it back after the round to check the store landed,
+ *   x26 non-zero: no store; the block's first access is the fetch.
  */
 #define GUEST_REG_INDEX		0
 #define GUEST_REG_BLOCK		1
@@ -26,6 +27,7 @@
 #define GUEST_REG_STORM_START	6
 #define GUEST_REG_STORM_BYTES	7
 #define GUEST_REG_DATA_TOKEN	8
+#define GUEST_REG_EXEC_FIRST	26
 
 /*
  * Storm vCPUs time each iteration of I-cache maintenance and report the

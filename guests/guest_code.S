@@ -17,14 +17,18 @@ guest_code_start:
 	msr	vbar_el1, x9
 	isb
 
-	/* Data faults: KVM maps each block, without execute permission. */
+	/*
+	 * Data faults: KVM maps each block, without execute permission.
+	 * Skipped when the first touch must be the fetch (x26).
+	 */
+	cbnz	x26, 7f
 	mov	x24, x4
 	add	x25, x1, x3
 1:	str	x8, [x25]
 	add	x25, x25, x5
 	subs	x24, x24, #1
 	b.ne	1b
-	str	x0, [x2, #MMIO_READY]
+7:	str	x0, [x2, #MMIO_READY]
 	cbnz	x7, guest_storm
 
 	/*

@@ -45,6 +45,21 @@
  * got and the previous round's nonce. In every mode the VMM also checks
  * that each vCPU's data-fault store landed in the block.
  *
+ * --first-touch exec (exec-first-touch): the vCPUs skip the stores, so
+ * their first access to the block is the instruction fetch: KVM maps the
+ * block executable in the stage-2 map walker (stage2_map_walker_try_leaf()
+ * invalidates the I-cache there), the other fault path of the bug, where
+ * the PTE is already broken (locked) while the I-cache is invalidated. No
+ * data-fault store is checked then.
+ *
+ * --fail-alloc N (alloc-failure): just before the first round's release,
+ * arm failslab (debugfs) to fail the next N slab allocations made with
+ * kvm_pgtable_walk() on the stack (under mmu_lock), and print the stack of each
+ * (verbose=2): the allocation a fault-path patch makes, made to fail.
+ * The result says how many failed ("fault_injection"). A vCPU that then
+ * never comes back from its fault is listed in "stuck_vcpus" when the
+ * timeout ends the run.
+ *
  * --vms K (multi-vm): K VMs, each its own VMM process (forked before the
  * VM exists, so each has its own blocks and vCPU threads, all named
  * s2fault-vmm). The processes meet at a process-shared barrier before
@@ -77,6 +92,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -117,6 +133,14 @@ enum remap_kind { REMAP_MEMSLOT, REMAP_DONTNEED };
 static const char * const remap_names[] = {
 	[REMAP_MEMSLOT] = "memslot",
 	[REMAP_DONTNEED] = "dontneed",
+};
+
+/* The block's first access in a round: a store, or the instruction fetch. */
+enum touch_kind { TOUCH_DATA, TOUCH_EXEC };
+
+static const char * const touch_names[] = {
+	[TOUCH_DATA] = "data",
+	[TOUCH_EXEC] = "exec",
 };
 
 /* What one vCPU reported about one block's exec fault in one round. */
@@ -177,6 +201,8 @@ struct lab {
 	unsigned int nr_blocks;
 	unsigned int nr_storm;
 	enum remap_kind remap;
+	enum touch_kind first_touch;
+	unsigned int fail_alloc;	/* slab allocations to fail, see arm_failslab() */
 	/* this process */
 	unsigned int vm_index;
 	unsigned int nr_children;
@@ -205,6 +231,8 @@ struct lab {
 	/* report */
 	struct round rounds[MAX_ROUNDS];
 	unsigned int watchdog_armed;
+	bool failslab_armed;
+	char failslab_window[64];	/* the function whose frames it requires */
 	struct timespec start;
 	unsigned int nr_errors;
 	char errors[MAX_ERRORS][ERROR_LEN];
@@ -217,6 +245,7 @@ static struct lab lab = {
 	.nr_vms = 1,
 	.nr_blocks = 1,
 	.remap = REMAP_MEMSLOT,
+	.first_touch = TOUCH_DATA,
 	.kvm_fd = -1,
 	.vm_fd = -1,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -242,6 +271,21 @@ static void add_error_locked(const char *fmt, ...)
 
 	va_start(ap, fmt);
 	add_error(fmt, ap);
+	va_end(ap);
+}
+
+static void add_error_unlocked(const char *fmt, ...)
+	__printf(1, 2);
+
+/* For callers that do not hold lab.lock. */
+static void add_error_unlocked(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	pthread_mutex_lock(&lab.lock);
+	add_error(fmt, ap);
+	pthread_mutex_unlock(&lab.lock);
 	va_end(ap);
 }
 
@@ -507,10 +551,47 @@ static void add_vm(struct buf *b)
 
 	buf_add(b, ",\"vm\":%u,\"vms\":%u,\"blocks\":%u,\"storm\":%u",
 		lab.vm_index, lab.nr_vms, lab.nr_blocks, lab.nr_storm);
-	buf_add(b, ",\"remap\":\"%s\",\"pid\":%d,\"vcpu_tids\":[",
-		remap_names[lab.remap], (int)getpid());
+	buf_add(b, ",\"remap\":\"%s\",\"first_touch\":\"%s\"",
+		remap_names[lab.remap], touch_names[lab.first_touch]);
+	buf_add(b, ",\"pid\":%d,\"vcpu_tids\":[", (int)getpid());
 	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++)
 		buf_add(b, "%s%d", i ? "," : "", (int)lab.vcpus[i].tid);
+	buf_add(b, "]");
+}
+
+static bool read_failslab(const char *name, long *val);
+
+/* With --fail-alloc: armed or not, and how many allocations failed. */
+static void add_fault_injection(struct buf *b)
+{
+	long left = -1;
+
+	if (!lab.fail_alloc)
+		return;
+	if (lab.failslab_armed)
+		read_failslab("times", &left);
+	buf_add(b, ",\"fault_injection\":{\"armed\":%s,\"window\":",
+		lab.failslab_armed ? "true" : "false");
+	buf_add_json_string(b, lab.failslab_window);
+	buf_add(b, ",\"requested\":%u,\"failures\":", lab.fail_alloc);
+	if (left >= 0 && left <= (long)lab.fail_alloc)
+		buf_add(b, "%ld}", (long)lab.fail_alloc - left);
+	else
+		buf_add(b, "null}");
+}
+
+/*
+ * vCPUs released into their exec faults that have not come back: only
+ * when the run ends early (a timeout), they are the ones stuck in it.
+ */
+static void add_stuck(struct buf *b)
+{
+	unsigned int i, n = 0;
+
+	buf_add(b, ",\"stuck_vcpus\":[");
+	for (i = 0; i < lab.nr_vcpus && lab.vcpus; i++)
+		if (lab.vcpus[i].state == VCPU_RELEASED)
+			buf_add(b, "%s%u", n++ ? "," : "", i);
 	buf_add(b, "]");
 }
 
@@ -542,6 +623,8 @@ static void print_result(void)
 	add_fault_lists(&b, cur);
 	buf_add(&b, ",\"values_ok\":%u", count_values(cur, true));
 	add_rounds(&b);
+	add_fault_injection(&b);
+	add_stuck(&b);
 	buf_add(&b, ",\"watchdog_armed\":%u,\"errors\":[",
 		lab.watchdog_armed);
 	for (i = 0; i < lab.nr_errors; i++) {
@@ -965,6 +1048,7 @@ static int set_entry_regs(struct vcpu *v, unsigned int r)
 						 lab.block_size / 2 },
 		{ CORE_X(GUEST_REG_STORM_BYTES), v->storm ? lab.storm_range : 0 },
 		{ CORE_X(GUEST_REG_DATA_TOKEN), data_token(v, r) },
+		{ CORE_X(GUEST_REG_EXEC_FIRST), lab.first_touch == TOUCH_EXEC },
 		{ CORE_PC, GUEST_CODE_IPA },
 	};
 	unsigned int i;
@@ -1243,7 +1327,7 @@ static void *vcpu_thread(void *arg)
 		/* The data faults: KVM maps the blocks without execute permission. */
 		ready = vcpu_run_until(v, MMIO_READY);
 		if (ready) {
-			v->s->stored = true;
+			v->s->stored = lab.first_touch == TOUCH_DATA;
 			v->state = VCPU_READY;
 		}
 		barrier_wait();
@@ -1336,6 +1420,133 @@ static void arm_watchdog(void)
 		lab.watchdog_armed = lab.watchdog_thresh;
 }
 
+#define FAILSLAB_DIR	"/sys/kernel/debug/failslab/"
+/* Allocations made while walking stage 2, under mmu_lock (see arm_failslab). */
+#define FAILSLAB_WINDOW	"kvm_pgtable_walk"
+
+/* A failslab attribute as a number; false if it cannot be read. */
+static bool read_failslab(const char *name, long *val)
+{
+	char path[128], text[32];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), FAILSLAB_DIR "%s", name);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return false;
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	text[n] = '\0';
+	*val = strtol(text, NULL, 0);
+	return true;
+}
+
+/*
+ * [start, end) of a text symbol: its address and the next one's. One pass
+ * over /proc/kallsyms (it is not sorted, and producing it is slow under
+ * TCG: a second pass cost seconds of the run's timeout).
+ */
+static bool symbol_range(const char *name, unsigned long *start,
+			 unsigned long *end)
+{
+	unsigned long addr, *addrs = NULL, next = ULONG_MAX;
+	size_t n = 0, cap = 0, i;
+	char line[256], sym[128], type;
+	FILE *f;
+
+	*start = 0;
+	f = fopen("/proc/kallsyms", "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx %c %127s", &addr, &type, sym) != 3 || !addr)
+			continue;
+		if (!*start && !strcmp(sym, name))
+			*start = addr;
+		if (n == cap) {
+			unsigned long *more;
+
+			cap = cap ? 2 * cap : 4096;
+			more = realloc(addrs, cap * sizeof(*addrs));
+			if (!more)
+				break;
+			addrs = more;
+		}
+		addrs[n++] = addr;
+	}
+	fclose(f);
+	for (i = 0; *start && i < n; i++)
+		if (addrs[i] > *start && addrs[i] < next)
+			next = addrs[i];
+	free(addrs);
+	*end = next;
+	return *start && next != ULONG_MAX;
+}
+
+/*
+ * Fail the next --fail-alloc slab allocations whose stack holds
+ * kvm_pgtable_walk(): those made while the fault handler walks stage 2
+ * under mmu_lock, which is where a patch's allocation lands. KVM itself
+ * allocates before it takes the lock (the memory cache top-up, whose
+ * first use allocates its array with kvmalloc: failing that one makes
+ * KVM_RUN return ENOMEM, as it should) and takes its page-table pages
+ * from that cache inside the walk, so a kernel that does not allocate on
+ * the path sees no failure at all. ignore-gfp-wait off: the allocations
+ * under test are GFP_KERNEL_ACCOUNT, which failslab skips by default.
+ * Armed just before the release, after the code slot is mapped.
+ */
+static void arm_failslab(void)
+{
+	unsigned long start, end;
+	char val[32];
+
+	if (!lab.fail_alloc)
+		return;
+	set_phase("arming failslab");
+	snprintf(lab.failslab_window, sizeof(lab.failslab_window), "%s",
+		 FAILSLAB_WINDOW);
+	if (access(FAILSLAB_DIR, F_OK) &&
+	    mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL) &&
+	    errno != EBUSY) {
+		add_error_unlocked("mount debugfs: %s", strerror(errno));
+		return;
+	}
+	if (access(FAILSLAB_DIR, F_OK)) {
+		add_error_unlocked("no %s: the kernel lacks CONFIG_FAILSLAB or CONFIG_FAULT_INJECTION_DEBUG_FS",
+				 FAILSLAB_DIR);
+		return;
+	}
+	if (!symbol_range(FAILSLAB_WINDOW, &start, &end)) {
+		add_error_unlocked("%s not found in /proc/kallsyms", FAILSLAB_WINDOW);
+		return;
+	}
+	snprintf(val, sizeof(val), "0x%lx", start);
+	if (!write_proc(FAILSLAB_DIR "require-start", val))
+		return;
+	snprintf(val, sizeof(val), "0x%lx", end);
+	if (!write_proc(FAILSLAB_DIR "require-end", val))
+		return;
+	snprintf(val, sizeof(val), "%u", lab.fail_alloc);
+	if (write_proc(FAILSLAB_DIR "stacktrace-depth", "32") &&
+	    write_proc(FAILSLAB_DIR "ignore-gfp-wait", "N") &&
+	    write_proc(FAILSLAB_DIR "task-filter", "N") &&
+	    write_proc(FAILSLAB_DIR "verbose", "2") &&
+	    write_proc(FAILSLAB_DIR "interval", "1") &&
+	    write_proc(FAILSLAB_DIR "space", "0") &&
+	    write_proc(FAILSLAB_DIR "times", val) &&
+	    write_proc(FAILSLAB_DIR "probability", "100"))
+		lab.failslab_armed = true;
+}
+
+static void disarm_failslab(void)
+{
+	if (lab.failslab_armed)
+		write_proc(FAILSLAB_DIR "probability", "0");
+}
+
 /*
  * And disarm it once the exec phase is over: tearing the VM down (unmapping
  * the block, freeing the huge page) is not the path under test, and under
@@ -1420,8 +1631,10 @@ static void run_rounds(void)
 		begin_round(r);
 		barrier_wait();		/* go: the data faults */
 		barrier_wait();		/* all parked before the branch */
-		if (!r)
+		if (!r) {
 			arm_watchdog();
+			arm_failslab();
+		}
 		if (!vm_sync_wait("before the release"))
 			stop_rounds();
 		barrier_wait();		/* release: the exec faults */
@@ -1434,6 +1647,7 @@ static void run_rounds(void)
 	}
 	lab.rounds_complete = r == lab.nr_rounds;
 	disarm_watchdog();
+	disarm_failslab();
 }
 
 static void report_timeout(void)
@@ -1518,7 +1732,8 @@ static void print_usage(FILE *f)
 		"usage: s2fault-vmm [--vcpus N] [--rounds K] [--timeout S]\n"
 		"                   [--block-size BYTES] [--arm-watchdog T]\n"
 		"                   [--vms K] [--blocks M] [--storm N]\n"
-		"                   [--remap memslot|dontneed]\n"
+		"                   [--remap memslot|dontneed] [--first-touch data|exec]\n"
+		"                   [--fail-alloc N]\n"
 		"\n"
 		"Run N vCPUs that fault on one hugetlb-backed stage-2 block, first for\n"
 		"write (mapped without execute), then all at once for execute (KVM\n"
@@ -1560,6 +1775,14 @@ static void print_usage(FILE *f)
 		"  --remap HOW        how a round makes stage 2 forget the blocks:\n"
 		"                     memslot (delete and add again, default) or\n"
 		"                     dontneed (madvise MADV_DONTNEED: fresh pages)\n"
+		"  --first-touch HOW  the blocks' first access in a round: data (a\n"
+		"                     store, then the exec permission fault; default)\n"
+		"                     or exec (the fetch itself: KVM maps the block\n"
+		"                     executable in its map walker)\n"
+		"  --fail-alloc N     fail the next N slab allocations made under\n"
+		"                     kvm_pgtable_walk() (failslab, armed just\n"
+		"                     before the first exec faults; needs debugfs and\n"
+		"                     CONFIG_FAILSLAB; default 0)\n"
 		"  --help             this text\n"
 		"\n"
 		"Needs /dev/kvm and K x M free hugetlb pages of the block size.\n"
@@ -1608,12 +1831,13 @@ static bool parse_uint(const char *s, unsigned int min, unsigned int max,
 	return true;
 }
 
-static bool parse_remap(const char *s, enum remap_kind *out)
+static bool parse_name(const char *s, const char * const *names,
+		       unsigned int nr, unsigned int *out)
 {
 	unsigned int i;
 
-	for (i = 0; i < ARRAY_SIZE(remap_names); i++) {
-		if (!strcmp(s, remap_names[i])) {
+	for (i = 0; i < nr; i++) {
+		if (!strcmp(s, names[i])) {
 			*out = i;
 			return true;
 		}
@@ -1633,9 +1857,12 @@ static void parse_args(int argc, char **argv)
 		{ "blocks", required_argument, NULL, 'B' },
 		{ "storm", required_argument, NULL, 'S' },
 		{ "remap", required_argument, NULL, 'R' },
+		{ "first-touch", required_argument, NULL, 'F' },
+		{ "fail-alloc", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
+	unsigned int kind = 0;
 	bool ok = true;
 	int c;
 
@@ -1666,7 +1893,17 @@ static void parse_args(int argc, char **argv)
 			ok = parse_uint(optarg, 0, 4095, &lab.nr_storm);
 			break;
 		case 'R':
-			ok = parse_remap(optarg, &lab.remap);
+			ok = parse_name(optarg, remap_names,
+					ARRAY_SIZE(remap_names), &kind);
+			lab.remap = kind;
+			break;
+		case 'F':
+			ok = parse_name(optarg, touch_names,
+					ARRAY_SIZE(touch_names), &kind);
+			lab.first_touch = kind;
+			break;
+		case 'A':
+			ok = parse_uint(optarg, 0, 1000, &lab.fail_alloc);
 			break;
 		case 'h':
 			print_usage(stdout);

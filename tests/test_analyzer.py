@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from goldenlog import GOLDEN, parse_golden
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,42 +35,6 @@ from s2fault.analyzer.catalogue import SCAN_KEYWORDS
 from s2fault.analyzer.console import decode, split_prefix
 from s2fault.analyzer.frames import first_own, is_plumbing, parse_frame, parse_pc
 from s2fault.analyzer.scanner import scan
-
-GOLDEN = Path(__file__).parent / "golden"
-KEYS = {
-    "KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID", "FRAMES", "LINES",
-    "KNOCK_ON", "ROLE",
-}
-
-
-def parse_golden(path: Path) -> tuple[list[dict[str, str]], bytes]:
-    data = path.read_bytes()
-    blank = re.search(rb"\r?\n\r?\n", data)  # a header saved with CRLF works too
-    if blank is None:
-        raise ValueError(f"{path.name}: no blank line after the header")
-    header, console = data[: blank.start()].decode("utf-8"), data[blank.end() :]
-    blocks: list[dict[str, str]] = [{}]
-    for line in header.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line == "---":
-            blocks.append({})
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"{path.name}: header line {line!r} is not KEY: value")
-        key, value = key.strip().upper(), value.strip()
-        if key == "EXPECT":
-            if value != "none":
-                raise ValueError(f"{path.name}: EXPECT takes only 'none'")
-            return [], console
-        if key not in KEYS:
-            raise ValueError(f"{path.name}: unknown header key {key}")
-        blocks[-1][key] = value
-    if not all(blocks):
-        raise ValueError(f"{path.name}: empty expectation block")
-    return blocks, console
 
 
 def _none_or(value: str) -> str | None:
@@ -331,6 +296,7 @@ def test_to_dict_is_json_ready() -> None:
         "pid": 25,
         "lines": [1, 5],
         "knock_on": None,
+        "where": None,
     }
 
 

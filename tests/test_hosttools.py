@@ -3,8 +3,8 @@ and its Debian package, exit 2 (never an Error 127 from inside make)."""
 
 from __future__ import annotations
 
-import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ def _path_without(tmp_path: Path, *absent: str) -> str:
         found = shutil.which(tool)
         if found and tool not in absent:
             (bindir / tool).symlink_to(found)
-    python = Path(os.sys.executable)
+    python = Path(sys.executable)
     return f"{bindir}:{python.parent}"
 
 

@@ -211,3 +211,140 @@ def test_cell_outcomes_and_exit_codes():
 def test_a_check_with_no_cell_is_refused_before_anything_runs():
     with pytest.raises(Exception, match="no cell to run: .*guest-icache-storm"):
         matrix.check_plan(["dilated"], matrix.RunOptions(workloads=("guest-icache-storm",)))
+
+
+# --- fault injection and stuck vCPUs (alloc-failure) ------------------------------------
+
+_TIMEOUT = "timeout after 25 s in round 1 of 2: vcpus 0,1,2,3,4,5,6,7 did not finish"
+
+
+def injected(text: str, n: int) -> str:
+    """The console with failslab's report of `n` failed allocations before the result."""
+    report = ("[   11.522008] FAULT_INJECTION: forcing a failure.\n"
+              "[   11.522008] name failslab, interval 1, probability 100, space 0, times 1\n")
+    head, sep, tail = text.partition("S2FAULT-RESULT")
+    return head + report * n + sep + tail
+
+
+def test_stuck_vcpus_after_an_injected_failure_are_a_livelock():
+    text = edit_result(REAL, stuck_vcpus=list(range(8)), errors=[_TIMEOUT],
+                       fault_injection={"armed": True, "window": "kvm_pgtable_walk",
+                                        "requested": 1, "failures": 1})
+    v = verdict_of(injected(text, 1))
+    assert v.verdict == "fail"
+    assert v.reason.startswith("livelock: 8 of 8 vCPUs never came back"), v.reason
+    assert "1 injected allocation failure(s) under kvm_pgtable_walk" in v.reason
+    assert v.workload["stuck_vcpus"] == list(range(8))
+
+
+def test_stuck_vcpus_without_an_injected_failure_cannot_be_judged():
+    """A timeout with nothing that explains it may be the host: never a kernel verdict."""
+    text = edit_result(REAL, stuck_vcpus=[3], errors=[_TIMEOUT],
+                       fault_injection={"armed": True, "window": "kvm_pgtable_walk",
+                                        "requested": 1, "failures": 0})
+    v = verdict_of(text)
+    assert v.verdict == "error" and v.reason.startswith("could not judge: workload error")
+
+
+def test_fault_injection_that_could_not_be_armed_is_not_judged():
+    text = edit_result(REAL, errors=["no /sys/kernel/debug/failslab/: the kernel lacks "
+                                     "CONFIG_FAILSLAB or CONFIG_FAULT_INJECTION_DEBUG_FS"],
+                       fault_injection={"armed": False, "window": "kvm_pgtable_walk",
+                                        "requested": 1, "failures": None})
+    v = verdict_of(text)
+    assert v.verdict == "error" and "fault injection could not be armed" in v.reason
+    assert "CONFIG_FAILSLAB" in v.reason
+
+
+def _exp(**data) -> variants.Expectation:
+    return variants._expectation(data, "test")
+
+
+def test_declared_livelock_and_failure_count_are_compared():
+    stuck = verdict_of(injected(edit_result(
+        REAL, stuck_vcpus=[0, 1], errors=[_TIMEOUT], coherent=False, values_ok=6,
+        fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
+    fine = verdict_of(injected(edit_result(
+        REAL, fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
+    livelock = _exp(stuck=True, injected_failures=1, clean=False)
+    assert matrix.compare(livelock, stuck, None)[0] is True
+    match, _, why = matrix.compare(livelock, fine, None)
+    assert match is False and "every vCPU came back" in why
+    match, _, why = matrix.compare(_exp(injected_failures=1), stuck, None)
+    assert match is False and "never came back" in why
+    match, observed, why = matrix.compare(_exp(injected_failures=0), fine, None)
+    assert match is False and "expected 0" in why and "1 injected failure(s)" in observed
+
+
+def test_splat_where_pattern_names_where_the_report_comes_from():
+    spec = _exp(splats=[{"kind": "atomic_sleep", "where": r"include/linux/sched/mm\.h"}]
+                ).splats[0]
+    alloc = {"kind": "atomic_sleep", "title": "sleeping function called from invalid "
+             "context in add_fault_range", "where": "include/linux/sched/mm.h:321"}
+    mutex = dict(alloc, where="../src/kernel/locking/mutex.c:586")
+    assert spec.matches(alloc) and not spec.matches(mutex)
+    assert spec.describe().endswith(r"at /include/linux/sched/mm\.h/")
+
+
+def test_failures_are_counted_from_the_kernels_reports():
+    """failslab's `times` is checked and decremented apart: two CPUs can both take the
+    last failure (seen on upstream with a wider filter), so the console counts."""
+    text = edit_result(REAL, fault_injection={"armed": True, "window": "w", "requested": 1,
+                                              "failures": 1})
+    assert verdict_of(injected(text, 2)).workload["fault_injection"]["failures"] == 2
+    assert verdict_of(text).workload["fault_injection"]["failures"] == 0
+
+
+_MUTEX_IN_ATOMIC = ("[    2.1] BUG: sleeping function called from invalid context at "
+              "kernel/locking/mutex.c:586\n"
+              "[    2.1] in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 41, name: "
+              "s2fault-vmm\n"
+              "[    2.1] Call trace:\n"
+              "[    2.1]  __might_sleep+0x50/0x60\n"
+              "[    2.1]  mutex_lock+0x24/0x80\n"
+              "[    2.1]  add_fault_range+0x30/0x100\n")
+
+
+def _raced(**changes) -> str:
+    return edit_result(REAL, errors=[_TIMEOUT], coherent=False, values_ok=6, **changes
+                       ).replace("S2FAULT-POST", _MUTEX_IN_ATOMIC + "S2FAULT-POST")
+
+
+def test_stuck_vcpus_with_a_report_in_the_fault_path_are_a_livelock():
+    """The v1 as posted: two vCPUs fault on one block, the loser's add_fault_range()
+    finds the winner's range and the map walker returns -EAGAIN with its PTE still
+    locked. Nothing was injected; the kernel's own report says where it happened."""
+    v = verdict_of(_raced(stuck_vcpus=[0, 5]))
+    assert v.verdict == "fail"
+    assert v.reason.startswith("livelock: 2 of 8 vCPUs never came back"), v.reason
+    assert "add_fault_range" in v.reason
+
+
+def test_a_livelock_that_needs_a_race_may_be_declared_either_way():
+    stuck = verdict_of(_raced(stuck_vcpus=[0]))
+    fine = verdict_of(REAL.replace("S2FAULT-POST", _MUTEX_IN_ATOMIC + "S2FAULT-POST"))
+    splat = [{"kind": "atomic_sleep", "in_frames": ["add_fault_range"]}]
+    may = _exp(stuck="may", splats=splat)
+    assert may.stuck is None and "may be stuck" in may.describe()
+    assert matrix.compare(may, fine, None)[0] is True
+    assert matrix.compare(may, stuck, None)[0] is True
+    match, _, why = matrix.compare(_exp(splats=splat), stuck, None)
+    assert match is False and "vCPU(s) 0 never came back" in why
+    with pytest.raises(Exception, match=r"stuck must be true, false or \"may\", not 'sometimes'"):
+        _exp(stuck="sometimes")
+
+
+def test_a_verdict_names_the_culprit_and_groups_its_consequences():
+    """migration/0 reports first; the VMM's lockup in icache_inval_pou leads the reason,
+    and the stopper thread, the repeat and RCU's stall are listed under it (JSON too)."""
+    golden = Path(__file__).parent / "golden" / "arm64-dilated-cascade-culprit-second.log"
+    from s2fault import analyzer
+    from s2fault.verdict import _splat_reason, culprit_first
+
+    splats = culprit_first(analyzer.analyze_console(golden.read_text()))
+    assert splats[0]["task"] == "migration/0" and splats[0]["role"] == "consequence"
+    assert splats[0]["why"] == "stopper thread" and splats[0]["consequence_of"] == 1
+    assert splats[1]["role"] == "culprit" and splats[1]["function"] == "icache_inval_pou"
+    reason = _splat_reason(splats)
+    assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou; 3 consequence(s): "
+                             "stopper thread, repeat, RCU stall on the culprit's CPU#1"), reason

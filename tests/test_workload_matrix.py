@@ -90,3 +90,61 @@ def test_multi_vm_dilated_locks_up_in_more_than_one_vm(tmp_path):
     pids = {s["pid"] for s in row["splats"] if s["kind"] == "soft_lockup"}
     assert len(pids) >= 2, row["splats"]
     assert not _rows(tmp_path)[("upstream", "multi-vm", "dilated")]["splats"]
+
+
+def test_exec_first_touch_takes_the_map_path(functional):
+    """No store before the fetch: KVM maps the block executable in its map walker."""
+    _, results = functional
+    rows = _rows(results)
+    for variant in ("upstream", "fix-reverted"):
+        w = rows[(variant, "exec-first-touch", "functional")]["workload"]
+        assert w["first_touch"] == "exec" and w["coherent"] is True
+    up = rows[("upstream", "exec-first-touch", "functional")]["workload"]["exec_fault_ms"]
+    rev = rows[("fix-reverted", "exec-first-touch", "functional")]["workload"]["exec_fault_ms"]
+    assert rev["max"] > 5 * up["max"], (up, rev)
+
+
+def test_alloc_failure_tells_the_variants_apart(functional):
+    """The allocation question answered by runs: the as-posted v1 never comes back from
+    a failed kzalloc (its PTE stays locked), the cleaned-up port and the spinlock variant
+    retry, and the variants that do not allocate under the walk have nothing to fail."""
+    _, results = functional
+    rows = _rows(results)
+
+    def cell(variant):
+        return rows[(variant, "alloc-failure", "functional")]
+
+    posted = cell("interval-tree-v1-as-posted")
+    assert posted["verdict"] == "fail" and posted["reason"].startswith("livelock: ")
+    assert posted["workload"]["stuck_vcpus"] and posted["workload"]["fault_injection"][
+        "failures"] >= 1
+    for variant in ("interval-tree-v1", "interval-tree-spinlock"):
+        w = cell(variant)["workload"]
+        assert w["stuck_vcpus"] == [] and w["fault_injection"]["failures"] >= 1, variant
+    for variant in ("upstream", "fix-reverted", "full-inval-always", "interval-tree-onstack"):
+        assert cell(variant)["workload"]["fault_injection"]["failures"] == 0, variant
+
+
+def test_spinlock_variant_names_the_allocation(functional):
+    """v1's mutex reports first and hides the allocation's own report; without the mutex
+    the might_sleep() that fires is might_alloc()'s."""
+    _, results = functional
+    rows = _rows(results)
+    spin = rows[("interval-tree-spinlock", "exec-first-touch", "functional")]["splats"]
+    v1 = rows[("interval-tree-v1", "exec-first-touch", "functional")]["splats"]
+    sleeps = [s for s in spin if s["kind"] == "atomic_sleep"]
+    assert sleeps and all("include/linux/sched/mm.h" in (s["where"] or "") for s in sleeps)
+    assert "add_fault_range" in sleeps[0]["frames"] + [sleeps[0]["function"]]
+    assert not [s for s in spin if s["subtype"] == "invalid_wait_context"]
+    assert any("locking/mutex.c" in (s["where"] or "") for s in v1)
+
+
+def test_exec_first_touch_dilated_locks_up_on_the_map_path(tmp_path):
+    r = s2fault("check", "--workload", "exec-first-touch", "--mode", "dilated",
+                "--variant", "upstream", "--variant", "fix-reverted", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = _rows(tmp_path)[("fix-reverted", "exec-first-touch", "dilated")]
+    lockups = [s for s in row["splats"] if s["kind"] == "soft_lockup"]
+    assert lockups and "stage2_map_walker_try_leaf" in sum(
+        (s["frames"] for s in lockups), []), row["splats"]
+    assert not _rows(tmp_path)[("upstream", "exec-first-touch", "dilated")]["splats"]

@@ -194,3 +194,20 @@ def test_selftests_result_is_judged_by_its_statuses():
     assert verdict_of(console_with(result("pass", "timeout"))).verdict == "fail"
     assert verdict_of(console_with(result())).verdict == "error"
     assert verdict_of(console_with(result("pass") | {"dic": 1})).verdict == "skip"
+
+
+def test_alloc_failure_lets_the_vmm_name_stuck_vcpus_before_the_machine_gives_up():
+    """failslab dumps a stack by design; the machine's after-splat wait must outlast the
+    VMM's own timeout, or QEMU is killed before the stuck vCPUs are listed."""
+    from s2fault import profile as profiles
+
+    wl = workloads.get("alloc-failure")
+    prof = profiles.mode("functional").with_(**wl.profile_changes("functional"))
+    assert prof.first_touch == "exec" and prof.fail_alloc == 1
+    t = prof.timeouts()
+    assert t.after_splat > prof.vmm_timeout and t.no_output > prof.vmm_timeout
+    plain = profiles.mode("functional").timeouts()
+    assert plain.after_splat < t.after_splat  # only the fault-injection run waits longer
+    line = profiles.kernel_cmdline(prof, 512 << 20)
+    assert "s2fault.first_touch=exec" in line and "s2fault.fail_alloc=1" in line
+    assert "first_touch" not in profiles.kernel_cmdline(profiles.mode("functional"), 512 << 20)

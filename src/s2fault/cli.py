@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 
 from . import __version__, bisect, lore, options, progress
+from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", default="functional", choices=["functional", "dilated"],
-                   help="functional: TCG at full speed; dilated: -icount time dilation")
+    p.add_argument("--mode", default="functional", choices=list(profiles.MODES),
+                   help="functional: TCG at full speed; dilated: -icount time dilation; "
+                   "altra-max: dilation calibrated on Ampere Altra Max (profiles/)")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default 8; dilated 2)")
     p.add_argument("--cpu", help="QEMU CPU model (default: by QEMU version, DIC=0)")
     p.add_argument("--smp", type=int, help="CPUs of the nested host")
@@ -121,8 +123,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 continue
             print(f"  {key}: {value}", end="")
         print()
-        for s in v.splats:
-            print(f"  {s['kind']}: {s['title']}")
+        for s in v.splats:  # culprit first: each incident's lead, its knock-on under it
+            if s.get("role") != "consequence":
+                print(f"  {s['kind']}: {s['title']}")
+                for c in v.splats:
+                    if c.get("role") == "consequence" and c.get("incident") == s.get("incident"):
+                        print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
         if ms.get("per_vcpu"):
             print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
         print(f"  console: {v.artifacts['console_log']}")
@@ -207,6 +213,22 @@ def _preflight_check(workload_names: list[str]) -> None:
     hosttools.preflight(*needs)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from . import calibrate, hosttools, matrix
+
+    hosttools.preflight(*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT)
+    spec = _source_spec(args)
+    results = Path(args.results or Path("results") / f"calibrate-{matrix.timestamp()}")
+    vcpus = tuple(int(n) for n in args.vcpus.split(",")) if args.vcpus \
+        else calibrate.DEFAULT_VCPUS
+    cal = calibrate.run(args.mode, vcpus, results, reference=not args.no_reference,
+                        source=spec)
+    calibrate.write(cal, results, Path(args.json) if args.json else None)
+    print(calibrate.table(cal))
+    print(f"results in {results}")
+    return EXIT_PASS
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from . import report
 
@@ -280,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="run the variant matrix and compare with declarations")
     p.add_argument("--variant", action="append", help="variant (repeatable; default: all)")
-    p.add_argument("--mode", action="append", choices=["functional", "dilated"],
-                   help="mode (repeatable; default: both)")
+    p.add_argument("--mode", action="append", choices=list(profiles.MODES),
+                   help="mode (repeatable; default: functional and dilated)")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload in every mode")
     _source_args(p)
     p.add_argument("--pages", choices=["4k", "16k", "64k"],
@@ -304,6 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", action="append", metavar="NAME",
                    help="workload (repeatable, 'all' for every one; default exec-fault)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("calibrate", help="fit a hardware model's time scale on one figure "
+                       "and predict the rest (one vCPU, then N together)")
+    p.add_argument("--mode", default="altra-max",
+                   choices=[m for m in profiles.MODES if m in profiles.MODELS],
+                   help="a mode that models hardware (profiles/*.toml with [hardware])")
+    p.add_argument("--json", help="write {scale, model, hardware} here")
+    p.add_argument("--vcpus", metavar="N,N,...",
+                   help="vCPU counts to run (default 1,8,16,32,64; 1 and the hardware's "
+                   "count are always run)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the upstream runs (the reference curve)")
+    p.add_argument("--results", help="results directory (default: results/calibrate-<time>)")
+    _source_args(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("report", help="write JUnit, TAP and HTML reports of a results directory")
     p.add_argument("results_dir", metavar="RESULTS_DIR",

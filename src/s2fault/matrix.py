@@ -394,6 +394,12 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
         text += f"; max {ms:g} ms"
         if ref_ms:
             text += f" ({ms / ref_ms:.1f}x)"
+    hw = v.workload.get("hardware_equivalent") or {}
+    if hw.get("worst_fault_ms") is not None:
+        text += f" = {hw['worst_fault_ms']:g} ms hw-eq"
+        if hw.get("whole_cache_invalidations"):
+            text += (f" (+{hw['whole_cache_invalidations']} whole-cache inval. = "
+                     f"{hw['whole_cache_ms']:g} ms)")
     slope = v.workload.get("blocks", {}).get("slope_ms")
     if slope is not None:
         text += f"; {slope:g} ms/block"
@@ -402,6 +408,12 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
     storm = v.workload.get("storm", {}).get("iteration_max_ms")
     if storm is not None:
         text += f"; storm {storm:g} ms/iter"
+    injected = (v.workload.get("fault_injection") or {}).get("failures")
+    if injected is not None:
+        text += f"; {injected} injected failure(s)"
+    stuck = v.workload.get("stuck_vcpus")
+    if stuck:
+        text += f"; {len(stuck)} vCPU(s) stuck"
     tests = v.workload.get("selftests")
     if tests:
         counts = Counter(t.get("status") for t in tests)
@@ -430,8 +442,23 @@ def compare(
     lacking = _lacking_detector(exp, v)
     if lacking:
         return None, observed, lacking
-    if v.workload.get("coherent") is False:
+    stuck = v.workload.get("stuck_vcpus") or []
+    if exp.stuck is not None and bool(stuck) != exp.stuck:
+        return False, observed, (
+            f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
+            if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")
+    # A vCPU stuck in its fault returned no value: that is the livelock, not a stale
+    # I-cache; a wrong value is incoherence whatever else happened.
+    if v.workload.get("coherent") is False and (not stuck or v.workload.get("stale")):
         return False, observed, v.reason
+    if exp.injected_failures is not None:
+        injected = (v.workload.get("fault_injection") or {}).get("failures")
+        if injected is None:
+            return None, observed, "fault injection reported no failure count"
+        if injected != exp.injected_failures:
+            return False, observed, (
+                f"{injected} allocation(s) failed by fault injection in the fault path, "
+                f"expected {exp.injected_failures}")
     missing = [s.describe() for s in exp.splats if not any(s.matches(x) for x in v.splats)]
     if missing:
         return False, observed, "expected but not seen: " + "; ".join(missing)

@@ -6,14 +6,16 @@ compares that with what a run observed. Adding a variant is adding a folder.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import profile as profiles
 from . import project, workloads
 from .errors import InputError
 
-MODES = ("functional", "dilated")
+MODES = tuple(profiles.MODES)  # one per profiles/*.toml
 # `expectations_filled = false` in variant.toml: a variant imported from a mailing list
 # whose expectations nobody has declared yet; check runs it but judges nothing.
 FILLED_KEY = "expectations_filled"
@@ -31,6 +33,10 @@ class SplatSpec:
     in_frames: tuple[str, ...] = ()
     task: str | None = None
     processes_min: int = 1  # seen in at least this many processes (distinct pids)
+    # A regular expression searched in the source location the report names: the
+    # might_sleep() of mutex_lock() (kernel/locking/mutex.c) and might_alloc()
+    # (include/linux/sched/mm.h) print one message for different culprits.
+    where: str | None = None
 
     def matches(self, splat: dict) -> bool:
         if splat.get("kind") != self.kind:
@@ -45,6 +51,8 @@ class SplatSpec:
                 return False
         if self.task and splat.get("task") != self.task:
             return False
+        if self.where and not re.search(self.where, splat.get("where") or ""):
+            return False
         return True
 
     def describe(self) -> str:
@@ -55,6 +63,8 @@ class SplatSpec:
             text += " via " + "|".join(self.in_frames)
         if self.processes_min > 1:
             text += f" in >={self.processes_min} processes"
+        if self.where:
+            text += f" at /{self.where}/"
         return text
 
 
@@ -66,6 +76,11 @@ class Expectation:
     latency_reference: str | None = None
     # many-blocks: the slope of cost against the number of blocks, against the reference's
     slope_ratio_min: float | None = None
+    # vCPUs released into their exec fault that never came back (alloc-failure);
+    # None: either outcome, for a livelock that needs a race to lose ("may" in TOML)
+    stuck: bool | None = False
+    # slab allocations failed by fault injection in the fault path; None: not checked
+    injected_failures: int | None = None
     unfilled: bool = False  # not declared yet: never judged, never a silent pass
 
     def describe(self) -> str:
@@ -78,6 +93,12 @@ class Expectation:
             parts.append(f"latency>={self.latency_ratio_min:g}x {self.latency_reference}")
         if self.slope_ratio_min:
             parts.append(f"slope>={self.slope_ratio_min:g}x {self.latency_reference}")
+        if self.injected_failures is not None:
+            parts.append(f"{self.injected_failures} injected allocation failure(s)")
+        if self.stuck:
+            parts.append("vCPUs stuck in the fault")
+        elif self.stuck is None:
+            parts.append("vCPUs may be stuck (a race)")
         return ", ".join(parts) or "anything"
 
     def to_dict(self) -> dict:
@@ -88,6 +109,8 @@ class Expectation:
             "latency_ratio_min": self.latency_ratio_min,
             "latency_reference": self.latency_reference,
             "slope_ratio_min": self.slope_ratio_min,
+            "stuck": self.stuck,
+            "injected_failures": self.injected_failures,
             "unfilled": self.unfilled,
             "summary": self.describe(),
         }
@@ -142,6 +165,7 @@ def _expectation(data: dict, where: str) -> Expectation:
                 in_frames=_as_tuple(raw.get("in_frames")),
                 task=raw.get("task"),
                 processes_min=int(raw.get("processes_min", 1)),
+                where=raw.get("where"),
             )
         )
     ratio = data.get("latency_ratio_min")
@@ -153,7 +177,18 @@ def _expectation(data: dict, where: str) -> Expectation:
             "latency_reference", "upstream" if ratio or data.get("slope_ratio_min") else None),
         slope_ratio_min=(float(data["slope_ratio_min"])
                          if data.get("slope_ratio_min") is not None else None),
+        stuck=_stuck(data.get("stuck", False), where),
+        injected_failures=(int(data["injected_failures"])
+                           if data.get("injected_failures") is not None else None),
     )
+
+
+def _stuck(value, where: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if value == "may":
+        return None
+    raise InputError(f"{where}: stuck must be true, false or \"may\", not {value!r}")
 
 
 def _override(raw: dict, over: dict) -> dict:

@@ -71,6 +71,12 @@ class Workload:
             "remap": r.get("remap", "memslot"),
             "stale": stale,
             "per_vm": r.get("per_vm") or ([_vm_of(r)] if r else []),
+            "first_touch": r.get("first_touch", "data"),
+            # vCPUs released into their exec fault that never came back (a timeout)
+            "stuck_vcpus": list(r.get("stuck_vcpus") or []),
+            "fault_injection": r.get("fault_injection"),
+            # kprobe hits of the stage-2 I-cache invalidations (init.c), when counted
+            "icache": (self.post or {}).get("icache"),
         }
 
 
@@ -210,9 +216,16 @@ def _json_after(line: str, marker: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+# What failslab prints for each allocation it fails (verbose >= 1).
+FAULT_INJECTED = "FAULT_INJECTION: forcing a failure."
+
+
 def parse(text: str) -> Workload:
     w = Workload()
+    injected = 0
     for line in text.splitlines():
+        if FAULT_INJECTED in line:
+            injected += 1
         if "S2FAULT-" not in line:
             continue
         if "S2FAULT-INIT" in line:
@@ -229,4 +242,9 @@ def parse(text: str) -> Workload:
             w.errors.append(line.split("S2FAULT-ERROR", 1)[1].strip())
         elif "S2FAULT-DONE" in line:
             w.done = True
+    for r in w.results:
+        # The kernel's own report is the count: failslab's `times` budget is checked
+        # and decremented apart, so two CPUs can both take the last failure.
+        if isinstance(r.get("fault_injection"), dict) and r["fault_injection"].get("armed"):
+            r["fault_injection"]["failures"] = injected
     return w

@@ -43,7 +43,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "exec-fault",
             "N vCPUs of one VM take execute-permission faults on one huge block at once.",
-            ("functional", "dilated"),
+            ("functional", "dilated", "altra-max"),
         ),
         Workload(
             "multi-vm",
@@ -66,6 +66,28 @@ WORKLOADS: dict[str, Workload] = {
             "its mapping dropped (MADV_DONTNEED) between rounds.",
             ("functional",),
             {"*": {"remap": "dontneed", "rounds": 10}},
+        ),
+        Workload(
+            "exec-first-touch",
+            "The stage-2 map path with exec: the vCPUs' first access to the block is an "
+            "instruction fetch, so KVM invalidates the I-cache in stage2_map_walker_try_leaf() "
+            "with the PTE already broken (locked), not in the permission-relaxing walker.",
+            ("functional", "dilated"),
+            {"*": {"first_touch": "exec"}},
+        ),
+        Workload(
+            "alloc-failure",
+            "Why the fault path must not allocate: on the map path (first touch is a fetch) "
+            "the next slab allocation made under the KVM fault handler fails (failslab, "
+            "once). A kernel that does not allocate there sees nothing; one that does must "
+            "survive the failure.",
+            ("functional",),
+            # Failslab fires in round 0; one measured round after it. A vCPU that does not
+            # come back within the VMM's 25 s (setup and arming included) is stuck: a
+            # whole run took 4-11 s here, the slowest exec fault ~0.5 s (fix-reverted,
+            # loaded machine).
+            {"*": {"first_touch": "exec", "fail_alloc": 1, "rounds": 2, "vmm_timeout": 25}},
+            ("exec_fault", "fault_injection"),
         ),
         Workload(
             "many-blocks",

@@ -730,6 +730,7 @@ def _build(text: str, head: _Header, ev: _Evidence, end: int, floor: int) -> Spl
         start_line=start,
         end_line=max(end, head.line.number),
         knock_on=_knock_on(family, dump, task, frames, function),
+        where=fields.get("where"),
     )
 
 

@@ -25,6 +25,9 @@ class Splat:
     # Lockups and stalls only: why this report looks like the consequence of work on another
     # CPU ("stopper thread", "waiting in queued_spin_lock_slowpath"), None when it does not.
     knock_on: str | None = None
+    # The source location the report itself names ("... at include/linux/sched/mm.h:321"):
+    # one message, different culprits (mutex_lock's might_sleep against might_alloc's).
+    where: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,7 @@ class Splat:
             "pid": self.pid,
             "lines": [self.start_line, self.end_line],
             "knock_on": self.knock_on,
+            "where": self.where,
         }
 
 
