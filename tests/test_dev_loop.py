@@ -167,6 +167,17 @@ def test_the_qemu_of_s2fault_qemu_is_the_one_recorded(tmp_path, monkeypatch):
         profiles.qemu_binary()
 
 
+def test_the_gdb_command_names_the_vmlinux(tmp_path):
+    from s2fault.image import KernelImage
+
+    kernel = KernelImage(tmp_path / "Image", 65536, False, 0)
+    assert machine.gdb_command(kernel, 1234) == [
+        "gdb-multiarch", "-ex", "set architecture aarch64", "-ex", "target remote 127.0.0.1:1234"]
+    with_symbols = KernelImage(tmp_path / "Image", 65536, False, 0, tmp_path / "vmlinux")
+    assert machine.gdb_command(with_symbols, 4321) == [
+        "gdb-multiarch", str(tmp_path / "vmlinux"), "-ex", "target remote 127.0.0.1:4321"]
+
+
 # --- slow: real boots --------------------------------------------------------------------
 
 
@@ -177,15 +188,21 @@ def test_build_dir_boots_with_append_and_its_reproducer_boots_the_same(upstream_
     bdir = build_dir_of(upstream_build, tmp_path / "linux-build")
     token = f"s2fault.dev_loop_token={os.getpid()}"
     out = tmp_path / "run.json"
+    qemu = tmp_path / "bin" / "qemu-system-aarch64"  # --qemu: another path to a QEMU
+    qemu.parent.mkdir()
+    qemu.symlink_to(shutil.which("qemu-system-aarch64"))
     r = s2fault("run", "--build-dir", str(bdir), "--append", token, "--timeouts",
-                "no-output=120,total=600", "--results", str(tmp_path / "runs"),
-                "--json", str(out), timeout=BOOT_TIMEOUT)
+                "no-output=120,total=600", "--qemu", str(qemu), "--results",
+                str(tmp_path / "runs"), "--json", str(out), timeout=BOOT_TIMEOUT)
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads(out.read_text())
     console = Path(result["artifacts"]["console_log"]).read_text(errors="replace")
     cmdline = re.search(r"Kernel command line: (.*)", console)[1].strip()
     assert cmdline.endswith(token)
     assert result["versions"]["qemu"] == runner.qemu_version()
+    assert result["artifacts"]["qemu"] == str(qemu)
+    assert json.loads((Path(result["artifacts"]["dir"]) / "qemu-argv.json").read_text())[0] \
+        == str(qemu)
     assert result["artifacts"]["config"].endswith("kernel.config")
 
     # reproduce.sh, moved away from s2fault's run directory and run by itself.
