@@ -187,12 +187,13 @@ def run(
     stderr_path = outdir / "qemu-stderr.log"
     timeouts = prof.timeouts()
     # The QMP socket lives in a private (0700) directory: it controls the machine.
-    sockdir = Path(tempfile.mkdtemp(prefix="s2fault-qmp-"))
-    qmp_sock = sockdir / "qmp.sock"
     # The files booted are the run directory's own, so reproduce.sh boots the same ones.
-    kernel = dataclasses.replace(kernel, path=_keep(kernel.path, outdir / kernel.path.name))
+    name = "Image.gz" if kernel.compressed else "Image"
+    kernel = dataclasses.replace(kernel, path=_keep(kernel.path, outdir / name))
     initramfs = _keep(initramfs, outdir / INITRAMFS)
     write_reproducer(kernel, prof, outdir)
+    sockdir = Path(tempfile.mkdtemp(prefix="s2fault-qmp-"))
+    qmp_sock = sockdir / "qmp.sock"
     argv = qemu_argv(kernel, initramfs, prof, outdir, qmp_sock)
     (outdir / "qemu-argv.json").write_text(json.dumps(argv, indent=1) + "\n")
     qmp_log = _QMPLog(qmp_log_path)
