@@ -12,6 +12,9 @@ APT_PACKAGES=(
 	# Kbuild's host programs (fixdep, kconfig) need the native compiler and libc
 	# headers; headers_install (kvm-selftests) needs rsync.
 	gcc libc6-dev rsync
+	# The kernel developer's loop: run --build-dir decodes splat frames with
+	# addr2line; run --gdb prints a gdb-multiarch command line.
+	binutils-aarch64-linux-gnu gdb-multiarch
 )
 APT_PACKAGES+=(${S2FAULT_EXTRA_APT:-})
 

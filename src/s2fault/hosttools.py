@@ -29,6 +29,10 @@ PACKAGES = {
     "xz": "xz-utils",
     # The kernel's headers_install (kvm-selftests) copies with rsync.
     "rsync": "rsync",
+    # run --build-dir decodes splat frames with the vmlinux; run --gdb prints a gdb
+    # command line that should work as printed.
+    "aarch64-linux-gnu-addr2line": "binutils-aarch64-linux-gnu",
+    "gdb-multiarch": "gdb-multiarch",
 }
 
 # Files that are not binaries but without which a stage fails in a confusing way.
@@ -41,6 +45,7 @@ KERNEL_BUILD = ("aarch64-linux-gnu-gcc", "gcc", "ccache", "make", "flex", "bison
                 "perl", "patch", Path("/usr/include/stdio.h"))
 GUEST = ("aarch64-linux-gnu-gcc",)
 BOOT = ("qemu-system-aarch64",)
+GDB = ("gdb-multiarch",)
 SELFTESTS = ("rsync", "make", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-strip")
 
 
