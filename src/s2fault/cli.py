@@ -268,6 +268,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                         source=spec)
     calibrate.write(cal, results, Path(args.json) if args.json else None)
     print(calibrate.table(cal))
+    if args.write_scale:
+        single = cal.single()
+        path = calibrate.write_scale(args.mode, cal.scale, (
+            f"{single.variant}, one vCPU on an idle {cal.profile.smp}-CPU nested host, "
+            f"shift {cal.profile.icount_shift}: {single.worst_ms:g} ms, k {cal.scale:.4g}"))
+        print(f"k = {cal.scale:.4g} written to {path}")
     print(f"results in {results}")
     return EXIT_PASS
 
@@ -388,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true",
                    help="skip the upstream runs (the reference curve)")
     p.add_argument("--results", help="results directory (default: results/calibrate-<time>)")
+    p.add_argument("--write-scale", action="store_true",
+                   help="put the fitted k into profiles/MODE.toml ([model] scale), for "
+                   "the runs after this one")
     _source_args(p)
     p.set_defaults(func=cmd_calibrate)
 
