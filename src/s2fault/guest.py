@@ -14,7 +14,8 @@ from . import cache, hosttools, project
 from .errors import BuildError
 
 RECIPE = "s2fault-guest-1"
-BINARIES = {"init": "init", "s2fault-vmm": "bin/s2fault-vmm", "s2fault-ksft": "bin/s2fault-ksft"}
+BINARIES = {"init": "init", "s2fault-vmm": "bin/s2fault-vmm", "s2fault-ksft": "bin/s2fault-ksft",
+            "s2fault-host-run": "bin/s2fault-host-run"}
 
 
 @dataclass(frozen=True)
