@@ -34,6 +34,22 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
     p.add_argument("--workload", default="exec-fault", metavar="NAME",
                    help="what the guest does (see `s2fault workloads`; default exec-fault)")
+    _via_arg(p)
+
+
+def _via_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--via", default="qemu", choices=["qemu", "host-run"],
+                   help="qemu: init runs the VMM (default); host-run: the nested host runs "
+                   "`s2fault host-run` from an arm64 Python root filesystem")
+
+
+def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
+    if getattr(args, "via", "qemu") != "host-run":
+        return
+    from . import hostrun
+
+    for name in workload_names:
+        hostrun.check_workload(name)
 
 
 def _profile(args: argparse.Namespace):
@@ -50,7 +66,7 @@ def _profile(args: argparse.Namespace):
     return base.with_(
         vcpus=args.vcpus, cpu=args.cpu, smp=args.smp, memory_mb=args.memory,
         accel=args.accel, kvm_mode=args.kvm_mode, icount_shift=args.icount_shift,
-        no_output_timeout=args.no_output_timeout, rounds=args.rounds,
+        no_output_timeout=args.no_output_timeout, rounds=args.rounds, runner=args.via,
     )
 
 
@@ -59,6 +75,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "cpu": args.cpu, "smp": args.smp, "memory_mb": args.memory, "accel": args.accel,
         "kvm_mode": args.kvm_mode, "icount_shift": args.icount_shift,
         "no_output_timeout": args.no_output_timeout, "rounds": args.rounds,
+        "runner": args.via,
     }
 
 
@@ -98,6 +115,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import runner, workloads
 
+    _check_via(args, [args.workload])
     prof = _profile(args)
     kernel_path = Path(args.kernel)
     # The same --source/--ref/--offline handling as build and check (it only matters
@@ -113,19 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   spec))
         verdicts.append(v)
         progress.clear()
-        ms = v.workload.get("exec_fault_ms", {})
-        prefix = f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else ""
-        print(f"{prefix}{v.verdict.upper()}: {v.reason}")
-        for key, value in v.versions.items():
-            if key == "s2fault" or value is None:
-                continue
-            print(f"  {key}: {value}", end="")
-        print()
-        for s in v.splats:
-            print(f"  {s['kind']}: {s['title']}")
-        if ms.get("per_vcpu"):
-            print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
-        print(f"  console: {v.artifacts['console_log']}")
+        _print_verdict(v, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
     from . import matrix
 
     code = matrix.exit_code_of([v.verdict for v in verdicts])
@@ -139,6 +145,55 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = {"schema_version": report.SCHEMA_VERSION} | data
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     return code
+
+
+def _print_verdict(v, prefix: str = "") -> None:
+    ms = v.workload.get("exec_fault_ms", {})
+    print(f"{prefix}{v.verdict.upper()}: {v.reason}")
+    for key, value in v.versions.items():
+        if key == "s2fault" or value is None:
+            continue
+        print(f"  {key}: {value}", end="")
+    print()
+    for s in v.splats:
+        print(f"  {s['kind']}: {s['title']}")
+    if ms.get("per_vcpu"):
+        print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
+    if v.artifacts.get("console_log"):
+        print(f"  console: {v.artifacts['console_log']}")
+
+
+def cmd_host_run(args: argparse.Namespace) -> int:
+    """The workload on this host's running kernel (hostrun.py): no QEMU, no build."""
+    from . import hostrun, matrix, report, runner, workloads
+    from . import profile as profiles
+
+    # Before anything else: on x86 (or without root) this is the whole output.
+    hostrun.require_host()
+    hostrun.check_workload(args.workload)
+    wl = workloads.get(args.workload)
+    prof = profiles.mode("functional").with_(workload=wl.name,
+                                              **wl.profile_changes("functional"))
+    prof = prof.with_(vcpus=args.vcpus, rounds=args.rounds, runner=profiles.HOST_RUN)
+    outdir = runner.new_run_dir(Path(args.results) if args.results else None, "host-run")
+    v = hostrun.run(prof, outdir)
+    progress.clear()
+    if args.verdict_line:
+        # The nested proof (guests/host_run.c): the verdict for the outer side, whole.
+        line = "\n" + runner.HOST_RUN_LINE + " " + json.dumps(
+            v.to_dict(), separators=(",", ":")) + "\n"
+        os.write(sys.stdout.fileno(), line.encode())
+    _print_verdict(v)
+    cell = matrix.host_cell(v, wl.name)
+    rows = [cell.to_dict()]
+    if args.json:
+        data = {"schema_version": report.SCHEMA_VERSION} | v.to_dict()
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    if args.junit:
+        report.write_junit(rows, Path(args.junit))
+    if args.ktap:
+        report.write_ktap(rows, Path(args.ktap))
+    return matrix.exit_code([cell])
 
 
 def _repeat_summary(verdicts, code: int) -> int:
@@ -160,10 +215,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from . import kconfig, matrix, project, report, source, variants, workloads
 
     chosen = [w.name for w in workloads.select(args.workload)]
+    _check_via(args, chosen)
     modes = args.mode or ["functional", "dilated"]
     # A check that would judge nothing is refused before anything is built.
     matrix.check_plan(modes, matrix.RunOptions(workloads=tuple(chosen)))
-    _preflight_check(chosen)
+    _preflight_check(chosen, args.via)
     spec = _source_spec(args)
     # A source that cannot be had stops the run here, once, not as an error in every cell.
     source.resolve(spec, project.cache_dir())
@@ -197,13 +253,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return matrix.exit_code(cells)
 
 
-def _preflight_check(workload_names: list[str]) -> None:
+def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:
     """Every host tool the matrix will need, before the first build or boot."""
     from . import hosttools
 
     needs = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
     if "kvm-selftests" in workload_names:
         needs += hosttools.SELFTESTS
+    if via == "host-run":
+        needs += hosttools.ROOTFS
     hosttools.preflight(*needs)
 
 
@@ -303,7 +361,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
     p.add_argument("--workload", action="append", metavar="NAME",
                    help="workload (repeatable, 'all' for every one; default exec-fault)")
+    _via_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("host-run", help="run the workload on this arm64 host's own kernel "
+                       "(no QEMU; root; /dev/kvm)")
+    p.add_argument("--workload", default="exec-fault", metavar="NAME",
+                   help="what the VMM does (see `s2fault workloads`; default exec-fault)")
+    p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default 8)")
+    p.add_argument("--rounds", type=int, help="exec-fault rounds (first is a warm-up)")
+    p.add_argument("--json", help="write the verdict as JSON here")
+    p.add_argument("--junit", help="write a JUnit XML report here")
+    p.add_argument("--ktap", help="write a KTAP (version 1) report here")
+    p.add_argument("--results", help="directory for run artifacts (default: the cache's runs/)")
+    p.add_argument("--verdict-line", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_host_run, mode="functional")
 
     p = sub.add_parser("report", help="write JUnit, TAP and HTML reports of a results directory")
     p.add_argument("results_dir", metavar="RESULTS_DIR",

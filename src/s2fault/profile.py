@@ -18,6 +18,9 @@ from . import hosttools
 from .errors import InfraError, InputError
 
 QEMU = "qemu-system-aarch64"
+RUNNERS = ("qemu", "host-run")
+HOST_RUN = "host-run"
+HOST_RUN_PROGRAM = "s2fault-host-run"  # guests/host_run.c
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class Profile:
     first_touch: str = "data"  # the block's first access: data (then exec) | exec
     fail_alloc: int = 0  # slab allocations under the KVM fault handler to fail (failslab)
     program: str = "s2fault-vmm"  # what init runs (/bin/<program>)
+    # qemu: init runs the VMM; host-run (`--via host-run`): init runs `s2fault host-run`
+    # from an arm64 Python root filesystem, which reserves the hugepages itself.
+    runner: str = "qemu"
 
     @property
     def hugepages(self) -> int:
@@ -208,7 +214,8 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         "panic=-1",  # a panic reboots at once, and -no-reboot turns that into QEMU exiting
         "rdinit=/init",
         f"hugepagesz={_size(block_bytes)}",
-        f"hugepages={profile.hugepages}",
+        # host-run reserves its hugepages through sysfs, as on a real host.
+        f"hugepages={0 if profile.runner == HOST_RUN else profile.hugepages}",
         f"default_hugepagesz={_size(block_bytes)}",
         f"s2fault.vcpus={profile.vcpus}",
         f"s2fault.rounds={profile.rounds}",
@@ -222,6 +229,13 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         args.append(f"s2fault.watchdog_thresh={profile.watchdog_thresh}")
     if profile.kvm_mode:
         args.append(f"kvm-arm.mode={profile.kvm_mode}")
+    if profile.runner == HOST_RUN:
+        # The host-run command line, word by word; the workload's shape is host-run's
+        # to derive from its name, as on a real host.
+        words = ["--workload", profile.workload, "--vcpus", str(profile.vcpus),
+                 "--rounds", str(profile.rounds)]
+        args += [f"s2fault.program={HOST_RUN_PROGRAM}", "s2fault.host_run=" + ",".join(words)]
+        return " ".join(args)
     # The workload's shape, only where it differs from the plain exec-fault run (so
     # the command lines of earlier results stay what they were).
     plain = Profile()
