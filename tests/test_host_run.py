@@ -249,3 +249,9 @@ def test_run_via_host_run_records_the_runner(tmp_path, upstream_build):
     # host-run's VMM is the package data, not the initramfs's /bin copy.
     assert data["machine"]["host_run"]["argv"][0] == (
         "/usr/lib/python3/dist-packages/s2fault/bin/s2fault-vmm")
+
+
+def test_via_host_run_has_no_dilated_mode():
+    r = s2fault("check", "--via", "host-run", "--mode", "dilated")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "--mode dilated" in r.stderr

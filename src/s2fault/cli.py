@@ -47,7 +47,13 @@ def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
     if getattr(args, "via", "qemu") != "host-run":
         return
     from . import hostrun
+    from .errors import InputError
 
+    mode = getattr(args, "mode", None)
+    if "dilated" in ([mode] if isinstance(mode, str) else mode or []):
+        # Dilation is a QEMU model of a slow CPU; host-run is what a real host runs.
+        raise InputError("--via host-run runs the functional workload, as on a real "
+                         "host: --mode dilated is the nested runner's (--via qemu)")
     for name in workload_names:
         hostrun.check_workload(name)
 
@@ -216,7 +222,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
-    modes = args.mode or ["functional", "dilated"]
+    modes = args.mode or (["functional"] if args.via == "host-run" else ["functional", "dilated"])
     # A check that would judge nothing is refused before anything is built.
     matrix.check_plan(modes, matrix.RunOptions(workloads=tuple(chosen)))
     _preflight_check(chosen, args.via)
