@@ -255,3 +255,12 @@ def test_via_host_run_has_no_dilated_mode():
     r = s2fault("check", "--via", "host-run", "--mode", "dilated")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "--mode dilated" in r.stderr
+
+
+def test_the_running_kernel_s_config_is_found_where_distributions_keep_it():
+    source, text = hostrun.kernel_config()
+    if source is None:
+        pytest.skip("neither /proc/config.gz nor /boot/config-$(uname -r) here")
+    assert source in ("/proc/config.gz", f"/boot/config-{platform.release()}")
+    assert hostrun.parse_config(text).get("CONFIG_64BIT") == "y"
+    assert hostrun.kernel_config("no-such-release")[0] in (None, "/proc/config.gz")

@@ -90,6 +90,7 @@ class HostFacts:
     debug_locks: int | None  # None: no lockdep (no /proc/lockdep_stats)
     config_source: str | None
     config: dict[str, str] = field(default_factory=dict)
+    config_text: str = ""
 
     @property
     def hugepage_kb(self) -> int:
@@ -120,13 +121,25 @@ def read_facts(vmm: Path) -> HostFacts:
         why = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"exit {r.returncode}"]
         raise InfraError(f"{vmm} --facts failed: {why[0]}")
     facts = json.loads(line.split(" ", 1)[1])
-    config_source, config = kernel_config()
+    config_source, config_text = kernel_config()
     return HostFacts(
         machine=platform.machine(), kernel=platform.release(),
         page_size=int(facts["page_size"]), block_bytes=int(facts["block_bytes"]),
         ctr_el0=facts["ctr_el0"], dic=bool(facts["dic"]), debug_locks=debug_locks(),
-        config_source=config_source, config=config,
+        config_source=config_source, config=parse_config(config_text),
+        config_text=config_text,
     )
+
+
+def cpu_id(machine: str) -> str:
+    """The CPU by its MIDR_EL1 (implementer, part: 0x41 0xd0c is a Neoverse N1),
+    where the kernel exposes it; else the machine name."""
+    path = Path("/sys/devices/system/cpu/cpu0/regs/identification/midr_el1")
+    try:
+        midr = int(path.read_text(), 16)
+    except (OSError, ValueError):
+        return machine
+    return f"{machine} MIDR {midr:#x} (implementer {midr >> 24:#x}, part {(midr >> 4) & 0xfff:#x})"
 
 
 def debug_locks() -> int | None:
@@ -138,8 +151,9 @@ def debug_locks() -> int | None:
     return int(m.group(1)) if m else None
 
 
-def kernel_config(release: str | None = None) -> tuple[str | None, dict[str, str]]:
-    """The running kernel's config: /proc/config.gz, else /boot/config-RELEASE."""
+def kernel_config(release: str | None = None) -> tuple[str | None, str]:
+    """The running kernel's config and where it came from: /proc/config.gz, else
+    /boot/config-RELEASE; (None, "") when neither is there."""
     release = release or platform.release()
     for path in (Path("/proc/config.gz"), Path(f"/boot/config-{release}")):
         try:
@@ -147,8 +161,8 @@ def kernel_config(release: str | None = None) -> tuple[str | None, dict[str, str
         except OSError:
             continue
         text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode(errors="replace")
-        return str(path), parse_config(text)
-    return None, {}
+        return str(path), text
+    return None, ""
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -216,11 +230,11 @@ def reserve_hugepages(changes: HostChanges, block_bytes: int, count: int) -> dic
         raise InfraError(f"no {kb} kB hugepages on this kernel ({folder} missing; needs "
                          "CONFIG_HUGETLBFS=y)")
     nr = folder / "nr_hugepages"
-    free = int((folder / "free_hugepages").read_text())
     before = int(changes.remember(nr) or 0)
+    free = _available(folder)
     if free < count:
         changes.write(nr, str(before + count - free))
-        free = int((folder / "free_hugepages").read_text())
+        free = _available(folder)
     total = int(nr.read_text())
     if free < count:
         raise NotApplicable(
@@ -228,6 +242,13 @@ def reserve_hugepages(changes: HostChanges, block_bytes: int, count: int) -> dic
             f"(nr_hugepages {before} -> {total}, {free} free)")
     return {"hugepages_total": total, "hugepages_free": free, "hugepage_kb": kb,
             "nr_hugepages_before": before}
+
+
+def _available(folder: Path) -> int:
+    """Free pages no mapping has reserved yet (another user's MAP_HUGETLB counts
+    against free_hugepages only once it touches its pages)."""
+    free = int((folder / "free_hugepages").read_text())
+    return free - int((folder / "resv_hugepages").read_text())
 
 
 class Kmsg:
@@ -410,10 +431,16 @@ def _finish(v: Verdict, facts: HostFacts, prof: profiles.Profile, outdir: Path,
     v.preconditions = v.preconditions | {"host": facts.to_dict(), "lockdep": facts.lockdep,
                                          "dic": facts.dic}
     v.profile = prof.to_dict() | {"page_size": facts.page_size, "runner": RUNNER}
-    v.versions = {"s2fault": __version__, "qemu": None, "cpu": facts.machine,
+    v.versions = {"s2fault": __version__, "qemu": None, "cpu": cpu_id(facts.machine),
                   "kernel": facts.kernel}
+    config = None
+    if facts.config_text:
+        # Beside the console, as the nested runs keep the kernel's .config.
+        config = outdir / "kernel.config"
+        config.write_text(facts.config_text)
     v.artifacts = v.artifacts | {"dir": str(outdir),
                                  "console_log": str(console) if console else None,
-                                 "config": facts.config_source}
+                                 "config": str(config) if config else None,
+                                 "config_source": facts.config_source}
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
