@@ -111,6 +111,32 @@ def test_kmsg_records_read_as_the_serial_console_prints_them():
     assert hostrun.console_line(multi) == "[    0.000005] Call trace:\tx"
 
 
+def test_kmsg_is_read_from_the_start_of_the_workload_only():
+    """This machine's own /dev/kmsg: what was logged before host-run opened it is not
+    evidence; what is logged after is, in order."""
+    import os
+    import time
+    import uuid
+
+    if not os.access("/dev/kmsg", os.R_OK | os.W_OK):
+        pytest.skip("/dev/kmsg not readable and writable here (needs root)")
+    tag = uuid.uuid4().hex[:12]
+    with open("/dev/kmsg", "w") as f:
+        f.write(f"s2fault-test {tag} before\n")
+    kmsg = hostrun.Kmsg()
+    try:
+        with open("/dev/kmsg", "w") as f:
+            f.write(f"s2fault-test {tag} after 1\n")
+            f.flush()
+            f.write(f"s2fault-test {tag} after 2\n")
+        time.sleep(0.1)
+        kmsg.drain()
+    finally:
+        kmsg.close()
+    ours = [ln.split("] ", 1)[1] for ln in kmsg.lines if tag in ln]
+    assert ours == [f"s2fault-test {tag} after 1", f"s2fault-test {tag} after 2"]
+
+
 def test_the_kernel_config_is_read_as_a_config_file_says():
     cfg = hostrun.parse_config("CONFIG_KVM=y\n# CONFIG_PROVE_LOCKING is not set\n"
                                "CONFIG_NR_CPUS=64\n")
@@ -234,6 +260,20 @@ def test_check_via_host_run_matches_every_declaration_like_the_bare_runner(tmp_p
         assert cell["workload"]["exec_fault_ms"]["max"] is not None
         console = Path(cell["artifacts"]["console_log"]).read_text()
         assert "S2FAULT-HOSTRUN " in console
+
+
+@pytest.mark.slow
+@pytest.mark.functional
+def test_host_run_sees_splats_through_dev_kmsg(tmp_path):
+    """interval-tree-v1 splats in the fault path: host-run inside the nested host finds
+    them in /dev/kmsg and its verdict matches what the variant declares."""
+    r = s2fault("check", "--via", "host-run", "--variant", "interval-tree-v1",
+                "--mode", "functional", "--results", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    cell = _cells(tmp_path / "check.json")["interval-tree-v1.exec-fault.functional"]
+    assert cell["runner"] == "host-run" and cell["match"] is True
+    assert any(s["kind"] == "lockdep" for s in cell["splats"])
+    assert cell["artifacts"]["host_run"]["console_log"].endswith("console.log")
 
 
 @pytest.mark.slow
