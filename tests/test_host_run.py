@@ -100,6 +100,23 @@ def test_a_verdict_survives_the_trip_through_json():
     assert again.to_dict() == v.to_dict()
 
 
+def test_host_run_reports_name_its_cell_like_every_report(tmp_path):
+    from s2fault import report
+
+    cell = matrix.host_cell(_host_verdict(_edit(REAL, "S2FAULT-INIT", debug_locks=None)),
+                            "exec-fault")
+    assert (cell.test_id, cell.outcome) == ("host.exec-fault.host-run", "pass")
+    rows = [cell.to_dict()]
+    assert rows[0]["runner"] == "host-run"
+    report.write_junit(rows, tmp_path / "j.xml")
+    report.write_ktap(rows, tmp_path / "k.ktap")
+    assert 'classname="s2fault.host"' in (tmp_path / "j.xml").read_text()
+    ktap = (tmp_path / "k.ktap").read_text()
+    assert "KTAP version 1" in ktap and "ok 1 exec-fault.host-run" in ktap
+    dic = matrix.host_cell(_host_verdict(_edit(REAL, "S2FAULT-RESULT", dic=1)), "exec-fault")
+    assert dic.outcome == "skip" and matrix.exit_code([dic]) == 4
+
+
 # --- what host-run reads and changes ---------------------------------------------------
 
 def test_kmsg_records_read_as_the_serial_console_prints_them():
