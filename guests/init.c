@@ -33,6 +33,17 @@
  *                              the KVM fault handler (failslab; default 0)
  *   s2fault.program=NAME       run /bin/NAME (default s2fault-vmm) with
  *                              the same arguments
+ *   s2fault.sweep=N,N,...      run the VMM once per vCPU count, in this
+ *                              order, each in a new VM (instead of
+ *                              s2fault.vcpus and s2fault.repeat): one boot
+ *                              measures a whole scaling curve
+ *   s2fault.count_icache=1     count the I-cache invalidations of stage 2
+ *                              with kprobe events (hits on
+ *                              invalidate_icache_guest_page, the one entry,
+ *                              and icache_inval_pou, its line-by-line
+ *                              branch); S2FAULT-POST reports them, so the
+ *                              whole-cache ones are the difference, counted
+ *                              without patching the kernel under test
  *
  * The program gets --vcpus, --rounds, --timeout and --arm-watchdog always,
  * and --vms, --blocks, --storm, --remap, --first-touch and --fail-alloc
@@ -70,6 +81,7 @@
 #define VMM_GRACE_S	30
 #define WORD_LEN	48
 #define MAX_ARGS	24
+#define MAX_SWEEP	16
 
 struct params {
 	unsigned int vcpus;
@@ -81,9 +93,11 @@ struct params {
 	unsigned int blocks;
 	unsigned int storm;
 	unsigned int fail_alloc;
+	unsigned int count_icache;
 	char remap[WORD_LEN];
 	char first_touch[WORD_LEN];
 	char program[WORD_LEN];
+	char sweep[WORD_LEN];
 	char path[WORD_LEN + 8];
 };
 
@@ -212,7 +226,8 @@ static unsigned int cmdline_uint(const char *cmdline, const char *key,
 
 static bool word_char(char c)
 {
-	return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.';
+	return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' ||
+	       c == ',';
 }
 
 /* The value of @key, a word of letters, digits, '-', '_' or '.', or @def. */
@@ -256,12 +271,14 @@ static void parse_cmdline(struct params *p)
 	p->blocks = cmdline_uint(cmdline, "s2fault.blocks", 1);
 	p->storm = cmdline_uint(cmdline, "s2fault.storm", 0);
 	p->fail_alloc = cmdline_uint(cmdline, "s2fault.fail_alloc", 0);
+	p->count_icache = cmdline_uint(cmdline, "s2fault.count_icache", 0);
 	cmdline_word(cmdline, "s2fault.remap", DEFAULT_REMAP, p->remap,
 		     sizeof(p->remap));
 	cmdline_word(cmdline, "s2fault.first_touch", DEFAULT_TOUCH,
 		     p->first_touch, sizeof(p->first_touch));
 	cmdline_word(cmdline, "s2fault.program", DEFAULT_PROGRAM, p->program,
 		     sizeof(p->program));
+	cmdline_word(cmdline, "s2fault.sweep", "", p->sweep, sizeof(p->sweep));
 	if (!strcmp(p->program, ".") || !strcmp(p->program, ".."))
 		fatal("bad value for s2fault.program on the kernel command line");
 	snprintf(p->path, sizeof(p->path), "/bin/%s", p->program);
@@ -409,7 +426,91 @@ static int wait_vmm(pid_t pid, const struct params *p)
 	return ret == pid ? exit_code(status) : -1;
 }
 
-static void report_post(int vmm_exit, unsigned int run)
+/* ---- counting I-cache invalidations: kprobe events ------------------ */
+
+#define TRACEFS		"/sys/kernel/tracing"
+#define PROBE_GROUP	"s2fault"
+
+static const char *const icache_probes[][2] = {
+	/* Every stage-2 I-cache invalidation enters here (mm_ops). */
+	{ "guest_page", "invalidate_icache_guest_page" },
+	/* Its line-by-line branch; whatever else it does blows the cache. */
+	{ "by_line", "icache_inval_pou" },
+};
+
+#define NR_ICACHE_PROBES ARRAY_SIZE(icache_probes)
+
+static bool write_str(const char *path, const char *val, bool append)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC | (append ? O_APPEND : O_TRUNC));
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+	close(fd);
+	return ok;
+}
+
+/* Returns NULL when the probes are set, else what failed. */
+static const char *arm_icache_probes(void)
+{
+	char line[160], path[160];
+	size_t i;
+
+	mount_fs("tracefs", TRACEFS, false);
+	if (access(TRACEFS "/kprobe_events", W_OK) < 0)
+		return "no kprobe_events (needs CONFIG_KPROBE_EVENTS=y)";
+	/*
+	 * Only the hit counts are read: a small ring buffer, off, so 64 CPUs
+	 * do not each get the default megabytes.
+	 */
+	write_str(TRACEFS "/buffer_size_kb", "4", false);
+	write_str(TRACEFS "/tracing_on", "0", false);
+	for (i = 0; i < NR_ICACHE_PROBES; i++) {
+		snprintf(line, sizeof(line), "p:%s/%s %s\n", PROBE_GROUP,
+			 icache_probes[i][0], icache_probes[i][1]);
+		if (!write_str(TRACEFS "/kprobe_events", line, true))
+			return icache_probes[i][1];
+		snprintf(path, sizeof(path), TRACEFS "/events/%s/%s/enable",
+			 PROBE_GROUP, icache_probes[i][0]);
+		if (!write_str(path, "1", false))
+			return icache_probes[i][1];
+	}
+	return NULL;
+}
+
+/* {"guest_page":N,"by_line":M} from kprobe_profile, or an error string. */
+static void icache_counts(char *out, size_t n, const char *armed)
+{
+	char buf[4096], name[64];
+	unsigned long hits[NR_ICACHE_PROBES] = { 0 };
+	unsigned long h, miss;
+	const char *p;
+	size_t i;
+
+	if (armed) {
+		snprintf(out, n, "\"cannot probe %s\"", armed);
+		return;
+	}
+	if (read_file(TRACEFS "/kprobe_profile", buf, sizeof(buf)) < 0) {
+		snprintf(out, n, "\"cannot read kprobe_profile\"");
+		return;
+	}
+	for (p = buf; p && *p; p = strchr(p, '\n')) {
+		if (*p == '\n')
+			p++;
+		if (sscanf(p, "%63s %lu %lu", name, &h, &miss) != 3)
+			continue;
+		for (i = 0; i < NR_ICACHE_PROBES; i++)
+			if (!strcmp(name, icache_probes[i][0]))
+				hits[i] = h;
+	}
+	snprintf(out, n, "{\"%s\":%lu,\"%s\":%lu}", icache_probes[0][0],
+		 hits[0], icache_probes[1][0], hits[1]);
+}
+
+static void report_post(int vmm_exit, unsigned int run, const char *icache)
 {
 	char free[24], locks[24], thresh[24], soft[24];
 
@@ -420,8 +521,27 @@ static void report_post(int vmm_exit, unsigned int run)
 	json_field(thresh, sizeof(thresh), "/proc/sys/kernel/watchdog_thresh",
 		   "");
 	json_field(soft, sizeof(soft), "/proc/sys/kernel/soft_watchdog", "");
-	emit("S2FAULT-POST {\"vmm_exit\":%d,\"debug_locks\":%s,\"hugepages_free\":%s,\"run\":%u,\"watchdog_thresh\":%s,\"soft_watchdog\":%s}",
-	     vmm_exit, locks, free, run, thresh, soft);
+	emit("S2FAULT-POST {\"vmm_exit\":%d,\"debug_locks\":%s,\"hugepages_free\":%s,\"run\":%u,\"watchdog_thresh\":%s,\"soft_watchdog\":%s,\"icache\":%s}",
+	     vmm_exit, locks, free, run, thresh, soft, icache);
+}
+
+/* "1,8,64" -> {1, 8, 64}; the number of counts, 0 for none. */
+static unsigned int parse_sweep(const char *sweep, unsigned int *counts)
+{
+	unsigned int n = 0;
+	const char *p = sweep;
+	char *end;
+	unsigned long v;
+
+	while (*p) {
+		v = strtoul(p, &end, 10);
+		if (end == p || !v || v > 512 || n == MAX_SWEEP ||
+		    (*end && *end != ','))
+			fatal("bad value for s2fault.sweep: %s", sweep);
+		counts[n++] = v;
+		p = *end ? end + 1 : end;
+	}
+	return n;
 }
 
 int main(void)
@@ -429,6 +549,9 @@ int main(void)
 	struct params p;
 	sigset_t chld;
 	unsigned int run;
+	const char *armed = NULL;
+	char icache[128] = "null";
+	unsigned int sweep[MAX_SWEEP], nr_sweep, runs;
 
 	mount_all();
 	parse_cmdline(&p);
@@ -439,8 +562,22 @@ int main(void)
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
-	for (run = 1; run <= p.repeat; run++)
-		report_post(wait_vmm(start_vmm(&p), &p), run);
+	if (p.count_icache)
+		armed = arm_icache_probes();
+	nr_sweep = parse_sweep(p.sweep, sweep);
+	runs = nr_sweep ? nr_sweep : p.repeat;
+	for (run = 1; run <= runs; run++) {
+		int vmm_exit;
+
+		if (nr_sweep)
+			p.vcpus = sweep[run - 1];
+		vmm_exit = wait_vmm(start_vmm(&p), &p);
+
+		/* Cumulative over the runs of this boot. */
+		if (p.count_icache)
+			icache_counts(icache, sizeof(icache), armed);
+		report_post(vmm_exit, run, icache);
+	}
 	emit("S2FAULT-DONE");
 	power_off();
 }

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,73 @@ def upstream_build():
     from s2fault import kernel
 
     return kernel.build("upstream")
+
+
+# --- where the time went ------------------------------------------------------------------
+
+_spent: dict[str, dict[str, float]] = {}
+_session: dict = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note whether this session starts cold (no kernel in the cache): `make bench`
+    prints the newest cold and warm whole-suite times recorded here."""
+    from s2fault import project
+
+    kernels = project.cache_dir() / "kernels"
+    published = [p for p in kernels.iterdir() if not p.name.startswith(".")] \
+        if kernels.is_dir() else []
+    _session.update(start=time.monotonic(), cold=not published)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Seconds per test file and phase; a session fixture's first use (a kernel build,
+    a fixture repository) shows up as the setup of the test that needed it."""
+    where = report.nodeid.split("::", 1)[0]
+    phases = _spent.setdefault(where, {})
+    phases[report.when] = phases.get(report.when, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _spent:
+        return
+    total = sum(sum(p.values()) for p in _spent.values())
+    rows = sorted(_spent.items(), key=lambda kv: -sum(kv[1].values()))
+    terminalreporter.section("where the time went (per test file)")
+    for where, phases in rows:
+        spent = sum(phases.values())
+        if spent < 1 and len(rows) > 12:
+            continue
+        terminalreporter.write_line(
+            f"{spent:8.1f} s  {100 * spent / total:5.1f}%  {where}  "
+            f"(setup {phases.get('setup', 0):.1f} s, tests {phases.get('call', 0):.1f} s)")
+    terminalreporter.write_line(f"{total:8.1f} s  total in tests and their fixtures")
+    _record_session(terminalreporter)
+
+
+def _record_session(terminalreporter) -> None:
+    from s2fault import project
+
+    config = terminalreporter.config
+    whole = not (config.option.markexpr or config.option.keyword) and \
+        all(Path(a).resolve() == ROOT / "tests" for a in config.args)
+    stats = terminalreporter.stats
+    record = {
+        "when": time.strftime("%Y-%m-%d %H:%M"), "whole_suite": whole,
+        "cold": _session.get("cold"),
+        "seconds": round(time.monotonic() - _session.get("start", time.monotonic()), 1),
+        "passed": len(stats.get("passed", [])),
+        "failed": len(stats.get("failed", [])) + len(stats.get("error", [])),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+    }
+    path = project.cache_dir() / "test-sessions.json"
+    try:
+        sessions = json.loads(path.read_text())
+    except (OSError, ValueError):
+        sessions = []
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps((sessions + [record])[-50:], indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -62,6 +62,7 @@ def fixture_repo() -> Path:
     repo = cache_root / "bisect-fixture" / f"linux-{digest[:16]}"
     with cache.locked(cache_root / "locks" / f"bisect-fixture-{digest[:16]}.lock"):
         if (repo / ".git").is_dir():
+            git(repo, "config", "pack.window", "0")  # a fixture made before it was set
             return repo
         repo.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=repo.parent))
@@ -70,8 +71,14 @@ def fixture_repo() -> Path:
             # through into the shared source cache.
             subprocess.run(["cp", "-a", f"{src.tree}/.", str(tmp)], check=True)
             git(tmp, "init", "-q")
+            # Made once per machine, but on a fresh one it is in the way of the first
+            # bisection: zlib level 1 writes the 80k objects several times faster than the
+            # default, and with no delta search a fetch from it (tests/test_sources.py's
+            # shallow fetch through file://) packs what it sends without comparing 80k
+            # blobs with each other. A few hundred MB more on disk.
             for key, value in (("gc.auto", "0"), ("core.autocrlf", "false"),
-                               ("advice.detachedHead", "false")):
+                               ("advice.detachedHead", "false"), ("core.compression", "1"),
+                               ("pack.window", "0")):
                 git(tmp, "config", key, value)
             git(tmp, "add", "-f", ".")
             git(tmp, "commit", "-q", "-m", f"linux-source-6.12 as shipped ({digest[:12]})")

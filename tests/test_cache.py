@@ -73,6 +73,6 @@ def test_the_interrupt_test_holds_when_the_suite_starts_with_sigint_ignored(tmp_
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
          str(tmp_path / "t"), f"{__file__}::test_interrupted_staging_publishes_nothing"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=600,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]

@@ -29,7 +29,9 @@ from s2fault.verdict import judge
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
-LOCKUP = (Path(__file__).parent / "golden" / "arm64-soft-lockup-icache-inval-pou.log").read_text()
+# The VMM's lockup with its knock-on reports (migration/0 first, RCU last).
+LOCKUP = (Path(__file__).parent / "golden" / "arm64-dilated-cascade-culprit-second.log"
+          ).read_text()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 # Exec-fault latency per round (us), slowest vCPUs first; round 0 is lockdep's warm-up.
@@ -458,3 +460,21 @@ def test_ktap_reads_as_the_kernel_parses_it(tmp_path, results):
     assert "[SKIPPED] exec-fault.dilated" in out and "[PASSED] upstream" in out
     assert "[FAILED] interval-tree-onstack" in out
     assert "[FAILED] interval-tree-v1" in out  # an error is never a pass
+
+
+def test_html_and_json_list_reports_culprit_first(results):
+    """The dilated lockup's cell: the VMM's report leads, the stopper thread that
+    reported first is a consequence under it, in the JSON and the page alike."""
+    rows = json.loads((results / "check.json").read_text())["cells"]
+    row = next(r for r in rows if r["variant"] == "fix-reverted" and r["mode"] == "dilated")
+    roles = [(s["task"], s.get("role"), s.get("why")) for s in row["splats"]]
+    assert roles[0] == ("migration/0", "consequence", "stopper thread")
+    assert ("init", "culprit", None) in roles
+    assert row["reason"].startswith("soft_lockup: soft lockup in icache_inval_pou (stuck for 4 s); "
+                                    "3 consequence(s): stopper thread"), row["reason"]
+    report.write_all(results)
+    page = (results / "report.html").read_text()
+    block = page[page.index('<details class="incidents">'):]
+    block = block[:block.index("</details>")]
+    assert block.index("<b>soft lockup in icache_inval_pou</b>") < block.index(
+        "consequence (stopper thread)")

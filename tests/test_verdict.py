@@ -293,3 +293,58 @@ def test_failures_are_counted_from_the_kernels_reports():
                                               "failures": 1})
     assert verdict_of(injected(text, 2)).workload["fault_injection"]["failures"] == 2
     assert verdict_of(text).workload["fault_injection"]["failures"] == 0
+
+
+_MUTEX_IN_ATOMIC = ("[    2.1] BUG: sleeping function called from invalid context at "
+              "kernel/locking/mutex.c:586\n"
+              "[    2.1] in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: 41, name: "
+              "s2fault-vmm\n"
+              "[    2.1] Call trace:\n"
+              "[    2.1]  __might_sleep+0x50/0x60\n"
+              "[    2.1]  mutex_lock+0x24/0x80\n"
+              "[    2.1]  add_fault_range+0x30/0x100\n")
+
+
+def _raced(**changes) -> str:
+    return edit_result(REAL, errors=[_TIMEOUT], coherent=False, values_ok=6, **changes
+                       ).replace("S2FAULT-POST", _MUTEX_IN_ATOMIC + "S2FAULT-POST")
+
+
+def test_stuck_vcpus_with_a_report_in_the_fault_path_are_a_livelock():
+    """The v1 as posted: two vCPUs fault on one block, the loser's add_fault_range()
+    finds the winner's range and the map walker returns -EAGAIN with its PTE still
+    locked. Nothing was injected; the kernel's own report says where it happened."""
+    v = verdict_of(_raced(stuck_vcpus=[0, 5]))
+    assert v.verdict == "fail"
+    assert v.reason.startswith("livelock: 2 of 8 vCPUs never came back"), v.reason
+    assert "add_fault_range" in v.reason
+
+
+def test_a_livelock_that_needs_a_race_may_be_declared_either_way():
+    stuck = verdict_of(_raced(stuck_vcpus=[0]))
+    fine = verdict_of(REAL.replace("S2FAULT-POST", _MUTEX_IN_ATOMIC + "S2FAULT-POST"))
+    splat = [{"kind": "atomic_sleep", "in_frames": ["add_fault_range"]}]
+    may = _exp(stuck="may", splats=splat)
+    assert may.stuck is None and "may be stuck" in may.describe()
+    assert matrix.compare(may, fine, None)[0] is True
+    assert matrix.compare(may, stuck, None)[0] is True
+    match, _, why = matrix.compare(_exp(splats=splat), stuck, None)
+    assert match is False and "vCPU(s) 0 never came back" in why
+    with pytest.raises(Exception, match=r"stuck must be true, false or \"may\", not 'sometimes'"):
+        _exp(stuck="sometimes")
+
+
+def test_a_verdict_names_the_culprit_and_groups_its_consequences():
+    """migration/0 reports first; the VMM's lockup in icache_inval_pou leads the reason,
+    and the stopper thread, the repeat and RCU's stall are listed under it (JSON too)."""
+    golden = Path(__file__).parent / "golden" / "arm64-dilated-cascade-culprit-second.log"
+    from s2fault import analyzer
+    from s2fault.verdict import _splat_reason, culprit_first
+
+    splats = culprit_first(analyzer.analyze_console(golden.read_text()))
+    assert splats[0]["task"] == "migration/0" and splats[0]["role"] == "consequence"
+    assert splats[0]["why"] == "stopper thread" and splats[0]["consequence_of"] == 1
+    assert splats[1]["role"] == "culprit" and splats[1]["function"] == "icache_inval_pou"
+    reason = _splat_reason(splats)
+    assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou; 3 consequence(s): "
+                             "stopper thread, repeat, RCU stall on the culprit's CPU#1"), reason

@@ -79,7 +79,8 @@ REFERENCE = "reference.json"
 ABORT = "abort.json"
 STEP = "step.json"
 # Bump when the layout of the persistent build directories changes.
-BUILD_DIR_RECIPE = "s2fault-bisect-build-1"
+# 2: the build tree of kernel.build (source copy with the objects inside it).
+BUILD_DIR_RECIPE = "s2fault-bisect-build-2"
 
 _SPLAT_SPEC = re.compile(
     r"^(?P<kind>[a-z0-9_]+)(?::(?P<subtype>[a-z0-9_]+))?(?:@(?P<function>[\w.$|]+))?$"

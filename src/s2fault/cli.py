@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 
 from . import __version__, bisect, lore, options, progress
+from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", default="functional", choices=["functional", "dilated"],
-                   help="functional: TCG at full speed; dilated: -icount time dilation")
+    p.add_argument("--mode", default="functional", choices=list(profiles.MODES),
+                   help="functional: TCG at full speed; dilated: -icount time dilation; "
+                   "altra-max: dilation calibrated on Ampere Altra Max (profiles/)")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default 8; dilated 2)")
     p.add_argument("--cpu", help="QEMU CPU model (default: by QEMU version, DIC=0)")
     p.add_argument("--smp", type=int, help="CPUs of the nested host")
@@ -50,10 +52,12 @@ def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
     from .errors import InputError
 
     mode = getattr(args, "mode", None)
-    if "dilated" in ([mode] if isinstance(mode, str) else mode or []):
-        # Dilation is a QEMU model of a slow CPU; host-run is what a real host runs.
-        raise InputError("--via host-run runs the functional workload, as on a real "
-                         "host: --mode dilated is the nested runner's (--via qemu)")
+    models = [m for m in ([mode] if isinstance(mode, str) else mode or []) if m != "functional"]
+    if models:
+        # Dilation and the hardware models are QEMU models of a slow CPU; host-run is
+        # what a real host runs, and arms no lockup detector of its own.
+        raise InputError(f"--via host-run runs the functional workload, as on a real "
+                         f"host: --mode {models[0]} is the nested runner's (--via qemu)")
     for name in workload_names:
         hostrun.check_workload(name)
 
@@ -161,8 +165,12 @@ def _print_verdict(v, prefix: str = "") -> None:
             continue
         print(f"  {key}: {value}", end="")
     print()
-    for s in v.splats:
-        print(f"  {s['kind']}: {s['title']}")
+    for s in v.splats:  # culprit first: each incident's lead, its knock-on under it
+        if s.get("role") != "consequence":
+            print(f"  {s['kind']}: {s['title']}")
+            for c in v.splats:
+                if c.get("role") == "consequence" and c.get("incident") == s.get("incident"):
+                    print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
     if ms.get("per_vcpu"):
         print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
     if v.artifacts.get("console_log"):
@@ -271,6 +279,22 @@ def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:
     hosttools.preflight(*needs)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from . import calibrate, hosttools, matrix
+
+    hosttools.preflight(*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT)
+    spec = _source_spec(args)
+    results = Path(args.results or Path("results") / f"calibrate-{matrix.timestamp()}")
+    vcpus = tuple(int(n) for n in args.vcpus.split(",")) if args.vcpus \
+        else calibrate.DEFAULT_VCPUS
+    cal = calibrate.run(args.mode, vcpus, results, reference=not args.no_reference,
+                        source=spec)
+    calibrate.write(cal, results, Path(args.json) if args.json else None)
+    print(calibrate.table(cal))
+    print(f"results in {results}")
+    return EXIT_PASS
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from . import report
 
@@ -344,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="run the variant matrix and compare with declarations")
     p.add_argument("--variant", action="append", help="variant (repeatable; default: all)")
-    p.add_argument("--mode", action="append", choices=["functional", "dilated"],
-                   help="mode (repeatable; default: both)")
+    p.add_argument("--mode", action="append", choices=list(profiles.MODES),
+                   help="mode (repeatable; default: functional and dilated)")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload in every mode")
     _source_args(p)
     p.add_argument("--pages", choices=["4k", "16k", "64k"],
@@ -382,6 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="directory for run artifacts (default: the cache's runs/)")
     p.add_argument("--verdict-line", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_host_run, mode="functional")
+
+    p = sub.add_parser("calibrate", help="fit a hardware model's time scale on one figure "
+                       "and predict the rest (one vCPU, then N together)")
+    p.add_argument("--mode", default="altra-max",
+                   choices=[m for m in profiles.MODES if m in profiles.MODELS],
+                   help="a mode that models hardware (profiles/*.toml with [hardware])")
+    p.add_argument("--json", help="write {scale, model, hardware} here")
+    p.add_argument("--vcpus", metavar="N,N,...",
+                   help="vCPU counts to run (default 1,8,16,32,64; 1 and the hardware's "
+                   "count are always run)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the upstream runs (the reference curve)")
+    p.add_argument("--results", help="results directory (default: results/calibrate-<time>)")
+    _source_args(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("report", help="write JUnit, TAP and HTML reports of a results directory")
     p.add_argument("results_dir", metavar="RESULTS_DIR",

@@ -6,8 +6,13 @@ variant that splats: that is what makes the suite's "pass" worth anything.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +133,7 @@ class RunOptions:
     profile_overrides: dict = field(default_factory=dict)
     pages: str | None = None  # the page size the fragments select (picks declarations)
     workloads: tuple[str, ...] = (workloads.DEFAULT,)
+    cores: int | None = None  # CPUs the run may keep busy (default: S2FAULT_CORES or all)
 
 
 def with_references(names: list[str], modes: list[str] | tuple[str, ...] = variants.MODES,
@@ -146,19 +152,94 @@ def with_references(names: list[str], modes: list[str] | tuple[str, ...] = varia
 
 def run_matrix(names: list[str], modes: list[str], results_dir: Path,
                options: RunOptions | None = None) -> list[Cell]:
-    """Build and run every variant under every workload in every mode, then compare."""
+    """Build and run every variant under every workload in every mode, then compare.
+
+    Builds run one after another in this thread while the cells of the variants already
+    built boot in worker threads: variant N boots while N+1 builds, and independent
+    cells run side by side as far as the cores allow (see Cores). (The builds stay in
+    the main thread so that an interrupt stops the running build at once.)"""
     options = options or RunOptions()
     names = with_references(names or variants.names(), modes, options.pages, options.workloads)
-    cells: list[Cell] = []
     unapplied = kernel.series_problems(names, options.source)
-    for name in names:
-        if name in unapplied:
-            cells += not_applying(name, modes, options, unapplied[name])
-            continue
-        cells += run_variant(name, modes, results_dir, options)
+    cores = Cores(options.cores or cores_available())
+    cells: list[Cell] = []
+    # A thread per waiting cell, not per core: with one per core a functional cell
+    # waiting for the whole machine would hold up the dilated cell queued behind it,
+    # which could run beside the one that is running. Cores decides what runs.
+    with ThreadPoolExecutor(_MAX_WAITING, thread_name_prefix="s2fault-run") as runs:
+        try:
+            pending: list[Future] = []
+            for name in names:
+                if name in unapplied:
+                    cells += not_applying(name, modes, options, unapplied[name])
+                    continue
+                variant_cells, tasks = _variant_cells(name, modes, results_dir, options, cores)
+                cells += variant_cells
+                pending += [runs.submit(task) for task in tasks]
+            for done in pending:
+                done.result()
+        except BaseException:
+            runs.shutdown(cancel_futures=True)  # the running QEMUs end on their own
+            raise
     _compare_all(cells)
     progress.clear()
     return cells
+
+
+_MAX_WAITING = 64  # threads are started as cells are submitted, up to this many
+
+
+def cores_available() -> int:
+    """CPUs a matrix run may keep busy: S2FAULT_CORES, else the ones this process may use."""
+    env = os.environ.get("S2FAULT_CORES", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Cores:
+    """The CPU budget that builds and QEMU runs of one matrix run share.
+
+    What each takes, and why:
+    - a functional run: the nested CPUs it emulates (thread=multi), at most all cores.
+      Its latency is taken from the guest's counter, which runs on host time: it runs
+      with nothing else, or host load would show up as exec-fault latency.
+    - a dilated run: one core. -icount is one TCG thread, and its judgement is in guest
+      virtual time, which host load slows down but does not change.
+    - a build: all cores but one (make -j keeps them busy), so one dilated run
+      overlaps it.
+    On 2 cores: two dilated runs at once, or one beside a build; a functional run alone.
+    """
+
+    def __init__(self, total: int):
+        self.total = max(1, total)
+        self._free = self.total
+        self._cv = threading.Condition()
+
+    @contextlib.contextmanager
+    def take(self, n: int) -> Iterator[None]:
+        n = max(1, min(n, self.total))
+        with self._cv:
+            self._cv.wait_for(lambda: self._free >= n)
+            self._free -= n
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._free += n
+                self._cv.notify_all()
+
+    def for_build(self) -> int:
+        return max(1, self.total - 1)
+
+    def for_run(self, prof: profiles.Profile) -> int:
+        return 1 if prof.dilated else profiles.smp_for(prof)
+
+
+def _build(name: str, options: RunOptions, cores: Cores) -> kernel.KernelBuild:
+    with cores.take(cores.for_build()):
+        progress.stage(name, "build")
+        return kernel.build(name, options.source, list(options.fragments or []) or None)
 
 
 def not_applying(name: str, modes: list[str], options: RunOptions, why: str) -> list[Cell]:
@@ -193,44 +274,63 @@ def run_variant(name: str, modes: list[str], results_dir: Path,
     the cells are not compared yet (a latency expectation needs its reference cell:
     see judge_cells())."""
     options = options or RunOptions()
+    cells, tasks = _variant_cells(name, modes, results_dir, options,
+                                  Cores(options.cores or cores_available()))
+    for task in tasks:  # one after another: the caller asked for one variant
+        task()
+    return cells
+
+
+def _variant_cells(name: str, modes: list[str], results_dir: Path, options: RunOptions,
+                   cores: Cores) -> tuple[list[Cell], list]:
+    """Build the variant; its cells, in plan order, and one task per cell that runs it
+    (its repeats one after another)."""
     var = variants.load(name)
     plan = _plan(modes, options)
-    progress.stage(name, "build")
     try:
-        build = kernel.build(name, options.source, list(options.fragments or []) or None)
+        build = _build(name, options, cores)
     except S2Error as e:
         return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
                      why=f"build: {e.message}", workload=wl.name, vcpus=options.vcpus,
-                     pages=options.pages) for wl, mode in plan]
+                     pages=options.pages) for wl, mode in plan], []
     build_info = {
         "key": build.key, "cached": build.cached,
         "seconds": round(build.seconds, 1), "image": str(build.image),
         "config": str(build.config),
     }
-    cells = []
+    cells, tasks = [], []
     for wl, mode in plan:
         prof = profiles.mode(mode).with_(workload=wl.name, **wl.profile_changes(mode))
         prof = prof.with_(vcpus=options.vcpus, **options.profile_overrides)
         cell = Cell(name, mode, var.expectation(mode, options.pages, wl.name), build=build_info,
                     workload=wl.name, vcpus=options.vcpus, pages=options.pages)
-        suffix = "" if wl.name == workloads.DEFAULT else f"-{wl.name}"
-        for i in range(options.repeat):
-            label = f"{name}-{mode}{suffix}" + (f"-{i + 1}" if options.repeat > 1 else "")
-            outdir = runner.new_run_dir(results_dir, label)
-            what = "run" + (f" {i + 1}/{options.repeat}" if options.repeat > 1 else "")
-            progress.stage(f"{name}/{mode}{'/' + wl.name if suffix else ''}", what)
-            try:
-                extra = wl.extra_initramfs(options.source)
+        cells.append(cell)
+        tasks.append(lambda c=cell, p=prof, w=wl: _run_cell(c, p, w, build, results_dir,
+                                                            options, cores))
+    return cells, tasks
+
+
+def _run_cell(cell: Cell, prof: profiles.Profile, wl: workloads.Workload,
+              build: kernel.KernelBuild, results_dir: Path, options: RunOptions,
+              cores: Cores) -> None:
+    name, mode = cell.variant, cell.mode
+    suffix = "" if wl.name == workloads.DEFAULT else f"-{wl.name}"
+    for i in range(options.repeat):
+        label = f"{name}-{mode}{suffix}" + (f"-{i + 1}" if options.repeat > 1 else "")
+        try:
+            extra = wl.extra_initramfs(options.source)
+            with cores.take(cores.for_run(prof)):
+                outdir = runner.new_run_dir(results_dir, label)
+                what = "run" + (f" {i + 1}/{options.repeat}" if options.repeat > 1 else "")
+                progress.stage(f"{name}/{mode}{'/' + wl.name if suffix else ''}", what)
                 cell.verdicts.append(
                     runner.run_kernel(build.image, prof, outdir, label, build.config,
                                       extra_initramfs=extra)
                 )
-            except S2Error as e:
-                cell.why = e.message
-                cell.outcome = e.kind if e.kind == "skip" else "error"
-                break
-        cells.append(cell)
-    return cells
+        except S2Error as e:
+            cell.why = e.message
+            cell.outcome = e.kind if e.kind == "skip" else "error"
+            break
 
 
 def host_cell(v: Verdict, workload: str) -> Cell:
@@ -304,6 +404,12 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
         text += f"; max {ms:g} ms"
         if ref_ms:
             text += f" ({ms / ref_ms:.1f}x)"
+    hw = v.workload.get("hardware_equivalent") or {}
+    if hw.get("worst_fault_ms") is not None:
+        text += f" = {hw['worst_fault_ms']:g} ms hw-eq"
+        if hw.get("whole_cache_invalidations"):
+            text += (f" (+{hw['whole_cache_invalidations']} whole-cache inval. = "
+                     f"{hw['whole_cache_ms']:g} ms)")
     slope = v.workload.get("blocks", {}).get("slope_ms")
     if slope is not None:
         text += f"; {slope:g} ms/block"
@@ -347,7 +453,7 @@ def compare(
     if lacking:
         return None, observed, lacking
     stuck = v.workload.get("stuck_vcpus") or []
-    if bool(stuck) != exp.stuck:
+    if exp.stuck is not None and bool(stuck) != exp.stuck:
         return False, observed, (
             f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
             if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")

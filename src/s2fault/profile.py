@@ -1,8 +1,10 @@
 """Machine profiles: what QEMU emulates, how the workload is sized, how long to wait.
 
-Everything that varies between runs is a field here, with the two modes as
-named presets; the kernel command line and the timeout table live here too,
-so no other module holds a literal for them.
+Everything that varies between runs is a field here. The modes are data: one TOML
+file per mode in profiles/ (`[profile]` sets the fields below; a mode that models
+hardware also holds the figures it is calibrated on, `[hardware]`, its time scale,
+`[model]`, and the kernel thresholds it scales, `[thresholds]`). The kernel command
+line and the timeout table live here too, so no other module holds a literal for them.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import os
 import platform
 import re
 import subprocess
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
-from . import hosttools
+from . import hosttools, project
 from .errors import InfraError, InputError
 
 QEMU = "qemu-system-aarch64"
@@ -71,6 +75,17 @@ class Profile:
     # qemu: init runs the VMM; host-run (`--via host-run`): init runs `s2fault host-run`
     # from an arm64 Python root filesystem, which reserves the hugepages itself.
     runner: str = "qemu"
+    sweep: str = ""  # "1,8,64": one VMM run per vCPU count in one boot (calibrate)
+    kernel_args: str = ""  # appended to the kernel command line (a mode's own needs)
+    # A calibrated model (see HardwareModel): hardware-equivalent seconds per model
+    # second, and the kernel thresholds it scales, in model seconds.
+    scale: float | None = None
+    rcu_stall_timeout: int | None = None
+    hung_task_timeout: int | None = None
+    count_icache: bool = False  # count I-cache invalidations with kprobes (init.c)
+    # The table's row times this: a mode whose run executes many more guest
+    # instructions than its row was measured with (single-threaded TCG pays for each).
+    timeout_scale: float = 1.0
 
     @property
     def hugepages(self) -> int:
@@ -83,6 +98,11 @@ class Profile:
 
     def timeouts(self) -> Timeouts:
         t = TIMEOUTS[(self.accel, self.dilated)]
+        if self.timeout_scale != 1.0:
+            t = Timeouts(no_output=t.no_output * self.timeout_scale,
+                         total=t.total * self.timeout_scale,
+                         after_splat=t.after_splat * self.timeout_scale,
+                         qmp_connect=t.qmp_connect)
         if self.no_output_timeout is not None:
             t = dataclasses.replace(t, no_output=self.no_output_timeout,
                                     after_splat=min(t.after_splat, self.no_output_timeout))
@@ -101,26 +121,133 @@ class Profile:
         return dataclasses.asdict(self)
 
 
-# The two modes of the matrix. Dilation recipe (DESIGN.md): -icount shift=7, boot
-# with the soft-lockup detector off, lower watchdog_thresh to 1 s only when the
-# workload starts. It models a slow CPU; it is not a hardware measurement.
-MODES = {
-    "functional": Profile(name="functional"),
-    # vmm_timeout is guest time: under dilation the fix-reverted exec fault alone takes
-    # ~55 s of it, and zeroing the 512M page ~18 s.
-    # watchdog_thresh 2 (a report after 4 s stuck): with 1 (2 s) the shipped kernel
-    # sometimes showed a 3 s stall of migration/0 in lockdep code during the exec phase
-    # (measured twice); the line-by-line invalidation of 512M stalls a CPU for 5-15 s
-    # (measured: 5.2-6.7 s in the interval-tree variants, 13-15 s in fix-reverted).
-    "dilated": Profile(name="dilated", vcpus=2, rounds=1, icount_shift=7, watchdog_thresh=2,
-                       vmm_timeout=600),
-}
+@dataclass(frozen=True)
+class Thresholds:
+    """The kernel's lockup thresholds, in seconds of the machine they apply to."""
+
+    watchdog_thresh: int
+    rcu_cpu_stall_timeout: int
+    hung_task_timeout: int
+
+    def in_model(self, scale: float) -> Thresholds:
+        """Hardware seconds -> model seconds (model = hardware / k), whole seconds as
+        the kernel takes them, at least 1."""
+        def conv(seconds: int) -> int:
+            return max(1, round(seconds / scale))
+
+        return Thresholds(conv(self.watchdog_thresh), conv(self.rcu_cpu_stall_timeout),
+                          conv(self.hung_task_timeout))
+
+    @property
+    def soft_lockup_after(self) -> int:
+        """The soft-lockup detector reports a CPU stuck for more than 2 x watchdog_thresh."""
+        return 2 * self.watchdog_thresh
+
+
+@dataclass(frozen=True)
+class HardwareModel:
+    """A mode that models a machine: the figures it is calibrated on, where they come
+    from, its time scale k (hardware-equivalent = k x model time) and the kernel's
+    default thresholds (hardware seconds)."""
+
+    mode: str
+    name: str
+    source: str
+    inval_512m_ms: float
+    inval_all_us: float
+    vcpus: int
+    worst_fault_ms: float
+    soft_lockup: bool
+    scale: float
+    calibrated: str
+    thresholds: Thresholds
+
+    def to_hw(self, model_seconds: float) -> float:
+        return model_seconds * self.scale
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def profiles_dir() -> Path:
+    """profiles/ of the checkout; one beside this package when S2FAULT_HOME's lacks it."""
+    here = project.root() / "profiles"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "profiles"
+
+
+_PROFILE_FIELDS = {f.name for f in dataclasses.fields(Profile)}
+
+
+def _load_mode(path: Path) -> tuple[Profile, HardwareModel | None]:
+    name = path.stem
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: {e}") from e
+    fields = dict(data.get("profile", {}))
+    unknown = sorted(set(fields) - _PROFILE_FIELDS)
+    if unknown:
+        raise InputError(f"{path} [profile]: unknown field(s) {', '.join(unknown)}")
+    hw = data.get("hardware")
+    if hw is None:
+        return Profile(name=name, **fields), None
+    try:
+        model = HardwareModel(
+            mode=name, name=str(hw["name"]), source=" ".join(str(hw["source"]).split()),
+            inval_512m_ms=float(hw["inval_512m_ms"]), inval_all_us=float(hw["inval_all_us"]),
+            vcpus=int(hw["vcpus"]), worst_fault_ms=float(hw["worst_fault_ms"]),
+            soft_lockup=bool(hw.get("soft_lockup", False)),
+            scale=float(data["model"]["scale"]),
+            calibrated=str(data["model"].get("calibrated", "")),
+            thresholds=Thresholds(**{k: int(v) for k, v in data["thresholds"].items()}),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{path}: a hardware model needs [hardware] figures, [model] scale "
+                         f"and [thresholds] ({type(e).__name__}: {e})") from e
+    if model.scale <= 0:
+        raise InputError(f"{path} [model]: scale must be positive")
+    t = model.thresholds.in_model(model.scale)
+    fields.setdefault("scale", model.scale)
+    fields.setdefault("watchdog_thresh", t.watchdog_thresh)
+    fields.setdefault("rcu_stall_timeout", t.rcu_cpu_stall_timeout)
+    fields.setdefault("hung_task_timeout", t.hung_task_timeout)
+    fields.setdefault("count_icache", True)
+    return Profile(name=name, **fields), model
+
+
+def _load_modes() -> tuple[dict[str, Profile], dict[str, HardwareModel]]:
+    modes, models = {}, {}
+    # functional and dilated first: the order the matrix and its reports use.
+    order = {"functional": 0, "dilated": 1}
+    paths = sorted(profiles_dir().glob("*.toml"), key=lambda p: (order.get(p.stem, 9), p.stem))
+    for path in paths:
+        prof, model = _load_mode(path)
+        modes[prof.name] = prof
+        if model:
+            models[prof.name] = model
+    return modes, models
+
+
+# The modes of the matrix, one file each in profiles/. Dilation recipe (DESIGN.md):
+# boot with the soft-lockup detector off, lower watchdog_thresh only when the
+# workload starts. Dilation models a slow CPU; it is not a hardware measurement.
+MODES, MODELS = _load_modes()
 
 
 def mode(name: str) -> Profile:
     if name not in MODES:
         raise InputError(f"unknown mode '{name}' (valid: {', '.join(MODES)})")
     return MODES[name]
+
+
+def hardware_model(name: str) -> HardwareModel:
+    """The calibrated model of a mode; an error naming the modes that have one."""
+    if name not in MODELS:
+        raise InputError(f"mode '{name}' models no hardware (modes that do: "
+                         f"{', '.join(MODELS) or 'none'})")
+    return MODELS[name]
 
 
 def qemu_version() -> tuple[int, int]:
@@ -227,6 +354,15 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         args.append("nosoftlockup")
     if profile.watchdog_thresh:
         args.append(f"s2fault.watchdog_thresh={profile.watchdog_thresh}")
+    # A calibrated model runs with the kernel's own thresholds, scaled to model time.
+    if profile.rcu_stall_timeout:
+        args.append(f"rcupdate.rcu_cpu_stall_timeout={profile.rcu_stall_timeout}")
+    if profile.hung_task_timeout:
+        args.append(f"sysctl.kernel.hung_task_timeout_secs={profile.hung_task_timeout}")
+    if profile.count_icache:
+        args.append("s2fault.count_icache=1")
+    if profile.kernel_args:
+        args += profile.kernel_args.split()
     if profile.kvm_mode:
         args.append(f"kvm-arm.mode={profile.kvm_mode}")
     if profile.runner == HOST_RUN:
@@ -239,7 +375,8 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
     # The workload's shape, only where it differs from the plain exec-fault run (so
     # the command lines of earlier results stay what they were).
     plain = Profile()
-    for key in ("vms", "blocks", "storm", "remap", "first_touch", "fail_alloc", "program"):
+    for key in ("vms", "blocks", "storm", "remap", "first_touch", "fail_alloc", "program",
+                "sweep"):
         value = getattr(profile, key)
         if value != getattr(plain, key):
             args.append(f"s2fault.{key}={value}")

@@ -190,12 +190,14 @@ def write_ktap(rows: list[dict], path: Path) -> None:
 
 _RESULT = {"pass": "pass", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
 _COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "skip": "#b58900", "error": "#757575"}
-_MODE_ORDER = ("functional", "dilated")
+_MODE_ORDER = ("functional", "dilated", "altra-max")
 _PANEL_TITLE = {
     "functional": "functional: TCG at full speed, exec-fault latency from the guest's "
                   "virtual counter",
     "dilated": "dilated: a MODEL, not hardware (time dilation, -icount: a slow CPU); "
                "guest time",
+    "altra-max": "altra-max: a MODEL of Ampere Altra Max, not hardware (-icount calibrated "
+                 "on one 512M invalidation, 64 vCPUs on 64 nested CPUs); guest time",
 }
 _MODEL_NOTE = ("Dilated cells run QEMU with -icount time dilation: every guest instruction "
                "costs a fixed slice of guest time, which models a slow CPU. Their latencies "
@@ -521,11 +523,13 @@ def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
             + (f"<td>{_esc(_workload(row))}</td>" if show_wl else "") + f"<td>{mode}</td>"
             f'<td>{_esc(row["declared"]["summary"])}</td><td>{_esc(row["observed"])}'
             + (f" <small>({runs} runs)</small>" if runs and runs > 1 else "")
-            + f'</td><td class="result">{_esc(result)}</td><td>{_esc(reason)}</td>'
+            + f'</td><td class="result">{_esc(result)}</td><td>{_esc(reason)}'
+            + _incidents_html(row.get("splats") or []) + "</td>"
             f"<td>{_log_links(row, html_dir)}</td></tr>"
         )
     meta_html = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(_meta_value(v))}</dd>"
-                        for k, v in meta.items() if v not in (None, "", [], {}))
+                        for k, v in meta.items()
+                        if v not in (None, "", [], {}) and k != "calibration")
     missing = [_cell_name(r, "/") for r in rows if _latency(r)[0] is None]
     no_latency = (f"<p>No latency measured: {_esc(', '.join(missing))}.</p>" if missing else "")
     model = (f'<p class="model">{_esc(_MODEL_NOTE)}</p>'
@@ -558,6 +562,7 @@ vCPU's exec fault). Dots: the slowest vCPU of each round. Colour: the cell's res
 {latency_svg(rows)}
 {no_latency}
 {_blocks_section(rows)}
+{calibration_section(meta["calibration"]) if meta.get("calibration") else ""}
 </body>
 </html>
 """
@@ -567,6 +572,27 @@ def _meta_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
+
+
+def _incidents_html(splats: list[dict]) -> str:
+    """The console's reports culprit first: each incident's lead, and under it the
+    knock-on reports with why each was grouped there (verdict.culprit_first)."""
+    leads = sorted((s for s in splats if s.get("role") == "culprit"),
+                   key=lambda s: s["incident"])
+    if not leads:
+        return ""
+    items = []
+    for lead in leads:
+        knock = "".join(
+            f"<li>consequence ({_esc(c['why'])}): {_esc(c['title'])}"
+            + (f" [{_esc(c['task'])}]" if c.get("task") else "") + "</li>"
+            for c in splats
+            if c.get("role") == "consequence" and c.get("incident") == lead["incident"])
+        items.append(f"<li><b>{_esc(lead['title'])}</b>"
+                     + (f" [{_esc(lead['task'])}]" if lead.get("task") else "")
+                     + (f"<ul>{knock}</ul>" if knock else "") + "</li>")
+    return ('<details class="incidents"><summary>reports, culprit first</summary>'
+            f'<ul>{"".join(items)}</ul></details>')
 
 
 def write_html(rows: list[dict], path: Path, meta: dict | None = None) -> None:
@@ -633,6 +659,9 @@ def write_all(results_dir: Path | str) -> list[Path]:
     write_junit(rows, results_dir / "junit.xml")
     write_tap(rows, results_dir / "check.tap")
     write_ktap(rows, results_dir / "check.ktap")
+    calibration = results_dir / "calibration.json"
+    if calibration.is_file():  # `s2fault calibrate --results` here too: its scaling plot
+        meta = meta | {"calibration": json.loads(calibration.read_text())}
     write_html(rows, results_dir / "report.html", meta)
     written += [results_dir / "junit.xml", results_dir / "check.tap",
                 results_dir / "check.ktap", results_dir / "report.html"]
@@ -658,3 +687,122 @@ def report_main(results_dir: str) -> int:
     for path in written:
         print(f"  {path}")
     return exit_code_of(rows)
+
+
+# --- The calibration of a hardware model (s2fault calibrate) ----------------------
+
+
+def scaling_svg(details: dict) -> str:
+    """Worst exec fault (hardware-equivalent, log scale) against the vCPUs faulting
+    together, a line per variant; the serialized line N x one invalidation, the
+    soft-lockup threshold and the seed report's figure marked."""
+    rows = [r for r in details.get("scaling") or [] if r.get("hw_equivalent_ms")]
+    hw = details.get("hardware") or {}
+    k = details.get("scale") or 1.0
+    width, height, left, right, top, bottom = 820, 380, 80, 250, 30, 56
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n_max = max([r["vcpus"] for r in rows] + [int((details.get("model") or {}).get("vcpus")
+                                                   or 64)])
+    lockup_ms = 1000.0 * 2 * ((details.get("thresholds_hw_s") or {}).get("watchdog_thresh")
+                              or 10)
+    values = [r["hw_equivalent_ms"] for r in rows] + [hw.get("worst_fault_ms") or 1.0,
+                                                      lockup_ms]
+    lo = math.floor(math.log10(max(min(values), 1e-3)))
+    hi = math.ceil(math.log10(max(values) * 1.2))
+
+    def x_of(n: float) -> float:
+        return left + n / n_max * plot_w
+
+    def y_of(ms: float) -> float:
+        return top + plot_h - (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_h
+
+    parts = []
+    for e in range(lo, hi + 1):
+        gy = y_of(10.0 ** e)
+        parts.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" '
+                     'class="grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" class="ytick">'
+                     f"{_esc(_fmt_ms(10.0 ** e))}</text>")
+    for n in sorted({0, *(r["vcpus"] for r in rows)}):
+        parts.append(f'<text x="{x_of(n):.1f}" y="{top + plot_h + 16}" class="tick">{n}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 22}" class="axis">'
+                 "vCPUs taking the exec fault together</text>")
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 6}" class="note">'
+                 f"MODEL: guest time x k = {k:.3f} (hardware-equivalent), not a hardware "
+                 "measurement</text>")
+    single = (details.get("model") or {}).get("inval_512m_ms")
+    if single:
+        ly0, ly1 = y_of(single), y_of(single * n_max)
+        parts.append(f'<line x1="{x_of(1):.1f}" y1="{ly0:.1f}" x2="{x_of(n_max):.1f}" '
+                     f'y2="{ly1:.1f}" class="serial"><title>N x one invalidation '
+                     f"({_esc(_fmt_ms(single))}): a fully serialized interconnect</title></line>")
+    gy = y_of(lockup_ms)
+    parts.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" '
+                 'class="lockup"/>')
+    parts.append(f'<text x="{left + 4}" y="{gy - 4:.1f}" class="note">soft lockup reported '
+                 f"after {lockup_ms / 1000:g} s (2 x watchdog_thresh)</text>")
+    for i, variant in enumerate(dict.fromkeys(r["variant"] for r in rows)):
+        colour = _LINE_COLOURS[i % len(_LINE_COLOURS)]
+        pts = [(r["vcpus"], r["hw_equivalent_ms"]) for r in rows if r["variant"] == variant]
+        line = " ".join(f"{x_of(n):.1f},{y_of(v):.1f}" for n, v in pts)
+        parts.append(f'<polyline class="series" points="{line}" fill="none" stroke="{colour}" '
+                     f'stroke-width="2" data-variant="{_esc(variant)}"/>')
+        for n, v in pts:
+            parts.append(f'<circle cx="{x_of(n):.1f}" cy="{y_of(v):.1f}" r="3.5" '
+                         f'fill="{colour}"><title>{_esc(f"{variant}, {n} vCPUs: {_fmt_ms(v)}")}'
+                         "</title></circle>")
+        ly = top + 14 + i * 18
+        parts.append(f'<line x1="{left + plot_w + 14}" y1="{ly - 4}" x2="{left + plot_w + 34}" '
+                     f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<text x="{left + plot_w + 40}" y="{ly}" class="legend">'
+                     f"{_esc(variant)}</text>")
+    seed = hw.get("worst_fault_ms")
+    if seed:
+        sx, sy = x_of(int((details.get("model") or {}).get("vcpus") or n_max)), y_of(seed)
+        parts.append(f'<path d="M{sx - 7:.1f},{sy:.1f} L{sx:.1f},{sy - 7:.1f} '
+                     f'L{sx + 7:.1f},{sy:.1f} L{sx:.1f},{sy + 7:.1f} Z" class="seed">'
+                     f"<title>the seed report: {_esc(_fmt_ms(seed))} on Altra Max</title></path>")
+        parts.append(f'<text x="{sx + 10:.1f}" y="{sy + 4:.1f}" class="legend">seed report: '
+                     f"{_esc(_fmt_ms(seed))}</text>")
+    ly = top + 14 + 3 * 18
+    parts.append(f'<line x1="{left + plot_w + 14}" y1="{ly - 4}" x2="{left + plot_w + 34}" '
+                 f'y2="{ly - 4}" class="serial"/>')
+    parts.append(f'<text x="{left + plot_w + 40}" y="{ly}" class="legend">N x one '
+                 "(serialized)</text>")
+    style = ("<style>.tick{font:11px sans-serif;text-anchor:middle;fill:#555}"
+             ".ytick{font:11px sans-serif;text-anchor:end;fill:#555}.axis{font:12px sans-serif;"
+             "text-anchor:middle}.note{font:11px sans-serif;fill:#8a6d00;text-anchor:start}"
+             ".legend{font:12px sans-serif}.grid{stroke:#ddd}"
+             ".serial{stroke:#777;stroke-dasharray:5 4;stroke-width:1.5}"
+             ".lockup{stroke:#c62828;stroke-dasharray:2 3}.seed{fill:#000}</style>")
+    return (f'<svg id="scaling-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            'aria-label="worst exec fault against vCPUs faulting together">'
+            f"{style}{''.join(parts)}</svg>")
+
+
+def calibration_section(details: dict) -> str:
+    summary = details.get("model") or {}
+    hw = details.get("hardware") or {}
+    return (
+        "<h2>Scaling: the model against the seed report</h2>\n"
+        f"<p class=\"model\">A MODEL, not hardware: -icount guest time times k = "
+        f"{_esc(details.get('scale'))}, fitted on one figure (one 512M invalidation, "
+        f"{_esc(hw.get('inval_512m_ms'))} ms on the hardware). Predicted worst exec fault at "
+        f"{_esc(summary.get('vcpus'))} vCPUs: {_esc(summary.get('worst_fault_ms'))} ms "
+        f"hardware-equivalent; reported: {_esc(hw.get('worst_fault_ms'))} ms.</p>\n"
+        + scaling_svg(details))
+
+
+def write_calibration_html(details: dict, path: Path) -> None:
+    body = calibration_section(details)
+    _atomic_write(Path(path), f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>s2fault calibration: {_esc(details.get('mode'))}</title>
+<style>{_CSS}</style></head>
+<body>
+<h1>s2fault calibration: {_esc(details.get('mode'))}</h1>
+{body}
+</body>
+</html>
+""")

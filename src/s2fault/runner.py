@@ -60,14 +60,16 @@ def run_kernel(
     if prof.runner == profiles.HOST_RUN:
         v = _host_run_verdict(result, text, prof)
     else:
-        v = judge(result, text, workload.parse(text), prof.watchdog_thresh)
+        v = judge(result, text, workload.parse(text), prof.watchdog_thresh, scale=prof.scale)
+    if prof.name in profiles.MODELS:
+        v.workload["hardware_equivalent"] = hardware_equivalent(
+            v.workload, profiles.MODELS[prof.name])
     v.profile = prof.to_dict() | {
         "cpu": profiles.cpu_model(prof),
         "smp": profiles.smp_for(prof),
         "memory_mb": profiles.memory_for(prof, kernel.block_bytes),
         "page_size": kernel.page_size,
-        "model_note": "time dilation models a slow CPU; not a hardware measurement"
-        if prof.dilated else None,
+        "model_note": _model_note(prof),
     }
     v.versions = versions(profiles.cpu_model(prof), v.preconditions.get("kernel_release")
                           or (v.preconditions.get("host") or {}).get("kernel")
@@ -131,6 +133,36 @@ def _release_in(console: str) -> str | None:
     """The release from the kernel's banner, for a kernel that never reached init."""
     m = re.search(r"Linux version (\S+)", console)
     return m.group(1) if m else None
+
+
+def hardware_equivalent(measured: dict, model: profiles.HardwareModel) -> dict:
+    """A calibrated model's run in the hardware's terms: the worst exec fault times the
+    profile's k, and each whole-cache invalidation the guest kernel counted (kprobes,
+    see init.c) charged at the hardware's figure, since the model charges it one
+    instruction (serially: the contention model's worst case)."""
+    from .calibrate import whole_cache_invalidations
+
+    worst = (measured.get("exec_fault_ms") or {}).get("max")
+    whole = whole_cache_invalidations(measured.get("icache"))
+    base = worst * model.scale if worst is not None else None
+    return {
+        "scale": model.scale,
+        "worst_fault_ms": round(base, 3) if base is not None else None,
+        "whole_cache_invalidations": whole,
+        "whole_cache_ms": round(whole * model.inval_all_us / 1000.0, 3)
+        if whole is not None else None,
+        "worst_fault_priced_ms": round(base + whole * model.inval_all_us / 1000.0, 3)
+        if base is not None and whole is not None else None,
+    }
+
+
+def _model_note(prof: profiles.Profile) -> str | None:
+    if prof.scale:
+        return (f"a model of {prof.name} (time dilation calibrated on one figure, "
+                f"k = {prof.scale:g}); not a hardware measurement")
+    if prof.dilated:
+        return "time dilation models a slow CPU; not a hardware measurement"
+    return None
 
 
 def _keep_config(config: Path, outdir: Path) -> Path:

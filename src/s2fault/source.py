@@ -661,12 +661,13 @@ def _tree_identity(path: Path) -> str:
     return f"tree:{digest.hexdigest()}"
 
 
-def link_tree(src: Path, dst: Path) -> None:
+def link_tree(src: Path, dst: Path, exclude: tuple[str, ...] = ()) -> None:
     """A writable copy of `src` that costs little: hard links (patch(1) replaces files
     instead of writing through links, so the original stays pristine); a real copy
-    when the cache is on another filesystem."""
+    when the cache is on another filesystem. `.git` and the top-level names in
+    `exclude` are left out."""
     dst.mkdir(parents=True, exist_ok=True)
-    entries = [str(p) for p in src.iterdir() if p.name != ".git"]
+    entries = [str(p) for p in src.iterdir() if p.name not in (".git", *exclude)]
     if not entries:
         raise InputError(f"kernel source tree {src} is empty")
     cmd = ["cp", "-al", *entries, str(dst)]

@@ -11,10 +11,11 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import profile as profiles
 from . import project, workloads
 from .errors import InputError
 
-MODES = ("functional", "dilated")
+MODES = tuple(profiles.MODES)  # one per profiles/*.toml
 # `expectations_filled = false` in variant.toml: a variant imported from a mailing list
 # whose expectations nobody has declared yet; check runs it but judges nothing.
 FILLED_KEY = "expectations_filled"
@@ -75,8 +76,9 @@ class Expectation:
     latency_reference: str | None = None
     # many-blocks: the slope of cost against the number of blocks, against the reference's
     slope_ratio_min: float | None = None
-    # vCPUs released into their exec fault that never came back (alloc-failure)
-    stuck: bool = False
+    # vCPUs released into their exec fault that never came back (alloc-failure);
+    # None: either outcome, for a livelock that needs a race to lose ("may" in TOML)
+    stuck: bool | None = False
     # slab allocations failed by fault injection in the fault path; None: not checked
     injected_failures: int | None = None
     unfilled: bool = False  # not declared yet: never judged, never a silent pass
@@ -95,6 +97,8 @@ class Expectation:
             parts.append(f"{self.injected_failures} injected allocation failure(s)")
         if self.stuck:
             parts.append("vCPUs stuck in the fault")
+        elif self.stuck is None:
+            parts.append("vCPUs may be stuck (a race)")
         return ", ".join(parts) or "anything"
 
     def to_dict(self) -> dict:
@@ -173,10 +177,18 @@ def _expectation(data: dict, where: str) -> Expectation:
             "latency_reference", "upstream" if ratio or data.get("slope_ratio_min") else None),
         slope_ratio_min=(float(data["slope_ratio_min"])
                          if data.get("slope_ratio_min") is not None else None),
-        stuck=bool(data.get("stuck", False)),
+        stuck=_stuck(data.get("stuck", False), where),
         injected_failures=(int(data["injected_failures"])
                            if data.get("injected_failures") is not None else None),
     )
+
+
+def _stuck(value, where: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if value == "may":
+        return None
+    raise InputError(f"{where}: stuck must be true, false or \"may\", not {value!r}")
 
 
 def _override(raw: dict, over: dict) -> dict:

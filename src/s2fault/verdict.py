@@ -84,18 +84,38 @@ class Verdict:
 
 
 def judge(run: MachineRun, text: str, workload: Workload,
-          watchdog_thresh: int | None = None, runner: str = "qemu") -> Verdict:
+          watchdog_thresh: int | None = None, scale: float | None = None,
+          runner: str = "qemu") -> Verdict:
     """`watchdog_thresh`: the threshold the profile asked the VMM to arm the soft-lockup
     detector with (dilated runs); then a run in which it was not armed is an error.
+    `scale`: a calibrated model's k, for hardware-equivalent "stuck for" times.
     `runner` "host-run": the kernel is a host's own, which may be a production kernel
     without lockdep (lockups and latency are still judged; lockdep is "not checked"),
     and a CPU with DIC is the host's, not a CPU model to change."""
-    splats = [s.to_dict() for s in analyzer.analyze(text)]
+    splats = culprit_first(analyzer.analyze_console(text))
+    stuck_for(splats, text, scale)
     summary = workload.summary()
     pre = preconditions(workload)
     v = Verdict("error", "", splats, summary, pre, run.to_dict(), runner=runner)
     v.verdict, v.reason = _decide(run, text, workload, splats, pre, watchdog_thresh, runner)
     return v
+
+
+_STUCK = re.compile(r"stuck for (\d+)s!")
+
+
+def stuck_for(splats: list[dict], text: str, scale: float | None) -> None:
+    """Give each lockup report its "stuck for" in model seconds (what the kernel
+    printed) and, for a calibrated model, in hardware-equivalent seconds (k x)."""
+    lines = text.splitlines()
+    for s in splats:
+        start = (s.get("lines") or [0])[0]
+        m = _STUCK.search(lines[start - 1]) if 0 < start <= len(lines) else None
+        if not m:
+            continue
+        s["stuck_s"] = int(m.group(1))
+        if scale:
+            s["stuck_hw_s"] = round(int(m.group(1)) * scale, 1)
 
 
 def preconditions(w: Workload) -> dict:
@@ -131,12 +151,63 @@ def _exec_faults_taken(r: dict) -> bool | None:
     return max(seen) >= 20.0
 
 
+# The code doing the I-cache invalidation of a stage-2 block: among the incidents on a
+# console (analyzer.group: each lockup cascade is one, led by its culprit), the one whose
+# lead names it is what a verdict names first, even when a lockdep report came earlier.
+_INVALIDATION = frozenset({"icache_inval_pou", "stage2_attr_walker",
+                           "invalidate_icache_guest_page", "stage2_map_walker_try_leaf"})
+
+
+def _names_invalidation(s: dict) -> bool:
+    return s.get("function") in _INVALIDATION or bool(
+        _INVALIDATION.intersection(s.get("frames") or ()))
+
+
+def culprit_first(analysis) -> list[dict]:
+    """The console's splats as dicts, in order of appearance, each marked with its
+    incident: `role` "culprit" (an incident's lead) or "consequence" (a knock-on
+    report, with `consequence_of`, the lead's index, and `why` it was grouped there).
+    `incident` numbers the incidents in the order a reason names them: the one about the
+    invalidation first, then by first report."""
+    splats = [s.to_dict() for s in analysis.splats]
+    incidents = sorted(analysis.incidents, key=lambda inc: not _names_invalidation(
+        splats[inc.lead]))
+    for n, incident in enumerate(incidents):
+        splats[incident.lead] |= {"incident": n, "role": "culprit"}
+        for c in incident.consequences:
+            splats[c.index] |= {"incident": n, "role": "consequence",
+                                "consequence_of": incident.lead, "why": c.why}
+    return splats
+
+
+def _stuck_text(s: dict) -> str:
+    if s.get("stuck_hw_s") is not None:
+        return (f" (stuck for {s['stuck_s']} s model, {s['stuck_hw_s']:g} s "
+                "hardware-equivalent)")
+    if s.get("stuck_s") is not None:
+        return f" (stuck for {s['stuck_s']} s)"
+    return ""
+
+
 def _splat_reason(splats: list[dict]) -> str:
-    first = splats[0]
-    more = f" (+{len(splats) - 1} more)" if len(splats) > 1 else ""
+    """The culprit's report first; its knock-on reports summed up after it by why they
+    were grouped there; then how many other reports the console holds."""
+    leads = [s for s in splats if s.get("role") == "culprit"]
+    first = (min(leads, key=lambda s: s["incident"]) if leads
+             else min(splats, key=lambda s: not _names_invalidation(s)))
     title = first["title"]
     prefix = "" if title.startswith(first["kind"]) else f"{first['kind']}: "
-    return f"{prefix}{title}{more}"
+    text = f"{prefix}{title}{_stuck_text(first)}"
+    knock_on = [s for s in splats if s.get("role") == "consequence"
+                and s.get("incident") == first.get("incident")]
+    if knock_on:
+        whys = list(dict.fromkeys(s["why"] for s in knock_on))
+        text += (f"; {len(knock_on)} consequence(s): " + ", ".join(whys[:3])
+                 + (f" +{len(whys) - 3}" if len(whys) > 3 else ""))
+    others = len(splats) - 1 - len(knock_on)
+    if others > 0:
+        text += f" (+{others} more)"
+    return text
 
 
 def _refused_option(text: str) -> str | None:
@@ -260,6 +331,12 @@ def _decide(run, text, w: Workload, splats, pre,
             f"livelock: {len(stuck)} of {r.get('vcpus')} vCPUs never came back from their "
             f"exec fault after {injection['failures']} injected allocation failure(s) under "
             f"{injection.get('window')} ({(r.get('errors') or ['timeout'])[0]}){also}")
+    if stuck and splats:
+        # Nothing was injected, but the kernel already reported trouble in the fault
+        # path: the vCPUs lost a race there (a retry that can never succeed).
+        return "fail", (
+            f"livelock: {len(stuck)} of {r.get('vcpus')} vCPUs never came back from their "
+            f"exec fault ({(r.get('errors') or ['timeout'])[0]}); also: {_splat_reason(splats)}")
     if r.get("errors"):
         # A vCPU that never reported (timeout, KVM error) is not an incoherent I-cache;
         # with a splat on the console the kernel is to blame, without one nobody is.

@@ -75,6 +75,8 @@ class Workload:
             # vCPUs released into their exec fault that never came back (a timeout)
             "stuck_vcpus": list(r.get("stuck_vcpus") or []),
             "fault_injection": r.get("fault_injection"),
+            # kprobe hits of the stage-2 I-cache invalidations (init.c), when counted
+            "icache": (self.post or {}).get("icache"),
         }
 
 

@@ -43,7 +43,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "exec-fault",
             "N vCPUs of one VM take execute-permission faults on one huge block at once.",
-            ("functional", "dilated"),
+            ("functional", "dilated", "altra-max"),
         ),
         Workload(
             "multi-vm",
