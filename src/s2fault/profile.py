@@ -170,10 +170,15 @@ class HardwareModel:
 
 
 def profiles_dir() -> Path:
-    """profiles/ of the checkout; one beside this package when S2FAULT_HOME's lacks it."""
+    """profiles/ of the checkout; the package's own copy in an installed package (its
+    package data: host-run on a board has no checkout); else one beside this package
+    when S2FAULT_HOME's lacks it."""
     here = project.root() / "profiles"
     if here.is_dir():
         return here
+    packaged = Path(__file__).resolve().parent / "profiles"
+    if packaged.is_dir():
+        return packaged
     return Path(__file__).resolve().parents[2] / "profiles"
 
 

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from . import cache, guest, hosttools, progress, project, source
+from . import profile as profiles
 from .errors import InfraError
 
 RECIPE = "s2fault-rootfs-1"
@@ -136,14 +137,18 @@ def _byte_compile(folder: Path, as_path: str) -> None:
 
 
 def package_archive(dest: Path, vmm: Path) -> Path:
-    """This package as installed in the nested host's root: its Python modules and the
-    static VMM as package data (s2fault/bin/s2fault-vmm), as a wheel ships them."""
+    """This package as installed in the nested host's root: its Python modules, and as
+    package data the static VMM (s2fault/bin/s2fault-vmm) and the modes' profiles
+    (s2fault/profiles/), as a wheel ships them."""
     package = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix="s2fault-pkg-") as tmp:
         tree = Path(tmp)
         target = tree / SITE / "s2fault"
         shutil.copytree(package, target,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "bin"))
+        # The modes' profiles, as setup.py puts them in a wheel: no checkout there.
+        shutil.copytree(profiles.profiles_dir(), target / "profiles",
+                        ignore=shutil.ignore_patterns("*~", ".*"))
         (target / "bin").mkdir()
         shutil.copyfile(vmm, target / "bin" / hostrun_vmm_name())
         os.chmod(target / "bin" / hostrun_vmm_name(), 0o755)
