@@ -243,6 +243,25 @@ def test_readme_says_what_host_run_changes_undoes_and_what_dic_means():
         assert words in section, words
 
 
+@pytest.mark.slow  # builds the package (pip wheel) and the static programs
+def test_the_wheel_ships_the_vmm_and_the_modes_as_package_data(tmp_path):
+    import shutil
+    import zipfile
+
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                        str(tmp_path), str(ROOT)], capture_output=True, text=True,
+                       timeout=600)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("s2fault-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("s2fault/bin/s2fault-vmm", "s2fault/bin/init", "s2fault/bin/s2fault-host-run",
+                 "s2fault/profiles/functional.toml", "s2fault/hostrun.py"):
+        assert name in names, name
+    vmm = zipfile.ZipFile(wheel).read("s2fault/bin/s2fault-vmm")
+    assert vmm[:4] == b"\x7fELF" and vmm[18] == 183  # e_machine EM_AARCH64
+
+
 # --- the proof, end to end, in the nested host ---------------------------------------
 
 def _cells(path: Path) -> dict[str, dict]:
