@@ -256,6 +256,7 @@ def _failure(command: str, code: int, tmp: Path) -> list[str] | int:
         ("variant", 2): ["variant", "add", "upstream", "--from-mbox", str(clean)],
         ("variants", 0): ["variants"],
         ("workloads", 0): ["workloads"],
+        ("calibrate", 2): ["calibrate", "--mode", "functional"],
         ("host-run", 2): ["host-run"],  # this x86 machine: not an arm64 KVM host
     }
     return cases[(command, code)]
