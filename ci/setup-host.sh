@@ -14,6 +14,9 @@ APT_PACKAGES=(
 	gcc libc6-dev rsync
 	# --via host-run: a private arm64 apt fetches Debian's Python, dpkg-deb extracts it.
 	apt dpkg
+	# The kernel developer's loop: run --build-dir decodes splat frames with
+	# addr2line; run --gdb prints a gdb-multiarch command line.
+	binutils-aarch64-linux-gnu gdb-multiarch
 )
 APT_PACKAGES+=(${S2FAULT_EXTRA_APT:-})
 

@@ -44,12 +44,18 @@
  *                              branch); S2FAULT-POST reports them, so the
  *                              whole-cache ones are the difference, counted
  *                              without patching the kernel under test
+ *   s2fault.shell=1            a shell on the console afterwards (below)
  *
  * The program gets --vcpus, --rounds, --timeout and --arm-watchdog always,
  * and --vms, --blocks, --storm, --remap, --first-touch and --fail-alloc
  * only when not the default (see
  * vmm.c for what they do). It runs in a process group of its own, so that
  * the processes of a multi-VM run can be killed together.
+ *
+ * s2fault.shell=1 (s2fault run --shell): the workload runs in a child, and
+ * once it is done, or at the first stack dump in the kernel log if that
+ * comes first, /bin/sh takes the console; the machine powers off when the
+ * shell exits.
  *
  * PID 1 must never exit (the kernel panics), so every path ends in
  * power_off().
@@ -65,6 +71,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -94,6 +101,7 @@ struct params {
 	unsigned int storm;
 	unsigned int fail_alloc;
 	unsigned int count_icache;
+	unsigned int shell;
 	char remap[WORD_LEN];
 	char first_touch[WORD_LEN];
 	char program[WORD_LEN];
@@ -272,6 +280,7 @@ static void parse_cmdline(struct params *p)
 	p->storm = cmdline_uint(cmdline, "s2fault.storm", 0);
 	p->fail_alloc = cmdline_uint(cmdline, "s2fault.fail_alloc", 0);
 	p->count_icache = cmdline_uint(cmdline, "s2fault.count_icache", 0);
+	p->shell = cmdline_uint(cmdline, "s2fault.shell", 0);
 	cmdline_word(cmdline, "s2fault.remap", DEFAULT_REMAP, p->remap,
 		     sizeof(p->remap));
 	cmdline_word(cmdline, "s2fault.first_touch", DEFAULT_TOUCH,
@@ -544,14 +553,93 @@ static unsigned int parse_sweep(const char *sweep, unsigned int *counts)
 	return n;
 }
 
+static void run_workload(struct params *p)
+{
+	const char *armed = NULL;
+	char icache[128] = "null";
+	unsigned int sweep[MAX_SWEEP], nr_sweep, runs, run;
+
+	if (p->count_icache)
+		armed = arm_icache_probes();
+	nr_sweep = parse_sweep(p->sweep, sweep);
+	runs = nr_sweep ? nr_sweep : p->repeat;
+	for (run = 1; run <= runs; run++) {
+		int vmm_exit;
+
+		if (nr_sweep)
+			p->vcpus = sweep[run - 1];
+		vmm_exit = wait_vmm(start_vmm(p), p);
+
+		/* Cumulative over the runs of this boot. */
+		if (p->count_icache)
+			icache_counts(icache, sizeof(icache), armed);
+		report_post(vmm_exit, run, icache);
+	}
+	emit("S2FAULT-DONE");
+}
+
+/* Until the workload child has exited, or the kernel log shows a stack dump. */
+static const char *wait_for_shell(pid_t workload, int kmsg)
+{
+	char rec[2048];
+	ssize_t n;
+
+	for (;;) {
+		if (waitpid(workload, NULL, WNOHANG) == workload)
+			return "the workload is done";
+		while (kmsg >= 0) {
+			n = read(kmsg, rec, sizeof(rec) - 1);
+			if (n < 0 && errno == EPIPE)	/* records overwritten */
+				continue;
+			if (n <= 0)
+				break;
+			rec[n] = '\0';
+			if (strstr(rec, "Call trace:"))
+				return "a stack dump in the kernel log";
+		}
+		usleep(200000);
+	}
+}
+
+/*
+ * s2fault.shell=1: the workload runs in a child, a subreaper so that it
+ * still collects what its VMM leaves behind, while PID 1 watches the log.
+ */
+static void __noreturn shell_main(struct params *p)
+{
+	sigset_t none;
+	pid_t workload, sh;
+	const char *why;
+	int kmsg;
+
+	workload = fork();
+	if (workload < 0)
+		fatal("fork: %s", strerror(errno));
+	if (workload == 0) {
+		prctl(PR_SET_CHILD_SUBREAPER, 1);
+		run_workload(p);
+		_exit(0);
+	}
+	kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	why = wait_for_shell(workload, kmsg);
+	emit("S2FAULT-SHELL %s: /bin/sh on the console ('exit' powers off)", why);
+	sh = fork();
+	if (sh == 0) {
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execl("/bin/sh", "sh", (char *)NULL);
+		emit("S2FAULT-ERROR execl /bin/sh: %s", strerror(errno));
+		_exit(127);
+	}
+	while (sh > 0 && waitpid(sh, NULL, 0) < 0 && errno == EINTR)
+		;
+	power_off();
+}
+
 int main(void)
 {
 	struct params p;
 	sigset_t chld;
-	unsigned int run;
-	const char *armed = NULL;
-	char icache[128] = "null";
-	unsigned int sweep[MAX_SWEEP], nr_sweep, runs;
 
 	mount_all();
 	parse_cmdline(&p);
@@ -562,22 +650,8 @@ int main(void)
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
-	if (p.count_icache)
-		armed = arm_icache_probes();
-	nr_sweep = parse_sweep(p.sweep, sweep);
-	runs = nr_sweep ? nr_sweep : p.repeat;
-	for (run = 1; run <= runs; run++) {
-		int vmm_exit;
-
-		if (nr_sweep)
-			p.vcpus = sweep[run - 1];
-		vmm_exit = wait_vmm(start_vmm(&p), &p);
-
-		/* Cumulative over the runs of this boot. */
-		if (p.count_icache)
-			icache_counts(icache, sizeof(icache), armed);
-		report_post(vmm_exit, run, icache);
-	}
-	emit("S2FAULT-DONE");
+	if (p.shell)
+		shell_main(&p);
+	run_workload(&p);
 	power_off();
 }

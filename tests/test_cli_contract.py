@@ -60,6 +60,7 @@ NUMERIC = [
     # No readable kernel yet: the smallest block (4K pages, 2M) bounds it.
     (["run", "--kernel", "Image"], "--memory", False, (1026, 1 << 20)),
     (["run", "--kernel", "Image"], "--no-output-timeout", True, (0, 86400)),
+    (["run", "--kernel", "Image"], "--gdb", False, (1, 65535)),
     (["check"], "--vcpus", False, (1, 512)),
     (["check", "--workload", "guest-icache-storm"], "--vcpus", False, (5, 512)),
     (["check"], "--smp", False, (1, 512)),
@@ -144,6 +145,10 @@ def test_a_bad_value_is_one_line_exit_2_and_nothing_runs(tmp_path):
                  ["run", "--kernel", str(kernel), "--cpu", "cortex-a9"],
                  ["run", "--kernel", str(kernel), "--cpu", "no-such-cpu"],
                  ["run", "--kernel", str(kernel), "--vcpus", "two"],
+                 ["run", "--kernel", str(kernel), "--qemu", str(tmp_path / "no-qemu")],
+                 ["run", "--kernel", str(kernel), "--timeouts", "no-output=-1"],
+                 ["run", "--kernel", str(kernel), "--timeouts", "boot=10"],
+                 ["run", "--build-dir", str(tmp_path / "no-such-build")],
                  ["check", "--variant", "upstream", "--memory", "100"]):
         r = s2fault(*argv, env=env, timeout=60)
         lines = r.stderr.strip().splitlines()

@@ -180,3 +180,26 @@ def test_a_model_run_in_the_hardware_terms():
     assert hw["whole_cache_invalidations"] == 64
     assert hw["whole_cache_ms"] == pytest.approx(64 * 0.071)
     assert runner.hardware_equivalent({}, m)["worst_fault_priced_ms"] is None
+
+
+def test_a_fitted_scale_is_written_back_to_the_profile(tmp_path, monkeypatch):
+    """`calibrate --write-scale`: the new k replaces the old in [model], the rest of the
+    file (comments, thresholds) stays, and the profile loads with it."""
+    import shutil
+
+    copy = tmp_path / "profiles"
+    shutil.copytree(profile.profiles_dir(), copy)
+    monkeypatch.setattr(profile, "profiles_dir", lambda: copy)
+    before = (copy / "altra-max.toml").read_text()
+    path = calibrate.write_scale("altra-max", 2.0123456, "fix-reverted, shift 3: 287.7 ms")
+    after = path.read_text()
+    assert "scale = 2.012\n" in after
+    assert ', fix-reverted, shift 3: 287.7 ms"' in after and after.count("calibrated = ") == 1
+    prof, model = profile._load_mode(path)
+    assert prof.scale == model.scale == pytest.approx(2.012)
+    assert [x for x in before.splitlines() if not x.startswith(("scale =", "calibrated ="))] \
+        == [x for x in after.splitlines() if not x.startswith(("scale =", "calibrated ="))]
+    (copy / "dilated.toml").write_text((copy / "dilated.toml").read_text())
+    with pytest.raises(InputError, match="dilated.toml: no \\[model\\] table"):
+        calibrate.write_scale("dilated", 2.0, "x")
+    assert not list(copy.glob(".*.tmp"))

@@ -2,8 +2,10 @@
 
     s2fault bisect --repo PATH --good REF --bad REF [--mode functional|dilated]
                    [--expect SPEC] [--repeat N] [--variant NAME] [--dir DIR] [--json OUT]
+    s2fault bisect --fix --repo PATH --bad OLD --good NEW [...]
     s2fault bisect --resume --dir DIR
     s2fault bisect-step [--repo .] [--mode M] [--expect SPEC] [--repeat N] [--variant NAME]
+                        [--fix]
 
 `bisect` wraps `git bisect start/run/reset`, and the command it gives `git bisect run`
 is `s2fault bisect-step`: the one a user gives their own `git bisect run`.
@@ -25,6 +27,12 @@ kernel under the mode's profile and judges each run against the symptom (--expec
   good  only if no run shows it and every run got far enough to show it
   skip  otherwise, and the step says why: 1 of N >= 2 is a flaky signal, and a run
         that ended before the workload could show the symptom decides nothing
+
+--fix finds the commit that made the symptom go away: --bad OLD shows it, --good NEW
+(a later commit) does not, so "bad" and "good" keep their meaning. Underneath, git bisect
+runs with the terms old = broken, new = fixed; a step's good and bad are judged as
+always, and only its exit code is turned around (0 broken, 1 fixed) for git bisect run.
+The last line is `first fixed commit: <sha> <subject>`; the JSON field `first_fixed`.
 
 Exit codes of a step (git bisect run's contract): 0 good, 1 bad, 125 skip (the commit
 does not build, a patch does not apply, or the runs cannot tell), 128 abort.
@@ -68,6 +76,10 @@ EXIT_BAD = 1
 EXIT_SKIP = EXIT_BISECT_SKIP
 EXIT_ABORT = 128  # git bisect run stops at an exit code >= 128
 EXIT_OF = {"good": EXIT_GOOD, "bad": EXIT_BAD, "skip": EXIT_SKIP, "abort": EXIT_ABORT}
+# --fix: git bisect's old/new terms. A commit still showing the symptom is old
+# ("broken", exit 0 in a step), one without it is new ("fixed", exit 1).
+FIX_TERMS = ("broken", "fixed")
+FIX_EXIT_OF = EXIT_OF | {"bad": EXIT_GOOD, "good": EXIT_BAD}
 
 # What one run says about the symptom; "error" is infrastructure, never good or bad.
 BAD, GOOD, UNSURE, ERROR = "bad", "good", "inconclusive", "error"
@@ -234,10 +246,13 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _outcome(log: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
-    """(first bad commit, possible first bad commits) from a `git bisect log`."""
-    m = re.search(r"^# first bad commit: \[([0-9a-f]+)\] ?(.*)$", log, re.M)
-    possible = re.findall(r"^# possible first bad commit: \[([0-9a-f]+)\] ?(.*)$", log, re.M)
+def _outcome(log: str, new_term: str = "bad"
+             ) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
+    """(first new commit, possible first new commits) from a `git bisect log`; the new
+    term is "bad", or "fixed" for --fix."""
+    m = re.search(rf"^# first {new_term} commit: \[([0-9a-f]+)\] ?(.*)$", log, re.M)
+    possible = re.findall(rf"^# possible first {new_term} commit: \[([0-9a-f]+)\] ?(.*)$",
+                          log, re.M)
     return ((m[1], m[2]) if m else None), possible
 
 
@@ -255,6 +270,7 @@ class StepOptions:
     reference_ms: float | None = None
     vcpus: int | None = None
     cpu: str | None = None
+    fix: bool = False
 
 
 def _variant(name: str | None) -> variants.Variant:
@@ -354,7 +370,7 @@ def run_step(opts: StepOptions) -> int:
         "step": number, "commit": commit, "subject": subject, "result": None, "why": "",
         "expect": symptom.spec, "mode": opts.mode, "variant": opts.variant,
         "repeat": opts.repeat, "build": {}, "verdicts": [], "run_seconds": [],
-        "seconds": None, "dir": str(sdir),
+        "seconds": None, "dir": str(sdir), "fix": opts.fix,
     }
     try:
         reference_ms = _reference(opts)
@@ -411,7 +427,7 @@ def _finish(record: dict, start: float) -> int:
     print(f"step {record['step']:02d} {record['commit'][:12]} {record['result']:<5} "
           f"{record['why']} [{', '.join(timing)}] {record['subject']}", flush=True)
     print(f"  artifacts: {sdir}", flush=True)
-    return EXIT_OF[record["result"]]
+    return (FIX_EXIT_OF if record.get("fix") else EXIT_OF)[record["result"]]
 
 
 def load_steps(bdir: Path) -> list[dict]:
@@ -438,6 +454,7 @@ class Request:
     variant: str | None = None
     vcpus: int | None = None
     cpu: str | None = None
+    fix: bool = False
     good_commit: str = ""
     bad_commit: str = ""
 
@@ -448,7 +465,12 @@ class Request:
                            ("--cpu", self.cpu)):
             if value is not None:
                 args += [opt, str(value)]
-        return args
+        return args + (["--fix"] if self.fix else [])
+
+    @property
+    def new_term(self) -> str:
+        """git bisect's name for the commits after the change looked for."""
+        return FIX_TERMS[1] if self.fix else "bad"
 
 
 def _validate(req: Request) -> Symptom:
@@ -585,13 +607,18 @@ def run_bisect(req: Request, bdir: Path, json_out: Path | None = None, resume: b
                 raise InputError(f"--good/--bad: {e.message}") from e
             (bdir / REQUEST).write_text(json.dumps(asdict(req), indent=2) + "\n")
             # Commit ids, not refs, so the saved log replays the same range later.
-            out = _git(repo, "bisect", "start", req.bad_commit, req.good_commit)
+            # git bisect start takes the new commit first: --bad, or --good for --fix.
+            if req.fix:
+                out = _git(repo, "bisect", "start", f"--term-old={FIX_TERMS[0]}",
+                           f"--term-new={FIX_TERMS[1]}", req.good_commit, req.bad_commit)
+            else:
+                out = _git(repo, "bisect", "start", req.bad_commit, req.good_commit)
             for line in out.splitlines():
                 if line.startswith("Bisecting:"):
                     print(line, flush=True)
         try:
             save_log(repo, bdir)
-            found, _ = _outcome(_read(bdir / LOG))
+            found, _ = _outcome(_read(bdir / LOG), req.new_term)
             if found is None:
                 if symptom.latency_ratio and not (bdir / REFERENCE).is_file():
                     measure_reference(req, bdir, quiet)
@@ -605,14 +632,15 @@ def run_bisect(req: Request, bdir: Path, json_out: Path | None = None, resume: b
 
 def _report(req: Request, bdir: Path, symptom: Symptom, json_out: Path | None,
             seconds: float) -> int:
-    found, possible = _outcome(_read(bdir / LOG))
+    found, possible = _outcome(_read(bdir / LOG), req.new_term)
     steps = load_steps(bdir)
     abort = None
     if (bdir / ABORT).is_file():
         abort = json.loads((bdir / ABORT).read_text())
     summary: dict = {
-        "first_bad": found[0] if found else None,
+        f"first_{req.new_term}": found[0] if found else None,
         "subject": found[1] if found else None,
+        "fix": req.fix,
         "candidates": [{"commit": c, "subject": s} for c, s in possible],
         "aborted": abort,
         "repo": req.repo, "good": req.good_commit, "bad": req.bad_commit,
@@ -629,21 +657,24 @@ def _report(req: Request, bdir: Path, symptom: Symptom, json_out: Path | None,
     counts = {r: sum(1 for s in steps if s["result"] == r) for r in ("good", "bad", "skip")}
     print(f"{len(steps)} steps ({', '.join(f'{n} {r}' for r, n in counts.items())}) in "
           f"{seconds:.0f} s; results in {bdir}")
+    what = f"first {req.new_term} commit"
     if found:
         tested = {s["commit"] for s in steps}
-        if found[0] == req.bad_commit and found[0] not in tested:
-            print(f"note: {found[0][:12]} (--bad) was never tested; every commit before it "
-                  "was good, so it is first bad by your word")
-        print(f"first bad commit: {found[0]} {found[1]}")
+        newest, option, before = ((req.good_commit, "--good", "still showed the symptom")
+                                  if req.fix else (req.bad_commit, "--bad", "was good"))
+        if found[0] == newest and found[0] not in tested:
+            print(f"note: {found[0][:12]} ({option}) was never tested; every commit before it "
+                  f"{before}, so it is {what} by your word")
+        print(f"{what}: {found[0]} {found[1]}")
         return EXIT_PASS
     if abort:
         print(f"bisection aborted at {abort['commit'][:12]}: {abort['reason']}")
         print(f"after fixing the cause: s2fault bisect --resume --dir {bdir}")
     elif possible:
-        print("only skipped commits are left; the first bad commit is one of:")
+        print(f"only skipped commits are left; the {what} is one of:")
         for commit, subject in possible:
             print(f"  {commit} {subject}")
-    print("first bad commit: not found")
+    print(f"{what}: not found")
     return EXIT_ERROR
 
 
@@ -662,6 +693,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", help="apply this variant's patch chain on top of each commit")
     p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default: the mode's)")
     p.add_argument("--cpu", help="QEMU CPU model (default: by QEMU version, DIC=0)")
+    p.add_argument("--fix", action="store_true",
+                   help="find the commit that made the symptom go away: --bad OLD shows it, "
+                   "--good NEW does not (git bisect's old/new terms underneath)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -672,8 +706,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        epilog=__doc__, formatter_class=fmt)
     p.add_argument("--repo", help="kernel git repository (its work tree is checked out "
                    "commit by commit, then restored)")
-    p.add_argument("--good", help="a commit without the symptom")
-    p.add_argument("--bad", help="a commit with the symptom")
+    p.add_argument("--good", help="a commit without the symptom (with --fix: the newer one)")
+    p.add_argument("--bad", help="a commit with the symptom (with --fix: the older one)")
     _common_args(p)
     p.add_argument("--dir", help="bisection directory (default results/bisect-<time>)")
     p.add_argument("--json", help="write the summary as JSON here")
@@ -711,7 +745,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         bdir = Path(args.dir or f"results/bisect-{stamp}").resolve()
         req = Request(repo=str(Path(args.repo).resolve()), good=args.good, bad=args.bad,
                       mode=args.mode, expect=args.expect, repeat=args.repeat,
-                      variant=args.variant, vcpus=args.vcpus, cpu=args.cpu)
+                      variant=args.variant, vcpus=args.vcpus, cpu=args.cpu, fix=args.fix)
     return run_bisect(req, bdir, Path(args.json) if args.json else None, args.resume, quiet)
 
 
@@ -721,7 +755,8 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
         project.cache_dir() / "bisect-steps" / cache.key_of(str(repo)))
     opts = StepOptions(repo=repo, bdir=bdir, mode=args.mode, expect=args.expect,
                        repeat=args.repeat, variant=args.variant,
-                       reference_ms=args.reference_ms, vcpus=args.vcpus, cpu=args.cpu)
+                       reference_ms=args.reference_ms, vcpus=args.vcpus, cpu=args.cpu,
+                       fix=args.fix)
     try:
         if opts.repeat < 1:
             raise InputError("--repeat must be at least 1")

@@ -23,7 +23,10 @@ far the model departs from that line.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,6 +343,36 @@ def write(cal: Calibration, results: Path, json_path: Path | None) -> None:
     (results / "scaling.svg").write_text(report.scaling_svg(details) + "\n")
     if json_path:
         json_path.write_text(json.dumps(cal.summary(), indent=2) + "\n")
+
+
+_SCALE_LINE = re.compile(r"^scale = [0-9.]+[^\n]*$", re.M)
+_CALIBRATED_LINE = re.compile(r"^calibrated = \"[^\"\n]*\"[^\n]*$", re.M)
+
+
+def write_scale(mode: str, scale: float, how: str) -> Path:
+    """Put a fitted k into profiles/<mode>.toml ([model] scale, and calibrated = how it
+    was measured), in place of the old one: the runs after it use it. Written to a
+    temporary file and renamed, so an interrupted write leaves the old profile."""
+    path = profiles.profiles_dir() / f"{mode}.toml"
+    text = path.read_text()
+    model = text.find("\n[model]")
+    end = text.find("\n[", model + 1)
+    end = len(text) if end < 0 else end
+    section = text[model:end]
+    if model < 0 or not _SCALE_LINE.search(section):
+        raise InputError(f"{path}: no [model] table with a 'scale = ' line to update")
+    section = _SCALE_LINE.sub(f"scale = {scale:.4g}", section, count=1)
+    line = f'calibrated = "{time.strftime("%Y-%m-%d")}, {how}"'
+    if _CALIBRATED_LINE.search(section):
+        section = _CALIBRATED_LINE.sub(line.replace("\\", "\\\\"), section, count=1)
+    else:
+        section = _SCALE_LINE.sub(lambda m: m.group(0) + "\n" + line, section, count=1)
+    new = text[:model] + section + text[end:]
+    tomllib.loads(new)  # what is written must load
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+    return path
 
 
 def timestamp() -> str:

@@ -77,6 +77,8 @@ def _profile(args: argparse.Namespace):
         vcpus=args.vcpus, cpu=args.cpu, smp=args.smp, memory_mb=args.memory,
         accel=args.accel, kvm_mode=args.kvm_mode, icount_shift=args.icount_shift,
         no_output_timeout=args.no_output_timeout, rounds=args.rounds, runner=args.via,
+        append=args.append, timeout_overrides=profiles.parse_timeouts(args.timeouts) or None,
+        shell=args.shell or None, gdb_port=args.gdb,
     )
 
 
@@ -122,12 +124,44 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from . import runner, workloads
+def _dev_loop_args(p: argparse.ArgumentParser) -> None:
+    """The kernel developer's loop (README "In the edit-build-boot loop")."""
+    p.add_argument("--append", metavar="ARGS", help="more kernel command line, after s2fault's")
+    p.add_argument("--qemu", metavar="PATH", help="the QEMU to run (also S2FAULT_QEMU; "
+                   "default qemu-system-aarch64 on PATH); its version goes in the results")
+    p.add_argument("--timeouts", metavar="KEY=S[,KEY=S]",
+                   help="seconds: no-output (console silent), after-splat (silent after a "
+                   "stack dump), total, qmp-connect, after-done (S2FAULT-DONE seen, QEMU "
+                   "still up)")
+    p.add_argument("--shell", action="store_true",
+                   help="after the workload, or at the first splat, a shell on the console "
+                   "(the workload's binaries in /bin; 'exit' powers off)")
+    p.add_argument("--gdb", type=int, nargs="?", const=1234, metavar="PORT",
+                   help="QEMU's gdbstub on 127.0.0.1:PORT (default 1234), halted at the "
+                   "first instruction; prints the gdb-multiarch command line")
 
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import builddir, hosttools, runner, stacktrace, workloads
+    from . import profile as profiles
+
+    if args.qemu:
+        # The environment carries the choice to every stage and every child process.
+        os.environ[profiles.QEMU_ENV] = str(Path(args.qemu).absolute())
+    if args.gdb is not None:
+        hosttools.preflight(*hosttools.GDB)
+    config = Path(args.config) if args.config else None
+    vmlinux = None
+    if args.build_dir:
+        built = builddir.open_build_dir(Path(args.build_dir))
+        kernel_path, vmlinux = built.kernel.path, built.kernel.vmlinux
+        config = config or built.config
+        if vmlinux:
+            hosttools.preflight(stacktrace.ADDR2LINE)
+    else:
+        kernel_path = Path(args.kernel)
     _check_via(args, [args.workload])
     prof = _profile(args)
-    kernel_path = Path(args.kernel)
     # The same --source/--ref/--offline handling as build and check (it only matters
     # to a workload built from the kernel's source: kvm-selftests).
     spec = _source_spec(args)
@@ -135,10 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     verdicts = []
     for i in range(args.repeat):
         outdir = runner.new_run_dir(Path(args.results) if args.results else None, "run")
-        v = runner.run_kernel(kernel_path, prof, outdir, "run",
-                              Path(args.config) if args.config else None,
+        v = runner.run_kernel(kernel_path, prof, outdir, "run", config,
                               extra_initramfs=workloads.get(prof.workload).extra_initramfs(
-                                  spec))
+                                  spec), vmlinux=vmlinux)
         verdicts.append(v)
         progress.clear()
         _print_verdict(v, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
@@ -168,13 +201,18 @@ def _print_verdict(v, prefix: str = "") -> None:
     for s in v.splats:  # culprit first: each incident's lead, its knock-on under it
         if s.get("role") != "consequence":
             print(f"  {s['kind']}: {s['title']}")
+            _print_frames(s)
             for c in v.splats:
                 if c.get("role") == "consequence" and c.get("incident") == s.get("incident"):
                     print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
+    if v.artifacts.get("frames_not_decoded"):
+        print(f"  frames not decoded: {v.artifacts['frames_not_decoded']}")
     if ms.get("per_vcpu"):
         print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
-    if v.artifacts.get("console_log"):
-        print(f"  console: {v.artifacts['console_log']}")
+    # host-run on a host has no reproducer: nothing was booted
+    for label, key in (("console", "console_log"), ("reproducer", "reproducer")):
+        if v.artifacts.get(key):
+            print(f"  {label}: {v.artifacts[key]}")
 
 
 def cmd_host_run(args: argparse.Namespace) -> int:
@@ -208,6 +246,12 @@ def cmd_host_run(args: argparse.Namespace) -> int:
     if args.ktap:
         report.write_ktap(rows, Path(args.ktap))
     return matrix.exit_code([cell])
+
+
+def _print_frames(splat: dict) -> None:
+    """A splat's frames decoded to file:line (run --build-dir with a vmlinux)."""
+    for f in splat.get("decoded", []):
+        print(f"    {f['frame']}" + (f" ({f['where']})" if f["where"] else ""))
 
 
 def _repeat_summary(verdicts, code: int) -> int:
@@ -291,6 +335,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                         source=spec)
     calibrate.write(cal, results, Path(args.json) if args.json else None)
     print(calibrate.table(cal))
+    if args.write_scale:
+        single = cal.single()
+        path = calibrate.write_scale(args.mode, cal.scale, (
+            f"{single.variant}, one vCPU on an idle {cal.profile.smp}-CPU nested host, "
+            f"shift {cal.profile.icount_shift}: {single.worst_ms:g} ms, k {cal.scale:.4g}"))
+        print(f"k = {cal.scale:.4g} written to {path}")
     print(f"results in {results}")
     return EXIT_PASS
 
@@ -357,13 +407,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="boot one arm64 Image and judge it")
-    p.add_argument("--kernel", required=True, help="arm64 Image or Image.gz")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--kernel", help="arm64 Image or Image.gz")
+    which.add_argument("--build-dir", metavar="DIR",
+                       help="a kernel build directory (O=): arch/arm64/boot/Image, .config "
+                       "(checked before booting), vmlinux when present (splat frames to "
+                       "file:line)")
     p.add_argument("--config", help="the kernel's .config, recorded with the result")
     p.add_argument("--json", help="write the verdict as JSON here")
     p.add_argument("--results", help="directory for run artifacts")
     p.add_argument("--repeat", type=int, default=1, help="run N times; report per-splat counts")
     _source_args(p)
     _profile_args(p)
+    _dev_loop_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="run the variant matrix and compare with declarations")
@@ -419,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true",
                    help="skip the upstream runs (the reference curve)")
     p.add_argument("--results", help="results directory (default: results/calibrate-<time>)")
+    p.add_argument("--write-scale", action="store_true",
+                   help="put the fitted k into profiles/MODE.toml ([model] scale), for "
+                   "the runs after this one")
     _source_args(p)
     p.set_defaults(func=cmd_calibrate)
 

@@ -16,7 +16,8 @@ from .errors import BuildError
 
 RECIPE = "s2fault-guest-1"
 BINARIES = {"init": "init", "s2fault-vmm": "bin/s2fault-vmm", "s2fault-ksft": "bin/s2fault-ksft",
-            "s2fault-host-run": "bin/s2fault-host-run"}
+            "s2fault-host-run": "bin/s2fault-host-run",
+            "sh": "bin/sh"}
 
 
 @dataclass(frozen=True)

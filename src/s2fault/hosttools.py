@@ -33,6 +33,10 @@ PACKAGES = {
     "apt-get": "apt",
     "apt-cache": "apt",
     "dpkg-deb": "dpkg",
+    # run --build-dir decodes splat frames with the vmlinux; run --gdb prints a gdb
+    # command line that should work as printed.
+    "aarch64-linux-gnu-addr2line": "binutils-aarch64-linux-gnu",
+    "gdb-multiarch": "gdb-multiarch",
 }
 
 # Files that are not binaries but without which a stage fails in a confusing way.
@@ -46,6 +50,7 @@ KERNEL_BUILD = ("aarch64-linux-gnu-gcc", "gcc", "ccache", "make", "flex", "bison
 GUEST = ("aarch64-linux-gnu-gcc",)
 BOOT = ("qemu-system-aarch64",)
 ROOTFS = ("apt-get", "apt-cache", "dpkg-deb")
+GDB = ("gdb-multiarch",)
 SELFTESTS = ("rsync", "make", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-strip")
 
 

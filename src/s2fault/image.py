@@ -25,6 +25,9 @@ class KernelImage:
     page_size: int
     compressed: bool
     image_size: int
+    # The ELF the Image was made from, when known (run --build-dir): symbols for gdb and
+    # file:line for the frames of a splat.
+    vmlinux: Path | None = None
 
     @property
     def block_bytes(self) -> int:

@@ -83,3 +83,17 @@ def page_size_of(config_text: str) -> int | None:
         if symbols.get(f"CONFIG_ARM64_{name}_PAGES") == "y":
             return size
     return None
+
+
+# What every booted kernel needs, whoever built it: the nested host and the detectors
+# whose reports are the verdict (a build directory's .config is checked against them).
+REQUIRED_FRAGMENTS = ("nested-host", "debug")
+
+
+def missing_required(config_text: str) -> list[str]:
+    """The CONFIG_X=y of the required fragments that a .config does not have, as
+    'CONFIG_X (is n)'. Values that are not y (NR_CPUS=64) are the lab's choice, not needs."""
+    final = parse(config_text)
+    return [f"{name} (is {final.get(name, 'n')})"
+            for name, want in requested(fragment_paths(REQUIRED_FRAGMENTS)).items()
+            if want == "y" and final.get(name, "n") != "y"]

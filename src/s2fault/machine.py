@@ -8,12 +8,22 @@ QMP does not answer. A run ends in one of these outcomes:
   no_output   the console stayed silent for the profile's no-output timeout
   timeout     the whole run took longer than the profile's total timeout
   qemu_failed QEMU could not start or died (signal, bad option): stderr says why
+
+Every run directory gets the kernel and initramfs the machine booted (hard links where
+the filesystem allows) and reproduce.sh: the same QEMU command line, without s2fault,
+with the console on standard output. With a shell (profile.shell) the console is also
+this process's standard input and output; with a gdbstub (profile.gdb_port) QEMU
+starts halted and the gdb command line is printed. Either way nothing times out: the
+machine waits for the person at it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -21,7 +31,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hosttools
 from . import profile as profiles
 from .image import KernelImage
 
@@ -59,10 +68,33 @@ class MachineRun:
         }
 
 
+REPRODUCER = "reproduce.sh"
+INITRAMFS = "initramfs.cpio"
+
+
 def qemu_argv(
     kernel: KernelImage, initramfs: Path, prof: profiles.Profile, outdir: Path, qmp_sock: Path
 ) -> list[str]:
-    qemu = hosttools.require(profiles.QEMU)
+    """The QEMU command line of a run: the machine, then its console and QMP monitor."""
+    if prof.shell:
+        # The console is the caller's terminal, and console.log still gets all of it.
+        console = ["-chardev", f"stdio,id=console,signal=off,logfile={outdir / 'console.log'}"]
+    else:
+        console = ["-chardev", f"file,id=console,path={outdir / 'console.log'}"]
+    argv = machine_argv(profiles.qemu_binary(), kernel, kernel.path, initramfs, prof)
+    argv += [
+        *console, "-serial", "chardev:console",
+        "-chardev", f"socket,id=qmp,path={qmp_sock}",
+        "-mon", "chardev=qmp,mode=control",
+    ]
+    if prof.gdb_port is not None:
+        argv += ["-gdb", f"tcp:127.0.0.1:{prof.gdb_port}", "-S"]
+    return argv
+
+
+def machine_argv(qemu: str, kernel: KernelImage, kernel_path: Path, initramfs: Path,
+                 prof: profiles.Profile) -> list[str]:
+    """What the guest sees: the one definition shared by the run and its reproducer."""
     block = kernel.block_bytes
     # Under TCG QEMU emulates EL2 itself; under KVM it needs FEAT_NV2 (checked earlier).
     machine_opts = "virt,virtualization=on,gic-version=3"
@@ -82,15 +114,52 @@ def qemu_argv(
         argv += ["-accel", "tcg,thread=multi"]
     argv += [
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-chardev", f"file,id=console,path={outdir / 'console.log'}",
-        "-serial", "chardev:console",
-        "-chardev", f"socket,id=qmp,path={qmp_sock}",
-        "-mon", "chardev=qmp,mode=control",
-        "-kernel", str(kernel.path),
+        "-kernel", str(kernel_path),
         "-initrd", str(initramfs),
         "-append", profiles.kernel_cmdline(prof, block),
     ]
     return argv
+
+
+def _keep(src: Path, dest: Path) -> Path:
+    """`src` as `dest` in the run directory: a hard link, or a copy across filesystems."""
+    if src.resolve() == dest.resolve():
+        return dest
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+    return dest
+
+
+def write_reproducer(kernel: KernelImage, prof: profiles.Profile, outdir: Path) -> Path:
+    """reproduce.sh: the run's QEMU command line with the kernel and initramfs beside it,
+    runnable without s2fault. The console comes on standard output instead of
+    console.log, and there is no QMP monitor or gdbstub: the guest sees the same machine."""
+    argv = machine_argv("${QEMU}", kernel, Path(kernel.path.name), Path(INITRAMFS), prof)
+    argv += ["-serial", "stdio"]
+    words = ['"${QEMU}"' if a == "${QEMU}" else shlex.quote(a) for a in argv]
+    lines, i = [], 0
+    while i < len(words):  # one option and its value per line
+        n = 2 if words[i].startswith("-") and i + 1 < len(words) and \
+            not words[i + 1].startswith("-") else 1
+        lines.append(" ".join(words[i:i + n]))
+        i += n
+    body = " \\\n\t".join(lines)
+    script = outdir / REPRODUCER
+    script.write_text(
+        "#!/bin/sh\n"
+        "# The QEMU run of this directory, without s2fault: the same machine, kernel,\n"
+        "# initramfs and command line. The console comes on standard output (s2fault\n"
+        "# wrote it to console.log). QEMU=/path/to/qemu-system-aarch64 runs another QEMU.\n"
+        "set -e\n"
+        'cd "$(dirname "$0")"\n'
+        f"QEMU=${{QEMU:-{shlex.quote(profiles.qemu_binary())}}}\n"
+        f"exec {body}\n"
+    )
+    script.chmod(0o755)
+    return script
 
 
 class _QMPLog:
@@ -118,6 +187,11 @@ def run(
     stderr_path = outdir / "qemu-stderr.log"
     timeouts = prof.timeouts()
     # The QMP socket lives in a private (0700) directory: it controls the machine.
+    # The files booted are the run directory's own, so reproduce.sh boots the same ones.
+    name = "Image.gz" if kernel.compressed else "Image"
+    kernel = dataclasses.replace(kernel, path=_keep(kernel.path, outdir / name))
+    initramfs = _keep(initramfs, outdir / INITRAMFS)
+    write_reproducer(kernel, prof, outdir)
     sockdir = Path(tempfile.mkdtemp(prefix="s2fault-qmp-"))
     qmp_sock = sockdir / "qmp.sock"
     argv = qemu_argv(kernel, initramfs, prof, outdir, qmp_sock)
@@ -138,13 +212,18 @@ def run(
 
     try:
         with open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+            if prof.shell:  # the console is ours to share with the guest's shell
+                proc = subprocess.Popen(argv, stderr=err)
+            else:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         try:
             greeting = qmp.accept(timeout=timeouts.qmp_connect)
             qmp_log.write("greeting", greeting)
         except Exception as e:  # noqa: BLE001 - any failure to talk QMP is infrastructure
             _wait(proc, 5)
             return finish("qemu_failed", _qemu_failure(proc, stderr_path, f"no QMP ({e})"))
+        if prof.gdb_port is not None:
+            _announce_gdb(kernel, prof.gdb_port)
         result = _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path)
         return result
     finally:
@@ -158,6 +237,22 @@ def run(
         for p in sockdir.iterdir():
             p.unlink(missing_ok=True)
         sockdir.rmdir()
+
+
+def gdb_command(kernel: KernelImage, port: int) -> list[str]:
+    """The gdb-multiarch command line that attaches to a run's gdbstub."""
+    argv = ["gdb-multiarch"]
+    argv += [str(kernel.vmlinux)] if kernel.vmlinux else ["-ex", "set architecture aarch64"]
+    return argv + ["-ex", f"target remote 127.0.0.1:{port}"]
+
+
+def _announce_gdb(kernel: KernelImage, port: int) -> None:
+    from . import progress
+
+    progress.clear()
+    note = "" if kernel.vmlinux else " (no vmlinux known: --build-dir gives gdb the symbols)"
+    print(f"gdb: QEMU is halted at its first instruction; attach with{note}:", flush=True)
+    print("  " + " ".join(shlex.quote(a) for a in gdb_command(kernel, port)), flush=True)
 
 
 def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) -> MachineRun:
@@ -180,7 +275,7 @@ def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) ->
             if rc == 0:
                 return finish("exited", "QEMU exited")
             return finish("qemu_failed", _qemu_failure(proc, stderr_path, "QEMU died"))
-        if done_seen_at is not None and now - done_seen_at > 15:
+        if done_seen_at is not None and now - done_seen_at > timeouts.after_done:
             status = _status(qmp, qmp_log)
             return finish("exited", f"guest finished but QEMU stayed ({status})", status)
         if now - last_change > silence:

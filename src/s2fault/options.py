@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,7 @@ MAX_ROUNDS = 1000
 MAX_ICOUNT_SHIFT = 10
 MAX_MEMORY_MB = 1 << 20  # 1 TiB: far above any host here; the host's free memory is checked later
 MAX_REPEAT = 1000
-MAX_TIMEOUT_S = 86400.0
+MAX_TIMEOUT_S = profiles.MAX_TIMEOUT_S
 # kvm-arm.mode= values Linux 6.12 parses (arch/arm64/kvm/arm.c early_kvm_mode_cfg).
 KVM_MODES = ["none", "nvhe", "protected", "nested"]
 # CPU models mach-virt runs as an arm64 host (EL2, AArch64), as far as QEMU 7.2-9.x
@@ -98,6 +99,7 @@ def validate(args: argparse.Namespace) -> None:
     _int_in(args, "repeat", 1, MAX_REPEAT, "runs per cell")
     _positive_float(args, "no_output_timeout", MAX_TIMEOUT_S, "seconds")
     _positive_float(args, "reference_ms", MAX_TIMEOUT_S * 1000, "milliseconds")
+    _check_dev_loop(args)
     if not hasattr(args, "rounds") and not hasattr(args, "vcpus"):
         return
     shapes = _shapes(args)
@@ -116,12 +118,35 @@ def validate(args: argparse.Namespace) -> None:
         _check_cpu(args.cpu, getattr(args, "accel", None))
 
 
+def _check_dev_loop(args: argparse.Namespace) -> None:
+    """run's options of the kernel developer's loop (README "In the edit-build-boot loop")."""
+    profiles.parse_timeouts(getattr(args, "timeouts", None))
+    qemu = getattr(args, "qemu", None)
+    if qemu is not None:
+        path = Path(qemu)
+        if not path.is_file() or not os.access(path, os.X_OK):
+            raise InputError(f"--qemu {qemu}: not an executable file")
+    append = getattr(args, "append", None)
+    if append is not None and ("\n" in append or not append.strip()):
+        raise InputError(f"--append {append!r}: one line of kernel parameters")
+    _int_in(args, "gdb", 1, 65535, "a TCP port")
+    if (getattr(args, "shell", False) or getattr(args, "gdb", None) is not None) \
+            and getattr(args, "repeat", 1) != 1:
+        raise InputError("--repeat: --shell and --gdb are interactive, one run at a time")
+
+
 def _block_bytes(args: argparse.Namespace) -> int:
     """The huge block the run will use: from --pages, or a --kernel's Image header."""
     pages = getattr(args, "pages", None)
     if pages:
         return BLOCK_BYTES[pages]
     kernel = getattr(args, "kernel", None)
+    build_dir = getattr(args, "build_dir", None)
+    if build_dir and not kernel:
+        from . import builddir
+
+        found = [Path(build_dir) / n for n in builddir.IMAGES if (Path(build_dir) / n).is_file()]
+        kernel = str(found[0]) if found else None
     if kernel:
         try:
             return image.inspect(Path(kernel)).block_bytes

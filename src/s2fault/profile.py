@@ -10,6 +10,7 @@ line and the timeout table live here too, so no other module holds a literal for
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import re
@@ -25,6 +26,20 @@ QEMU = "qemu-system-aarch64"
 RUNNERS = ("qemu", "host-run")
 HOST_RUN = "host-run"
 HOST_RUN_PROGRAM = "s2fault-host-run"  # guests/host_run.c
+# Another QEMU than the one on PATH (run --qemu sets it, so bisect steps and other
+# child processes boot the same one).
+QEMU_ENV = "S2FAULT_QEMU"
+
+
+def qemu_binary() -> str:
+    """The QEMU every stage runs: $S2FAULT_QEMU when set, else qemu-system-aarch64 on PATH."""
+    chosen = os.environ.get(QEMU_ENV)
+    if not chosen:
+        return hosttools.require(QEMU)
+    path = os.path.abspath(chosen)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise InputError(f"QEMU '{chosen}' (--qemu / ${QEMU_ENV}) is not an executable file")
+    return path
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,37 @@ class Timeouts:
     total: float
     after_splat: float
     qmp_connect: float = 20.0
+    after_done: float = 15.0  # the guest said it is done, but QEMU has not exited
+
+
+# What --timeouts may set, by the name a user types.
+TIMEOUT_KEYS = {"no-output": "no_output", "total": "total", "after-splat": "after_splat",
+                "qmp-connect": "qmp_connect", "after-done": "after_done"}
+MAX_TIMEOUT_S = 86400.0
+
+
+def parse_timeouts(text: str | None) -> tuple[tuple[str, float], ...]:
+    """`no-output=90,total=600` -> (("no_output", 90.0), ("total", 600.0)); a bad key or
+    value is an InputError naming it and what is valid."""
+    if not text:
+        return ()
+    out = []
+    for item in text.replace(" ", ",").split(","):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if key not in TIMEOUT_KEYS or not sep:
+            raise InputError(f"--timeouts {item}: use KEY=SECONDS with KEY one of "
+                             f"{', '.join(TIMEOUT_KEYS)}")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S):
+            raise InputError(f"--timeouts {item}: out of range; valid: more than 0, at most "
+                             f"{MAX_TIMEOUT_S:g} (seconds)")
+        out.append((TIMEOUT_KEYS[key], seconds))
+    return tuple(out)
 
 
 # One table, scaled by accelerator and dilation (TCG is slower than KVM; dilation
@@ -86,6 +132,11 @@ class Profile:
     # The table's row times this: a mode whose run executes many more guest
     # instructions than its row was measured with (single-threaded TCG pays for each).
     timeout_scale: float = 1.0
+    # The kernel developer's loop (see README "In the edit-build-boot loop"):
+    append: str | None = None  # more kernel command line, after s2fault's own
+    timeout_overrides: tuple[tuple[str, float], ...] = ()  # --timeouts, parsed
+    shell: bool = False  # a shell on the console after the workload or at the first splat
+    gdb_port: int | None = None  # QEMU's gdbstub on 127.0.0.1:PORT, halted at start
 
     @property
     def hugepages(self) -> int:
@@ -99,10 +150,9 @@ class Profile:
     def timeouts(self) -> Timeouts:
         t = TIMEOUTS[(self.accel, self.dilated)]
         if self.timeout_scale != 1.0:
-            t = Timeouts(no_output=t.no_output * self.timeout_scale,
-                         total=t.total * self.timeout_scale,
-                         after_splat=t.after_splat * self.timeout_scale,
-                         qmp_connect=t.qmp_connect)
+            t = dataclasses.replace(t, no_output=t.no_output * self.timeout_scale,
+                                    total=t.total * self.timeout_scale,
+                                    after_splat=t.after_splat * self.timeout_scale)
         if self.no_output_timeout is not None:
             t = dataclasses.replace(t, no_output=self.no_output_timeout,
                                     after_splat=min(t.after_splat, self.no_output_timeout))
@@ -112,7 +162,17 @@ class Profile:
             # waits past that timeout instead of ending the run at the quiet console.
             t = dataclasses.replace(t, after_splat=max(t.after_splat, self.vmm_timeout + 10),
                                     no_output=max(t.no_output, self.vmm_timeout + 10))
+        if self.timeout_overrides:
+            t = dataclasses.replace(t, **dict(self.timeout_overrides))
+        if self.interactive:
+            # Someone is at the console or in gdb: the machine waits for them.
+            t = dataclasses.replace(t, no_output=math.inf, total=math.inf,
+                                    after_splat=math.inf, after_done=math.inf)
         return t
+
+    @property
+    def interactive(self) -> bool:
+        return self.shell or self.gdb_port is not None
 
     def with_(self, **changes) -> Profile:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -256,7 +316,7 @@ def hardware_model(name: str) -> HardwareModel:
 
 
 def qemu_version() -> tuple[int, int]:
-    qemu = hosttools.require(QEMU)
+    qemu = qemu_binary()
     out = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"version (\d+)\.(\d+)", out)
     if not m:
@@ -376,15 +436,20 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         words = ["--workload", profile.workload, "--vcpus", str(profile.vcpus),
                  "--rounds", str(profile.rounds)]
         args += [f"s2fault.program={HOST_RUN_PROGRAM}", "s2fault.host_run=" + ",".join(words)]
-        return " ".join(args)
-    # The workload's shape, only where it differs from the plain exec-fault run (so
-    # the command lines of earlier results stay what they were).
-    plain = Profile()
-    for key in ("vms", "blocks", "storm", "remap", "first_touch", "fail_alloc", "program",
-                "sweep"):
-        value = getattr(profile, key)
-        if value != getattr(plain, key):
-            args.append(f"s2fault.{key}={value}")
+    else:
+        # The workload's shape, only where it differs from the plain exec-fault run (so
+        # the command lines of earlier results stay what they were).
+        plain = Profile()
+        for key in ("vms", "blocks", "storm", "remap", "first_touch", "fail_alloc", "program",
+                    "sweep"):
+            value = getattr(profile, key)
+            if value != getattr(plain, key):
+                args.append(f"s2fault.{key}={value}")
+    if profile.shell:
+        args.append("s2fault.shell=1")
+    if profile.append:
+        # Last, so the user's word wins where the kernel takes the last value.
+        args.append(profile.append)
     return " ".join(args)
 
 

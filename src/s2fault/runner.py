@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -12,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import __version__, guest, hosttools, image, machine, progress, project, workload
+from . import __version__, guest, image, machine, progress, project, stacktrace, workload
 from . import profile as profiles
 from .errors import S2Error
 from .verdict import Verdict, judge
@@ -35,11 +36,13 @@ def run_kernel(
     label: str = "kernel",
     config: Path | None = None,
     extra_initramfs: list[Path] | None = None,
+    vmlinux: Path | None = None,
 ) -> Verdict:
     """`extra_initramfs`: cpio archives appended to the guest image (e.g. the KVM
-    selftests); the kernel unpacks concatenated archives in order."""
-    kernel = image.inspect(kernel_path)
-    hosttools.require(profiles.QEMU)
+    selftests); the kernel unpacks concatenated archives in order. `vmlinux`: the
+    kernel's ELF, for gdb and to decode the frames of a splat to file:line."""
+    kernel = dataclasses.replace(image.inspect(kernel_path), vmlinux=vmlinux)
+    qemu = profiles.qemu_binary()
     profiles.check_host(prof, kernel.block_bytes)
     progress.stage(label, "guest image")
     image_ = guest.build()
@@ -64,6 +67,7 @@ def run_kernel(
     if prof.name in profiles.MODELS:
         v.workload["hardware_equivalent"] = hardware_equivalent(
             v.workload, profiles.MODELS[prof.name])
+    decode_note = stacktrace.decode(vmlinux, text, v.splats) if vmlinux and v.splats else None
     v.profile = prof.to_dict() | {
         "cpu": profiles.cpu_model(prof),
         "smp": profiles.smp_for(prof),
@@ -82,6 +86,10 @@ def run_kernel(
         "config": str(_keep_config(config, outdir)) if config else None,
         "initramfs": str(initramfs),
         "extra_initramfs": [str(p) for p in extra_initramfs or []],
+        "vmlinux": str(vmlinux) if vmlinux else None,
+        "frames_not_decoded": decode_note,
+        "reproducer": str(outdir / machine.REPRODUCER),
+        "qemu": qemu,
     }
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
@@ -117,13 +125,20 @@ def versions(cpu: str | None, kernel_release: str | None) -> dict:
             "kernel": kernel_release}
 
 
-@functools.lru_cache(maxsize=1)
 def qemu_version() -> str | None:
-    """The full version QEMU reports ("7.2.19"), None when it cannot be asked."""
+    """The full version the run's QEMU reports ("7.2.19"), None when it cannot be asked."""
     try:
-        out = subprocess.run([hosttools.require(profiles.QEMU), "--version"],
-                             capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError, S2Error):
+        return _version_of(profiles.qemu_binary())
+    except S2Error:
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _version_of(qemu: str) -> str | None:
+    try:
+        out = subprocess.run([qemu, "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
         return None
     m = re.search(r"version (\S+)", out)
     return m.group(1) if m else None
