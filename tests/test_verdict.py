@@ -348,3 +348,16 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
     reason = _splat_reason(splats)
     assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou; 3 consequence(s): "
                              "stopper thread, repeat, RCU stall on the culprit's CPU#1"), reason
+
+
+def test_many_cpus_behind_one_culprit_are_counted_not_listed():
+    from s2fault.verdict import _splat_reason
+
+    lead = {"kind": "soft_lockup", "title": "soft lockup in icache_inval_pou", "role": "culprit",
+            "incident": 0, "function": "icache_inval_pou"}
+    others = [dict(lead, role="consequence", why=f"lockup on another CPU (CPU#{n})")
+              for n in range(2, 64)]
+    rcu = dict(lead, kind="rcu_stall", role="consequence", why="RCU stall on the culprit's CPU#1")
+    reason = _splat_reason([lead, *others, rcu])
+    assert reason == ("soft_lockup: soft lockup in icache_inval_pou; 63 consequence(s): "
+                      "lockup on another CPU x62, RCU stall on the culprit's CPU#1"), reason

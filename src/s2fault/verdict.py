@@ -12,6 +12,7 @@ Neither skip nor error is ever a pass.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import analyzer
@@ -180,6 +181,9 @@ def culprit_first(analysis) -> list[dict]:
     return splats
 
 
+_CPU_NUMBER = re.compile(r" \(CPU#\d+\)")
+
+
 def _stuck_text(s: dict) -> str:
     if s.get("stuck_hw_s") is not None:
         return (f" (stuck for {s['stuck_s']} s model, {s['stuck_hw_s']:g} s "
@@ -201,9 +205,11 @@ def _splat_reason(splats: list[dict]) -> str:
     knock_on = [s for s in splats if s.get("role") == "consequence"
                 and s.get("incident") == first.get("incident")]
     if knock_on:
-        whys = list(dict.fromkeys(s["why"] for s in knock_on))
-        text += (f"; {len(knock_on)} consequence(s): " + ", ".join(whys[:3])
-                 + (f" +{len(whys) - 3}" if len(whys) > 3 else ""))
+        # 63 CPUs locked up behind one: "lockup on another CPU x63", not 63 CPU numbers.
+        whys = Counter(_CPU_NUMBER.sub("", s["why"]) for s in knock_on)
+        parts = [why + (f" x{n}" if n > 1 else "") for why, n in whys.items()]
+        text += (f"; {len(knock_on)} consequence(s): " + ", ".join(parts[:3])
+                 + (f" +{len(parts) - 3}" if len(parts) > 3 else ""))
     others = len(splats) - 1 - len(knock_on)
     if others > 0:
         text += f" (+{others} more)"
