@@ -12,6 +12,8 @@ APT_PACKAGES=(
 	# Kbuild's host programs (fixdep, kconfig) need the native compiler and libc
 	# headers; headers_install (kvm-selftests) needs rsync.
 	gcc libc6-dev rsync
+	# --via host-run: a private arm64 apt fetches Debian's Python, dpkg-deb extracts it.
+	apt dpkg
 	# The kernel developer's loop: run --build-dir decodes splat frames with
 	# addr2line; run --gdb prints a gdb-multiarch command line.
 	binutils-aarch64-linux-gnu gdb-multiarch

@@ -231,6 +231,7 @@ struct lab {
 	/* report */
 	struct round rounds[MAX_ROUNDS];
 	unsigned int watchdog_armed;
+	bool facts_only;	/* --facts: print the host facts, run nothing */
 	bool failslab_armed;
 	char failslab_window[64];	/* the function whose frames it requires */
 	struct timespec start;
@@ -787,6 +788,19 @@ static void read_host_facts(void)
 	lab.ctr = ctr;
 	lab.cntfrq = frq;
 	lab.page_size = getpagesize();
+}
+
+/*
+ * The facts host-run needs before it reserves anything: CTR_EL0 can only
+ * be read by an instruction (EL0 access, or the kernel's emulation of it).
+ */
+static void print_facts(void)
+{
+	printf("S2FAULT-FACTS {\"page_size\":%ld,\"block_bytes\":%zu,\"ctr_el0\":\"0x%llx\",\"dic\":%d,\"idc\":%d,\"cntfrq\":%llu}\n",
+	       lab.page_size, lab.block_size, (unsigned long long)lab.ctr,
+	       !!(lab.ctr & CTR_DIC), !!(lab.ctr & CTR_IDC),
+	       (unsigned long long)lab.cntfrq);
+	fflush(stdout);
 }
 
 /* The PMD block size for the host's translation granule. */
@@ -1783,6 +1797,9 @@ static void print_usage(FILE *f)
 		"                     kvm_pgtable_walk() (failslab, armed just\n"
 		"                     before the first exec faults; needs debugfs and\n"
 		"                     CONFIG_FAILSLAB; default 0)\n"
+		"  --facts            print S2FAULT-FACTS {json} (CTR_EL0, DIC, page and\n"
+		"                     block size) and exit, touching nothing: what\n"
+		"                     host-run reads before it changes the host\n"
 		"  --help             this text\n"
 		"\n"
 		"Needs /dev/kvm and K x M free hugetlb pages of the block size.\n"
@@ -1859,6 +1876,7 @@ static void parse_args(int argc, char **argv)
 		{ "remap", required_argument, NULL, 'R' },
 		{ "first-touch", required_argument, NULL, 'F' },
 		{ "fail-alloc", required_argument, NULL, 'A' },
+		{ "facts", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -1904,6 +1922,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'A':
 			ok = parse_uint(optarg, 0, 1000, &lab.fail_alloc);
+			break;
+		case 'f':
+			lab.facts_only = true;
 			break;
 		case 'h':
 			print_usage(stdout);
@@ -1967,6 +1988,10 @@ int main(int argc, char **argv)
 	if (!lab.block_size)
 		fail("no default block size for %ld-byte pages",
 		     lab.page_size);
+	if (lab.facts_only) {
+		print_facts();
+		return EXIT_OK;
+	}
 	start_vms();
 	/* After the fork: each VM checks coherence against nonces of its own. */
 	make_nonces();

@@ -77,6 +77,8 @@ NUMERIC = [
     (["bisect-step"], "--vcpus", False, (1, 512)),
     (["bisect-step"], "--repeat", False, (1, 1000)),
     (["bisect-step"], "--reference-ms", True, (0, 86400000)),
+    (["host-run"], "--vcpus", False, (1, 512)),
+    (["host-run"], "--rounds", False, (2, 1000)),
 ]
 
 
@@ -259,6 +261,8 @@ def _failure(command: str, code: int, tmp: Path) -> list[str] | int:
         ("variant", 2): ["variant", "add", "upstream", "--from-mbox", str(clean)],
         ("variants", 0): ["variants"],
         ("workloads", 0): ["workloads"],
+        ("calibrate", 2): ["calibrate", "--mode", "functional"],
+        ("host-run", 2): ["host-run"],  # this x86 machine: not an arm64 KVM host
     }
     return cases[(command, code)]
 

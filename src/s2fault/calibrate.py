@@ -217,7 +217,7 @@ def split_runs(variant: str, counts: list[int], text: str, splats: list[dict],
     for no, line in enumerate(text.splitlines(), 1):
         for marker, into in (("S2FAULT-RESULT", results), ("S2FAULT-POST", posts)):
             if marker in line:
-                obj = workload._json_after(line, marker)
+                obj = workload.json_after(line, marker)
                 if obj is not None:
                     into.append((no, obj))
     points = []

@@ -36,6 +36,30 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
     p.add_argument("--workload", default="exec-fault", metavar="NAME",
                    help="what the guest does (see `s2fault workloads`; default exec-fault)")
+    _via_arg(p)
+
+
+def _via_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--via", default="qemu", choices=["qemu", "host-run"],
+                   help="qemu: init runs the VMM (default); host-run: the nested host runs "
+                   "`s2fault host-run` from an arm64 Python root filesystem")
+
+
+def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
+    if getattr(args, "via", "qemu") != "host-run":
+        return
+    from . import hostrun
+    from .errors import InputError
+
+    mode = getattr(args, "mode", None)
+    models = [m for m in ([mode] if isinstance(mode, str) else mode or []) if m != "functional"]
+    if models:
+        # Dilation and the hardware models are QEMU models of a slow CPU; host-run is
+        # what a real host runs, and arms no lockup detector of its own.
+        raise InputError(f"--via host-run runs the functional workload, as on a real "
+                         f"host: --mode {models[0]} is the nested runner's (--via qemu)")
+    for name in workload_names:
+        hostrun.check_workload(name)
 
 
 def _profile(args: argparse.Namespace):
@@ -52,7 +76,7 @@ def _profile(args: argparse.Namespace):
     return base.with_(
         vcpus=args.vcpus, cpu=args.cpu, smp=args.smp, memory_mb=args.memory,
         accel=args.accel, kvm_mode=args.kvm_mode, icount_shift=args.icount_shift,
-        no_output_timeout=args.no_output_timeout, rounds=args.rounds,
+        no_output_timeout=args.no_output_timeout, rounds=args.rounds, runner=args.via,
         append=args.append, timeout_overrides=profiles.parse_timeouts(args.timeouts) or None,
         shell=args.shell or None, gdb_port=args.gdb,
     )
@@ -63,6 +87,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "cpu": args.cpu, "smp": args.smp, "memory_mb": args.memory, "accel": args.accel,
         "kvm_mode": args.kvm_mode, "icount_shift": args.icount_shift,
         "no_output_timeout": args.no_output_timeout, "rounds": args.rounds,
+        "runner": args.via,
     }
 
 
@@ -135,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             hosttools.preflight(stacktrace.ADDR2LINE)
     else:
         kernel_path = Path(args.kernel)
+    _check_via(args, [args.workload])
     prof = _profile(args)
     # The same --source/--ref/--offline handling as build and check (it only matters
     # to a workload built from the kernel's source: kvm-selftests).
@@ -148,27 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   spec), vmlinux=vmlinux)
         verdicts.append(v)
         progress.clear()
-        ms = v.workload.get("exec_fault_ms", {})
-        prefix = f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else ""
-        print(f"{prefix}{v.verdict.upper()}: {v.reason}")
-        for key, value in v.versions.items():
-            if key == "s2fault" or value is None:
-                continue
-            print(f"  {key}: {value}", end="")
-        print()
-        for s in v.splats:  # culprit first: each incident's lead, its knock-on under it
-            if s.get("role") != "consequence":
-                print(f"  {s['kind']}: {s['title']}")
-                _print_frames(s)
-                for c in v.splats:
-                    if c.get("role") == "consequence" and c.get("incident") == s.get("incident"):
-                        print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
-        if v.artifacts.get("frames_not_decoded"):
-            print(f"  frames not decoded: {v.artifacts['frames_not_decoded']}")
-        if ms.get("per_vcpu"):
-            print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
-        print(f"  console: {v.artifacts['console_log']}")
-        print(f"  reproducer: {v.artifacts['reproducer']}")
+        _print_verdict(v, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
     from . import matrix
 
     code = matrix.exit_code_of([v.verdict for v in verdicts])
@@ -182,6 +188,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = {"schema_version": report.SCHEMA_VERSION} | data
         Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     return code
+
+
+def _print_verdict(v, prefix: str = "") -> None:
+    ms = v.workload.get("exec_fault_ms", {})
+    print(f"{prefix}{v.verdict.upper()}: {v.reason}")
+    for key, value in v.versions.items():
+        if key == "s2fault" or value is None:
+            continue
+        print(f"  {key}: {value}", end="")
+    print()
+    for s in v.splats:  # culprit first: each incident's lead, its knock-on under it
+        if s.get("role") != "consequence":
+            print(f"  {s['kind']}: {s['title']}")
+            _print_frames(s)
+            for c in v.splats:
+                if c.get("role") == "consequence" and c.get("incident") == s.get("incident"):
+                    print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
+    if v.artifacts.get("frames_not_decoded"):
+        print(f"  frames not decoded: {v.artifacts['frames_not_decoded']}")
+    if ms.get("per_vcpu"):
+        print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
+    # host-run on a host has no reproducer: nothing was booted
+    for label, key in (("console", "console_log"), ("reproducer", "reproducer")):
+        if v.artifacts.get(key):
+            print(f"  {label}: {v.artifacts[key]}")
+
+
+def cmd_host_run(args: argparse.Namespace) -> int:
+    """The workload on this host's running kernel (hostrun.py): no QEMU, no build."""
+    from . import hostrun, matrix, report, runner, workloads
+    from . import profile as profiles
+
+    # Before anything else: on x86 (or without root) this is the whole output.
+    hostrun.require_host()
+    hostrun.check_workload(args.workload)
+    wl = workloads.get(args.workload)
+    prof = profiles.mode("functional").with_(workload=wl.name,
+                                              **wl.profile_changes("functional"))
+    prof = prof.with_(vcpus=args.vcpus, rounds=args.rounds, runner=profiles.HOST_RUN)
+    outdir = runner.new_run_dir(Path(args.results) if args.results else None, "host-run")
+    v = hostrun.run(prof, outdir)
+    progress.clear()
+    if args.verdict_line:
+        # The nested proof (guests/host_run.c): the verdict for the outer side, whole.
+        line = "\n" + runner.HOST_RUN_LINE + " " + json.dumps(
+            v.to_dict(), separators=(",", ":")) + "\n"
+        os.write(sys.stdout.fileno(), line.encode())
+    _print_verdict(v)
+    cell = matrix.host_cell(v, wl.name)
+    rows = [cell.to_dict()]
+    if args.json:
+        data = {"schema_version": report.SCHEMA_VERSION} | v.to_dict()
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
+    if args.junit:
+        report.write_junit(rows, Path(args.junit))
+    if args.ktap:
+        report.write_ktap(rows, Path(args.ktap))
+    return matrix.exit_code([cell])
 
 
 def _print_frames(splat: dict) -> None:
@@ -209,10 +273,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from . import kconfig, matrix, project, report, source, variants, workloads
 
     chosen = [w.name for w in workloads.select(args.workload)]
-    modes = args.mode or ["functional", "dilated"]
+    _check_via(args, chosen)
+    modes = args.mode or (["functional"] if args.via == "host-run" else ["functional", "dilated"])
     # A check that would judge nothing is refused before anything is built.
     matrix.check_plan(modes, matrix.RunOptions(workloads=tuple(chosen)))
-    _preflight_check(chosen)
+    _preflight_check(chosen, args.via)
     spec = _source_spec(args)
     # A source that cannot be had stops the run here, once, not as an error in every cell.
     source.resolve(spec, project.cache_dir())
@@ -246,13 +311,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     return matrix.exit_code(cells)
 
 
-def _preflight_check(workload_names: list[str]) -> None:
+def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:
     """Every host tool the matrix will need, before the first build or boot."""
     from . import hosttools
 
     needs = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
     if "kvm-selftests" in workload_names:
         needs += hosttools.SELFTESTS
+    if via == "host-run":
+        needs += hosttools.ROOTFS
     hosttools.preflight(*needs)
 
 
@@ -380,7 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-output-timeout", type=float, help=argparse.SUPPRESS)
     p.add_argument("--workload", action="append", metavar="NAME",
                    help="workload (repeatable, 'all' for every one; default exec-fault)")
+    _via_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("host-run", help="run the workload on this arm64 host's own kernel "
+                       "(no QEMU; root; /dev/kvm)")
+    p.add_argument("--workload", default="exec-fault", metavar="NAME",
+                   help="what the VMM does (see `s2fault workloads`; default exec-fault)")
+    p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default 8)")
+    p.add_argument("--rounds", type=int, help="exec-fault rounds (first is a warm-up)")
+    p.add_argument("--json", help="write the verdict as JSON here")
+    p.add_argument("--junit", help="write a JUnit XML report here")
+    p.add_argument("--ktap", help="write a KTAP (version 1) report here")
+    p.add_argument("--results", help="directory for run artifacts (default: the cache's runs/)")
+    p.add_argument("--verdict-line", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_host_run, mode="functional")
 
     p = sub.add_parser("calibrate", help="fit a hardware model's time scale on one figure "
                        "and predict the rest (one vCPU, then N together)")

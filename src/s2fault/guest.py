@@ -6,6 +6,7 @@ byte-for-byte reproducible and its cache key is the guest sources' hash.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from .errors import BuildError
 
 RECIPE = "s2fault-guest-1"
 BINARIES = {"init": "init", "s2fault-vmm": "bin/s2fault-vmm", "s2fault-ksft": "bin/s2fault-ksft",
+            "s2fault-host-run": "bin/s2fault-host-run",
             "sh": "bin/sh"}
 
 
@@ -23,6 +25,11 @@ class GuestImage:
     initramfs: Path
     key: str
     cached: bool
+
+    @property
+    def bin_dir(self) -> Path:
+        """The static aarch64 programs themselves, beside the image that holds them."""
+        return self.initramfs.parent / "bin"
 
 
 def _sources(folder: Path) -> list[Path]:
@@ -93,6 +100,25 @@ def pack_initramfs(files: dict[str, bytes]) -> bytes:
     ino += 1
     for path in sorted(files):
         blob += _cpio_entry(path, 0o100755, files[path], ino=ino)
+        ino += 1
+    blob += _cpio_entry("TRAILER!!!", 0)
+    return blob + b"\0" * (-len(blob) % 512)
+
+
+def pack_tree(root: Path) -> bytes:
+    """A newc cpio of the tree under `root` (directories, files with their mode,
+    symlinks), to append to the guest image: sorted, timestamps and owners zero."""
+    blob = b""
+    ino = 1
+    for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).parts):
+        name = str(path.relative_to(root))
+        if path.is_symlink():
+            blob += _cpio_entry(name, 0o120777, os.readlink(path).encode(), ino=ino)
+        elif path.is_dir():
+            blob += _cpio_entry(name, 0o040755, ino=ino)
+        else:
+            mode = 0o100755 if path.stat().st_mode & 0o111 else 0o100644
+            blob += _cpio_entry(name, mode, path.read_bytes(), ino=ino)
         ino += 1
     blob += _cpio_entry("TRAILER!!!", 0)
     return blob + b"\0" * (-len(blob) % 512)

@@ -29,6 +29,10 @@ PACKAGES = {
     "xz": "xz-utils",
     # The kernel's headers_install (kvm-selftests) copies with rsync.
     "rsync": "rsync",
+    # --via host-run: Debian's arm64 Python, fetched by a private apt and extracted.
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-deb": "dpkg",
     # run --build-dir decodes splat frames with the vmlinux; run --gdb prints a gdb
     # command line that should work as printed.
     "aarch64-linux-gnu-addr2line": "binutils-aarch64-linux-gnu",
@@ -45,6 +49,7 @@ KERNEL_BUILD = ("aarch64-linux-gnu-gcc", "gcc", "ccache", "make", "flex", "bison
                 "perl", "patch", Path("/usr/include/stdio.h"))
 GUEST = ("aarch64-linux-gnu-gcc",)
 BOOT = ("qemu-system-aarch64",)
+ROOTFS = ("apt-get", "apt-cache", "dpkg-deb")
 GDB = ("gdb-multiarch",)
 SELFTESTS = ("rsync", "make", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-strip")
 

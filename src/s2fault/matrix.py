@@ -19,7 +19,7 @@ from pathlib import Path
 from . import __version__, kernel, progress, runner, variants, workloads
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
-from .verdict import Verdict
+from .verdict import NO_LOCKDEP, Verdict
 
 # The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
 # JUnit, TAP, KTAP and Avocado each say in their own terms.
@@ -99,6 +99,8 @@ class Cell:
             "artifacts": v.artifacts if v else {},
             "profile": v.profile if v else {},
             "build": self.build,
+            # who ran the workload: qemu (init ran the VMM) or host-run
+            "runner": v.runner if v else None,
             # Every cell names them, also one that never booted (None: not known).
             "versions": {"s2fault": __version__, "qemu": None, "cpu": None, "kernel": None}
             | (v.versions if v else {}),
@@ -331,6 +333,14 @@ def _run_cell(cell: Cell, prof: profiles.Profile, wl: workloads.Workload,
             break
 
 
+def host_cell(v: Verdict, workload: str) -> Cell:
+    """`s2fault host-run`'s one cell: the host's running kernel, which no variant
+    declares, judged as a clean kernel is (named host.WORKLOAD.host-run in reports)."""
+    cell = Cell("host", "host-run", variants.Expectation(), verdicts=[v], workload=workload)
+    _compare_all([cell])
+    return cell
+
+
 def judge_cells(cells: list[Cell]) -> None:
     """Compare every cell with its declaration (references looked up among `cells`)."""
     _compare_all(cells)
@@ -506,6 +516,10 @@ def _lacking_detector(exp: variants.Expectation, v: Verdict) -> str:
     if "soft_lockup" in kinds and pre.get("softlockup_detector") is False:
         return ("could not judge: soft_lockup is expected but the kernel has no soft-lockup "
                 "detector (needs CONFIG_SOFTLOCKUP_DETECTOR=y)")
+    if "lockdep" in kinds and v.runner == "host-run" and not pre.get("debug_locks_before"):
+        # A host's production kernel: lockdep expectations are never passed.
+        return (f"{NO_LOCKDEP}: a lockdep report is expected but the host kernel has "
+                "no lockdep (or it was off before the workload)")
     if "lockdep" in kinds and pre.get("debug_locks_before") is None:
         return ("could not judge: a lockdep report is expected but lockdep is not built in "
                 "(needs CONFIG_PROVE_LOCKING=y)")

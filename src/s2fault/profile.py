@@ -23,6 +23,9 @@ from . import hosttools, project
 from .errors import InfraError, InputError
 
 QEMU = "qemu-system-aarch64"
+RUNNERS = ("qemu", "host-run")
+HOST_RUN = "host-run"
+HOST_RUN_PROGRAM = "s2fault-host-run"  # guests/host_run.c
 # Another QEMU than the one on PATH (run --qemu sets it, so bisect steps and other
 # child processes boot the same one).
 QEMU_ENV = "S2FAULT_QEMU"
@@ -115,6 +118,9 @@ class Profile:
     first_touch: str = "data"  # the block's first access: data (then exec) | exec
     fail_alloc: int = 0  # slab allocations under the KVM fault handler to fail (failslab)
     program: str = "s2fault-vmm"  # what init runs (/bin/<program>)
+    # qemu: init runs the VMM; host-run (`--via host-run`): init runs `s2fault host-run`
+    # from an arm64 Python root filesystem, which reserves the hugepages itself.
+    runner: str = "qemu"
     sweep: str = ""  # "1,8,64": one VMM run per vCPU count in one boot (calibrate)
     kernel_args: str = ""  # appended to the kernel command line (a mode's own needs)
     # A calibrated model (see HardwareModel): hardware-equivalent seconds per model
@@ -224,10 +230,15 @@ class HardwareModel:
 
 
 def profiles_dir() -> Path:
-    """profiles/ of the checkout; one beside this package when S2FAULT_HOME's lacks it."""
+    """profiles/ of the checkout; the package's own copy in an installed package (its
+    package data: host-run on a board has no checkout); else one beside this package
+    when S2FAULT_HOME's lacks it."""
     here = project.root() / "profiles"
     if here.is_dir():
         return here
+    packaged = Path(__file__).resolve().parent / "profiles"
+    if packaged.is_dir():
+        return packaged
     return Path(__file__).resolve().parents[2] / "profiles"
 
 
@@ -395,7 +406,8 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         "panic=-1",  # a panic reboots at once, and -no-reboot turns that into QEMU exiting
         "rdinit=/init",
         f"hugepagesz={_size(block_bytes)}",
-        f"hugepages={profile.hugepages}",
+        # host-run reserves its hugepages through sysfs, as on a real host.
+        f"hugepages={0 if profile.runner == HOST_RUN else profile.hugepages}",
         f"default_hugepagesz={_size(block_bytes)}",
         f"s2fault.vcpus={profile.vcpus}",
         f"s2fault.rounds={profile.rounds}",
@@ -418,14 +430,21 @@ def kernel_cmdline(profile: Profile, block_bytes: int) -> str:
         args += profile.kernel_args.split()
     if profile.kvm_mode:
         args.append(f"kvm-arm.mode={profile.kvm_mode}")
-    # The workload's shape, only where it differs from the plain exec-fault run (so
-    # the command lines of earlier results stay what they were).
-    plain = Profile()
-    for key in ("vms", "blocks", "storm", "remap", "first_touch", "fail_alloc", "program",
-                "sweep"):
-        value = getattr(profile, key)
-        if value != getattr(plain, key):
-            args.append(f"s2fault.{key}={value}")
+    if profile.runner == HOST_RUN:
+        # The host-run command line, word by word; the workload's shape is host-run's
+        # to derive from its name, as on a real host.
+        words = ["--workload", profile.workload, "--vcpus", str(profile.vcpus),
+                 "--rounds", str(profile.rounds)]
+        args += [f"s2fault.program={HOST_RUN_PROGRAM}", "s2fault.host_run=" + ",".join(words)]
+    else:
+        # The workload's shape, only where it differs from the plain exec-fault run (so
+        # the command lines of earlier results stay what they were).
+        plain = Profile()
+        for key in ("vms", "blocks", "storm", "remap", "first_touch", "fail_alloc", "program",
+                    "sweep"):
+            value = getattr(profile, key)
+            if value != getattr(plain, key):
+                args.append(f"s2fault.{key}={value}")
     if profile.shell:
         args.append("s2fault.shell=1")
     if profile.append:

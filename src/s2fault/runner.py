@@ -45,13 +45,25 @@ def run_kernel(
     qemu = profiles.qemu_binary()
     profiles.check_host(prof, kernel.block_bytes)
     progress.stage(label, "guest image")
-    initramfs = guest.build().initramfs
+    image_ = guest.build()
+    initramfs = image_.initramfs
+    if prof.runner == profiles.HOST_RUN:
+        # The nested host as an arm64 host with Python and this package installed.
+        from . import rootfs
+
+        progress.stage(label, "arm64 python root filesystem")
+        extra_initramfs = [*(extra_initramfs or []), rootfs.python_archive(),
+                           rootfs.package_archive(outdir / "s2fault-package.cpio",
+                                                  image_.bin_dir / "s2fault-vmm")]
     if extra_initramfs:
         initramfs = _concatenated(outdir / "initramfs.cpio", [initramfs, *extra_initramfs])
     progress.stage(label, f"boot ({prof.name}, {prof.vcpus} vCPUs)")
     result = machine.run(kernel, initramfs, prof, outdir)
     text = result.console_log.read_bytes().decode("utf-8", errors="replace")
-    v = judge(result, text, workload.parse(text), prof.watchdog_thresh, scale=prof.scale)
+    if prof.runner == profiles.HOST_RUN:
+        v = _host_run_verdict(result, text, prof)
+    else:
+        v = judge(result, text, workload.parse(text), prof.watchdog_thresh, scale=prof.scale)
     if prof.name in profiles.MODELS:
         v.workload["hardware_equivalent"] = hardware_equivalent(
             v.workload, profiles.MODELS[prof.name])
@@ -64,8 +76,9 @@ def run_kernel(
         "model_note": _model_note(prof),
     }
     v.versions = versions(profiles.cpu_model(prof), v.preconditions.get("kernel_release")
+                          or (v.preconditions.get("host") or {}).get("kernel")
                           or _release_in(text))
-    v.artifacts = {
+    v.artifacts = ({"host_run": v.artifacts} if prof.runner == profiles.HOST_RUN else {}) | {
         "dir": str(outdir),
         "console_log": str(result.console_log),
         "qmp_log": str(result.qmp_log),
@@ -79,6 +92,29 @@ def run_kernel(
         "qemu": qemu,
     }
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
+    return v
+
+
+HOST_RUN_LINE = "S2FAULT-HOSTRUN"
+
+
+def _host_run_verdict(result: machine.MachineRun, text: str, prof: profiles.Profile) -> Verdict:
+    """The verdict `s2fault host-run` gave inside the nested host (one S2FAULT-HOSTRUN
+    line). Without one, the console is judged as any run's: a kernel that failed is
+    still a failure; otherwise nobody judged, and that is an error."""
+    for line in reversed(text.splitlines()):
+        if HOST_RUN_LINE in line:
+            obj = workload.json_after(line, HOST_RUN_LINE)
+            if obj is not None:
+                v = Verdict.from_dict(obj)
+                v.machine = result.to_dict() | {"host_run": v.machine}
+                return v
+    v = judge(result, text, workload.parse(text), prof.watchdog_thresh,
+              runner=profiles.HOST_RUN)
+    if v.verdict != "fail":
+        errors = "; ".join(workload.parse(text).errors) or result.reason
+        v.verdict, v.reason = "error", (
+            f"could not judge: host-run in the nested host printed no verdict ({errors})")
     return v
 
 

@@ -30,6 +30,10 @@ UNARMED = ("could not judge: the soft-lockup detector was not armed (needs "
            "CONFIG_SOFTLOCKUP_DETECTOR=y); a run that arms it cannot call the kernel clean "
            "without it")
 
+# host-run: the host's own CPU, and a kernel that may have no lockdep.
+HOST_DIC = "not applicable: this CPU has FEAT_DIC; the invalidation under test never runs"
+NO_LOCKDEP = "not checked: no lockdep"
+
 # Evidence in a console that a kernel lacks what the workload needs, and what to enable.
 _MISSING = (
     ("Unable to mount root fs", "the kernel did not run /init from the initramfs "
@@ -50,6 +54,9 @@ class Verdict:
     artifacts: dict = field(default_factory=dict)
     profile: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    # Who ran the workload: "qemu" (nested, the kernel booted under QEMU) or "host-run"
+    # (the running kernel of an arm64 host, or `s2fault run --via host-run`).
+    runner: str = "qemu"
 
     @property
     def exit_code(self) -> int:
@@ -66,20 +73,32 @@ class Verdict:
             "artifacts": self.artifacts,
             "profile": self.profile,
             "versions": self.versions,
+            "runner": self.runner,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Verdict:
+        """A verdict another process judged (host-run inside the nested host)."""
+        names = ("verdict", "reason", "splats", "workload", "preconditions", "machine",
+                 "artifacts", "profile", "versions", "runner")
+        return cls(**{k: data[k] for k in names if k in data})
 
 
 def judge(run: MachineRun, text: str, workload: Workload,
-          watchdog_thresh: int | None = None, scale: float | None = None) -> Verdict:
+          watchdog_thresh: int | None = None, scale: float | None = None,
+          runner: str = "qemu") -> Verdict:
     """`watchdog_thresh`: the threshold the profile asked the VMM to arm the soft-lockup
     detector with (dilated runs); then a run in which it was not armed is an error.
-    `scale`: a calibrated model's k, for hardware-equivalent "stuck for" times."""
+    `scale`: a calibrated model's k, for hardware-equivalent "stuck for" times.
+    `runner` "host-run": the kernel is a host's own, which may be a production kernel
+    without lockdep (lockups and latency are still judged; lockdep is "not checked"),
+    and a CPU with DIC is the host's, not a CPU model to change."""
     splats = culprit_first(analyzer.analyze_console(text))
     stuck_for(splats, text, scale)
     summary = workload.summary()
     pre = preconditions(workload)
-    v = Verdict("error", "", splats, summary, pre, run.to_dict())
-    v.verdict, v.reason = _decide(run, text, workload, splats, pre, watchdog_thresh)
+    v = Verdict("error", "", splats, summary, pre, run.to_dict(), runner=runner)
+    v.verdict, v.reason = _decide(run, text, workload, splats, pre, watchdog_thresh, runner)
     return v
 
 
@@ -233,7 +252,8 @@ def _not_armed(r: dict, watchdog_thresh: int | None) -> bool:
 
 
 def _decide(run, text, w: Workload, splats, pre,
-            watchdog_thresh: int | None = None) -> tuple[str, str]:
+            watchdog_thresh: int | None = None, runner: str = "qemu") -> tuple[str, str]:
+    on_host = runner == "host-run"
     if run.outcome == "qemu_failed" and not text.strip():
         return "error", f"could not judge: {run.reason}"
     refused = _refused_option(text)
@@ -267,9 +287,15 @@ def _decide(run, text, w: Workload, splats, pre,
             "could not judge: the boot-time hugepage reservation failed (needs CONFIG_HUGETLBFS=y "
             "and enough guest memory for one block)"
         )
-    if init.get("debug_locks") is None:
+    lockdep_note = ""
+    if on_host and not init.get("debug_locks"):
+        # A host's kernel as it is: without lockdep, or with lockdep already off
+        # before this workload (not this workload's doing). Never a lockdep pass.
+        lockdep_note = (f" ({NO_LOCKDEP})" if init.get("debug_locks") is None else
+                        " (lockdep not checked: already off before the workload)")
+    elif init.get("debug_locks") is None:
         return "error", "could not judge: lockdep is not built in (needs CONFIG_PROVE_LOCKING=y)"
-    if init.get("debug_locks") == 0:
+    elif init.get("debug_locks") == 0:
         why = _splat_reason(splats) if splats else "no splat seen"
         return "fail", (
             f"lockdep was already off when the workload started (a boot-time splat: {why}); "
@@ -291,6 +317,8 @@ def _decide(run, text, w: Workload, splats, pre,
         from . import selftests
 
         return selftests.parse(r)["judgement"]
+    if r.get("dic") and on_host:
+        return "skip", HOST_DIC
     if r.get("dic"):
         return "skip", (
             f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={r.get('ctr_el0')}): the I-cache "
@@ -334,5 +362,5 @@ def _decide(run, text, w: Workload, splats, pre,
     ms = w.summary()["exec_fault_ms"]
     return "pass", (
         f"{r.get('vcpus')} vCPUs, exec fault max {ms['max']} ms, median {ms['median']} ms, "
-        "coherent"
+        f"coherent{lockdep_note}"
     )

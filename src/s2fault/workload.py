@@ -204,7 +204,7 @@ def _latency(rounds: list[dict], key: str) -> dict:
     }
 
 
-def _json_after(line: str, marker: str) -> dict | None:
+def json_after(line: str, marker: str) -> dict | None:
     pos = line.find(marker)
     brace = line.find("{", pos)
     if brace < 0:
@@ -229,15 +229,15 @@ def parse(text: str) -> Workload:
         if "S2FAULT-" not in line:
             continue
         if "S2FAULT-INIT" in line:
-            w.init = _json_after(line, "S2FAULT-INIT") or w.init
+            w.init = json_after(line, "S2FAULT-INIT") or w.init
         elif "S2FAULT-RESULT" in line:
-            obj = _json_after(line, "S2FAULT-RESULT")
+            obj = json_after(line, "S2FAULT-RESULT")
             if obj is not None:
                 w.results.append(obj)
             else:
                 w.errors.append("unreadable S2FAULT-RESULT line")
         elif "S2FAULT-POST" in line:
-            w.post = _json_after(line, "S2FAULT-POST") or w.post
+            w.post = json_after(line, "S2FAULT-POST") or w.post
         elif "S2FAULT-ERROR" in line:
             w.errors.append(line.split("S2FAULT-ERROR", 1)[1].strip())
         elif "S2FAULT-DONE" in line:
