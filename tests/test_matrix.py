@@ -27,7 +27,7 @@ def test_full_matrix_matches_every_declaration(matrix_run):
     r, out = matrix_run
     assert r.returncode == 0, r.stdout + r.stderr
     cells = json.loads((out / "check.json").read_text())["cells"]
-    expected = {(name, mode) for name in variants.names() for mode in variants.MODES}
+    expected = {(name, mode) for name in variants.names() for mode in variants.DEFAULT_MODES}
     assert {(c["variant"], c["mode"]) for c in cells} == expected
     for c in cells:
         assert c["match"] is True, c
@@ -46,7 +46,7 @@ def test_known_bad_variants_really_show_their_splats(matrix_run):
     assert any(s["kind"] == "lockdep" and s["subtype"] == "invalid_wait_context" for s in v1)
     assert any(s["kind"] == "atomic_sleep" for s in v1)
     for clean in ("upstream", "full-inval-always"):
-        for mode in variants.MODES:
+        for mode in variants.DEFAULT_MODES:
             assert cells[(clean, mode)]["splats"] == []
     up = cells[("upstream", "functional")]["workload"]["exec_fault_ms"]["max"]
     rev = cells[("fix-reverted", "functional")]["workload"]["exec_fault_ms"]["max"]

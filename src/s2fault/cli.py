@@ -274,7 +274,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
-    modes = args.mode or (["functional"] if args.via == "host-run" else ["functional", "dilated"])
+    modes = args.mode or (["functional"] if args.via == "host-run"
+                          else list(variants.DEFAULT_MODES))
     # A check that would judge nothing is refused before anything is built.
     matrix.check_plan(modes, matrix.RunOptions(workloads=tuple(chosen)))
     _preflight_check(chosen, args.via)

@@ -16,6 +16,9 @@ from . import project, workloads
 from .errors import InputError
 
 MODES = tuple(profiles.MODES)  # one per profiles/*.toml
+# What `check` runs when no --mode is given: the modes every variant declares and the
+# suite runs whole. A hardware model (altra-max: 64 CPUs) runs on request.
+DEFAULT_MODES = ("functional", "dilated")
 # `expectations_filled = false` in variant.toml: a variant imported from a mailing list
 # whose expectations nobody has declared yet; check runs it but judges nothing.
 FILLED_KEY = "expectations_filled"
