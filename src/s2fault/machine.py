@@ -294,19 +294,20 @@ def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) ->
 
 
 def qemu_children(pid: int) -> list[int]:
-    """QEMU processes whose parent is `pid`, found through /proc (never by name alone):
-    how tests and the soak check that no run left a machine behind."""
+    """QEMU machines whose parent is `pid`, found through /proc (never by name alone):
+    how tests and the soak check that no run left a machine behind. A `qemu --version`
+    asked for the results is no machine (it has no -kernel)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and cmd.endswith(profiles.QEMU.encode()):
+        if ppid == pid and argv[0].endswith(profiles.QEMU.encode()) and b"-kernel" in argv:
             found.append(int(entry.name))
     return found
 
