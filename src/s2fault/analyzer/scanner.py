@@ -748,6 +748,8 @@ def scan(text: str) -> list[Splat]:
     """All reports in decoded console text, in order of appearance."""
     headers = find_headers(text)
     splats: list[Splat] = []
+    # each splat's header, the header index after its walk, and whether it had no dump
+    heads: list[tuple[_Header, int, bool]] = []
     index = 0
     while index < len(headers):
         head = headers[index]
@@ -756,17 +758,68 @@ def scan(text: str) -> list[Splat]:
         if head.family.kind == "panic" and previous is not None and _panic_belongs(head, previous):
             # The report's ending, printed after the report had already finished.
             splats[-1] = _extend(previous, end)
-        elif head.family.needs_stack and not ev.truncated and not any(
-            d.has_stack() for d in ev.dumps
-        ):
-            # A bare "BUG: ..." or "WARNING: ..." line with no dump after it is a message,
-            # not a kernel report.
-            pass
         else:
-            floor = previous.end_line if previous is not None else 0
-            splats.append(_build(text, head, ev, end, floor))
+            # A bare "BUG: ..." or "WARNING: ..." line with no dump after it is a message,
+            # not a kernel report, unless another report cut it short: then its dump may
+            # come after that one (kept until _resume_interrupted() looked).
+            bare = head.family.needs_stack and not ev.truncated and not any(
+                d.has_stack() for d in ev.dumps)
+            if not bare or _interrupted(headers, nxt, end):
+                floor = previous.end_line if previous is not None else 0
+                splats.append(_build(text, head, ev, end, floor))
+                heads.append((head, nxt, bare))
         index = nxt
-    return splats
+    return _resume_interrupted(text, headers, splats, heads)
+
+
+# Lines a report may print between its header and its dump that its walk does not keep
+# as facts ("preempt_count: 2", "4 locks held by ...:" and the locks): another report's
+# header that close cut it short.
+_INTERRUPT_GAP = 20
+
+
+def _interrupted(headers: list[_Header], nxt: int, end: int) -> bool:
+    """The walk stopped at another report's header, right after its own lines."""
+    return nxt < len(headers) and headers[nxt].line.number <= end + _INTERRUPT_GAP
+
+
+def _resume_interrupted(text: str, headers: list[_Header], splats: list[Splat],
+                        heads: list[tuple[_Header, int]]) -> list[Splat]:
+    """A report cut short by another one (a WARNING printed from inside a "sleeping
+    function called from invalid context" report, between its header and its dump) has
+    its dump after the interrupting report: the next "CPU: N ... PID: P" and call trace
+    of the same task. Give it that dump."""
+    out: list[Splat | None] = list(splats)
+    for i, splat in enumerate(splats):
+        head, nxt, bare = heads[i]
+        if splat.frames:
+            continue
+        out[i] = None if bare else splat  # a bare message, unless a dump turns up below
+        if i + 1 >= len(splats) or splat.pid is None:
+            continue
+        follower = splats[i + 1]
+        if not _interrupted(headers, nxt, splat.end_line) or follower.start_line > (
+                splat.end_line + _INTERRUPT_GAP):
+            continue
+        resume = console.line_at(text, _offset_of(text, follower.end_line), follower.end_line)
+        later = [h for h in headers if h.line.number > follower.end_line]
+        ev, end, _ = _walk(text, [_Header(resume, head.family, head.fields), *later], 0)
+        dumps = [d for d in ev.dumps if d.frames and d.pid == str(splat.pid)]
+        if not dumps:
+            continue
+        ev.dumps = dumps
+        rebuilt = _build(text, _Header(resume, head.family, head.fields), ev, end, 0)
+        out[i] = replace(rebuilt, start_line=splat.start_line,
+                         cpu=rebuilt.cpu if rebuilt.cpu is not None else splat.cpu)
+    return [s for s in out if s is not None]
+
+
+def _offset_of(text: str, number: int) -> int:
+    """The offset of line `number` (1-based) in `text`."""
+    offset = 0
+    for _ in range(number - 1):
+        offset = text.index("\n", offset) + 1
+    return offset
 
 
 def _extend(splat: Splat, end: int) -> Splat:
