@@ -437,13 +437,7 @@ def blocks_svg(rows: list[dict]) -> str:
     def y_of(ms: float) -> float:
         return top + plot_h - (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_h
 
-    parts = []
-    for k in range(lo, hi + 1):
-        gy = y_of(10.0 ** k)
-        parts.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" '
-                     'class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" class="ytick">'
-                     f"{_esc(_fmt_ms(10.0 ** k))}</text>")
+    parts = _log_grid(lo, hi, left, plot_w, y_of)
     for m in range(1, m_max + 1):
         parts.append(f'<text x="{x_of(m):.1f}" y="{top + plot_h + 16}" class="tick">{m}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" class="axis">'
@@ -572,6 +566,18 @@ def _meta_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
+
+
+def _log_grid(lo: int, hi: int, left: float, plot_w: float, y_of) -> list[str]:
+    """A log-scale plot's horizontal grid: a line and a label at each power of ten."""
+    parts = []
+    for e in range(lo, hi + 1):
+        gy = y_of(10.0 ** e)
+        parts.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" '
+                     'class="grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" class="ytick">'
+                     f"{_esc(_fmt_ms(10.0 ** e))}</text>")
+    return parts
 
 
 def _incidents_html(splats: list[dict]) -> str:
@@ -716,13 +722,7 @@ def scaling_svg(details: dict) -> str:
     def y_of(ms: float) -> float:
         return top + plot_h - (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_h
 
-    parts = []
-    for e in range(lo, hi + 1):
-        gy = y_of(10.0 ** e)
-        parts.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" '
-                     'class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" class="ytick">'
-                     f"{_esc(_fmt_ms(10.0 ** e))}</text>")
+    parts = _log_grid(lo, hi, left, plot_w, y_of)
     for n in sorted({0, *(r["vcpus"] for r in rows)}):
         parts.append(f'<text x="{x_of(n):.1f}" y="{top + plot_h + 16}" class="tick">{n}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 22}" class="axis">'
