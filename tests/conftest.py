@@ -119,6 +119,17 @@ def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator
         server.server_close()
 
 
+def edit_marker_line(text: str, marker: str, **changes) -> str:
+    """A console with the JSON of its `marker` line ("S2FAULT-INIT", ...) changed."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(marker + " "):
+            obj = json.loads(line.split(" ", 1)[1]) | changes
+            line = f"{marker} {json.dumps(obj)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
 def unique_variant_home(tmp: Path, tag: str) -> tuple[dict, str]:
     """(env, variant): a checkout of its own (S2FAULT_HOME) with one variant whose only
     patch adds a comment naming `tag` to arch/arm64/kvm/mmu.c. Its build key is one no

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, s2fault
+from conftest import edit_marker_line as _edit
 from s2fault import hostrun, matrix, variants, workload
 from s2fault import profile as profiles
 from s2fault.machine import MachineRun
@@ -31,14 +32,6 @@ LAVA = ROOT / "ci" / "lava" / "s2fault-host-run.yaml"
 LAVA_SCRIPT = ROOT / "ci" / "lava" / "s2fault-host-run.sh"
 
 
-def _edit(text: str, marker: str, **changes) -> str:
-    out = []
-    for line in text.splitlines():
-        if line.startswith(marker + " "):
-            obj = json.loads(line.split(" ", 1)[1]) | changes
-            line = f"{marker} {json.dumps(obj)}"
-        out.append(line)
-    return "\n".join(out) + "\n"
 
 
 def _host_verdict(text: str) -> Verdict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import edit_marker_line
 from s2fault import matrix, variants, workload
 from s2fault.machine import MachineRun
 from s2fault.verdict import judge
@@ -149,24 +150,16 @@ def test_flaky_cell_is_marked_not_averaged():
 
 # --- skip vs error, and the lockup detector ------------------------------------------
 
-def _edit_line(text: str, marker: str, **changes) -> str:
-    out = []
-    for line in text.splitlines():
-        if line.startswith(marker + " "):
-            obj = json.loads(line.split(" ", 1)[1]) | changes
-            line = f"{marker} {json.dumps(obj)}"
-        out.append(line)
-    return "\n".join(out) + "\n"
 
 
 def test_no_memory_for_the_hugepage_is_a_skip_a_kernel_without_hugetlb_an_error():
-    no_page = _edit_line(REAL, "S2FAULT-INIT", hugepages_total=0).replace(
+    no_page = edit_marker_line(REAL, "S2FAULT-INIT", hugepages_total=0).replace(
         "HugeTLB: registered 512 MiB page size, pre-allocated 1 pages",
         "HugeTLB: allocating 1 of page size 512 MiB failed.  Only allocated 0 hugepages.")
     v = verdict_of(no_page)
     assert v.verdict == "skip" and "no memory for the boot-time hugepage" in v.reason
     # Without the kernel's own words for it, a missing page is not known to be memory.
-    v = verdict_of(_edit_line(REAL, "S2FAULT-INIT", hugepages_total=0))
+    v = verdict_of(edit_marker_line(REAL, "S2FAULT-INIT", hugepages_total=0))
     assert v.verdict == "error" and "hugepage reservation failed" in v.reason
 
 
@@ -184,7 +177,7 @@ def test_an_expected_lockup_without_a_detector_never_matches():
     """/proc/sys/kernel/soft_watchdog exists only with CONFIG_SOFTLOCKUP_DETECTOR:
     init reads it back as null without it."""
     lockup = variants.Expectation(splats=(variants.SplatSpec("soft_lockup"),), clean=False)
-    text = _edit_line(REAL, "S2FAULT-POST", soft_watchdog=None)
+    text = edit_marker_line(REAL, "S2FAULT-POST", soft_watchdog=None)
     v = verdict_of(text)
     assert v.preconditions["softlockup_detector"] is False
     m, _, why = matrix.compare(lockup, v, None)
