@@ -130,27 +130,34 @@ def edit_marker_line(text: str, marker: str, **changes) -> str:
     return "\n".join(out) + "\n"
 
 
+def mmu_line_variant_home(home: Path, name: str, line: str, description: str) -> Path:
+    """A checkout of its own at `home` (for S2FAULT_HOME) with one variant, `name`, whose
+    only patch adds `line` near the top of arch/arm64/kvm/mmu.c."""
+    folder = home / "patches" / name
+    folder.mkdir(parents=True)
+    for data in ("kernel_configs", "guests"):
+        (home / data).symlink_to(ROOT / data)
+    (folder / f"0001-{name}.patch").write_text(
+        "--- a/arch/arm64/kvm/mmu.c\n"
+        "+++ b/arch/arm64/kvm/mmu.c\n"
+        "@@ -1,4 +1,5 @@\n"
+        " // SPDX-License-Identifier: GPL-2.0-only\n"
+        f"+{line}\n"
+        " /*\n"
+        "  * Copyright (C) 2012 - Virtual Open Systems and Columbia University\n"
+        "  * Author: Christoffer Dall <c.dall@virtualopensystems.com>\n"
+    )
+    (folder / "series").write_text(f"0001-{name}.patch\n")
+    (folder / "variant.toml").write_text(f'description = "{description}"\n')
+    return home
+
+
 def unique_variant_home(tmp: Path, tag: str) -> tuple[dict, str]:
     """(env, variant): a checkout of its own (S2FAULT_HOME) with one variant whose only
     patch adds a comment naming `tag` to arch/arm64/kvm/mmu.c. Its build key is one no
     cache has seen, yet it builds in about a minute: ccache has every other object.
     (A unique CONFIG_ value would change autoconf.h, which every file includes, and
     cost a full preprocessing pass: 4-5 minutes here.)"""
-    home = tmp / "home"
-    folder = home / "patches" / "unique"
-    folder.mkdir(parents=True)
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
-    (folder / "0001-unique.patch").write_text(
-        "--- a/arch/arm64/kvm/mmu.c\n"
-        "+++ b/arch/arm64/kvm/mmu.c\n"
-        "@@ -1,4 +1,5 @@\n"
-        " // SPDX-License-Identifier: GPL-2.0-only\n"
-        f"+/* s2fault test build {tag} */\n"
-        " /*\n"
-        "  * Copyright (C) 2012 - Virtual Open Systems and Columbia University\n"
-        "  * Author: Christoffer Dall <c.dall@virtualopensystems.com>\n"
-    )
-    (folder / "series").write_text("0001-unique.patch\n")
-    (folder / "variant.toml").write_text('description = "a build key of its own"\n')
+    home = mmu_line_variant_home(tmp / "home", "unique", f"/* s2fault test build {tag} */",
+                                 "a build key of its own")
     return {"S2FAULT_HOME": str(home)}, "unique"

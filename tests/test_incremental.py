@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import mmu_line_variant_home
 from s2fault import kconfig, kernel, project, source, variants
 
 # Link products and what kbuild regenerates on every link; anything else compiled by a
@@ -23,24 +23,10 @@ def _home(tmp: Path, tag: str) -> Path:
     """A checkout of its own with one variant whose patch adds a tagged constant to
     arch/arm64/kvm/mmu.c: the tag changes the object code, so a build that missed the
     edit gives other Image bytes."""
-    home = tmp / f"home-{tag}"
-    folder = home / "patches" / "tagged"
-    folder.mkdir(parents=True)
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
-    (folder / "0001-tag.patch").write_text(
-        "--- a/arch/arm64/kvm/mmu.c\n"
-        "+++ b/arch/arm64/kvm/mmu.c\n"
-        "@@ -1,4 +1,5 @@\n"
-        " // SPDX-License-Identifier: GPL-2.0-only\n"
-        f'+static const char s2fault_tag[] __attribute__((used)) = "{tag}";\n'
-        " /*\n"
-        "  * Copyright (C) 2012 - Virtual Open Systems and Columbia University\n"
-        "  * Author: Christoffer Dall <c.dall@virtualopensystems.com>\n"
-    )
-    (folder / "series").write_text("0001-tag.patch\n")
-    (folder / "variant.toml").write_text('description = "a tagged build"\n')
-    return home
+    return mmu_line_variant_home(
+        tmp / f"home-{tag}", "tagged",
+        f'static const char s2fault_tag[] __attribute__((used)) = "{tag}";',
+        "a tagged build")
 
 
 def _objects_newer_than(obj: Path, t: float) -> set[str]:
