@@ -198,13 +198,13 @@ def _print_verdict(v, prefix: str = "") -> None:
             continue
         print(f"  {key}: {value}", end="")
     print()
-    for s in v.splats:  # culprit first: each incident's lead, its knock-on under it
-        if s.get("role") != "consequence":
-            print(f"  {s['kind']}: {s['title']}")
-            _print_frames(s)
-            for c in v.splats:
-                if c.get("role") == "consequence" and c.get("incident") == s.get("incident"):
-                    print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
+    from .verdict import incidents
+
+    for lead, consequences in incidents(v.splats):  # culprit first, its knock-on under it
+        print(f"  {lead['kind']}: {lead['title']}")
+        _print_frames(lead)
+        for c in consequences:
+            print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
     if v.artifacts.get("frames_not_decoded"):
         print(f"  frames not decoded: {v.artifacts['frames_not_decoded']}")
     if ms.get("per_vcpu"):

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+from .verdict import incidents
 
 # The JSON's shape. 2: "schema_version", each cell's "test_id", "outcome" and
 # "versions" (s2fault, QEMU, CPU model, kernel release).
@@ -583,17 +584,15 @@ def _log_grid(lo: int, hi: int, left: float, plot_w: float, y_of) -> list[str]:
 def _incidents_html(splats: list[dict]) -> str:
     """The console's reports culprit first: each incident's lead, and under it the
     knock-on reports with why each was grouped there (verdict.culprit_first)."""
-    leads = sorted((s for s in splats if s.get("role") == "culprit"),
-                   key=lambda s: s["incident"])
-    if not leads:
+    grouped = incidents(splats)
+    if not grouped:
         return ""
     items = []
-    for lead in leads:
+    for lead, consequences in grouped:
         knock = "".join(
             f"<li>consequence ({_esc(c['why'])}): {_esc(c['title'])}"
             + (f" [{_esc(c['task'])}]" if c.get("task") else "") + "</li>"
-            for c in splats
-            if c.get("role") == "consequence" and c.get("incident") == lead["incident"])
+            for c in consequences)
         items.append(f"<li><b>{_esc(lead['title'])}</b>"
                      + (f" [{_esc(lead['task'])}]" if lead.get("task") else "")
                      + (f"<ul>{knock}</ul>" if knock else "") + "</li>")

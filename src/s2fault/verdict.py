@@ -184,6 +184,15 @@ def culprit_first(analysis) -> list[dict]:
 _CPU_NUMBER = re.compile(r" \(CPU#\d+\)")
 
 
+def incidents(splats: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """The splats marked by culprit_first(), as (culprit, its consequences) in the order
+    a reason names them; [] for splats that carry no marks (results of older versions)."""
+    leads = sorted((s for s in splats if s.get("role") == "culprit"),
+                   key=lambda s: s["incident"])
+    return [(lead, [c for c in splats if c.get("role") == "consequence"
+                    and c.get("incident") == lead["incident"]]) for lead in leads]
+
+
 def _stuck_text(s: dict) -> str:
     if s.get("stuck_hw_s") is not None:
         return (f" (stuck for {s['stuck_s']} s model, {s['stuck_hw_s']:g} s "
@@ -196,14 +205,14 @@ def _stuck_text(s: dict) -> str:
 def _splat_reason(splats: list[dict]) -> str:
     """The culprit's report first; its knock-on reports summed up after it by why they
     were grouped there; then how many other reports the console holds."""
-    leads = [s for s in splats if s.get("role") == "culprit"]
-    first = (min(leads, key=lambda s: s["incident"]) if leads
-             else min(splats, key=lambda s: not _names_invalidation(s)))
+    grouped = incidents(splats)
+    if grouped:
+        first, knock_on = grouped[0]
+    else:  # splats not marked by culprit_first(): the one naming the invalidation
+        first, knock_on = min(splats, key=lambda s: not _names_invalidation(s)), []
     title = first["title"]
     prefix = "" if title.startswith(first["kind"]) else f"{first['kind']}: "
     text = f"{prefix}{title}{_stuck_text(first)}"
-    knock_on = [s for s in splats if s.get("role") == "consequence"
-                and s.get("incident") == first.get("incident")]
     if knock_on:
         # 63 CPUs locked up behind one: "lockup on another CPU x63", not 63 CPU numbers.
         whys = Counter(_CPU_NUMBER.sub("", s["why"]) for s in knock_on)
