@@ -73,6 +73,25 @@ def test_a_kernel_without_lockdep_is_judged_and_lockdep_is_not_checked():
     assert v.runner == "host-run" and v.to_dict()["runner"] == "host-run"
 
 
+def test_a_nested_host_that_wedged_before_host_run_answered_is_the_kernels_failure():
+    """Measured in CI: interval-tree-v1's mutex slept under mmu_lock, the nested host
+    wedged after its reports and host-run never printed a verdict. The console is then
+    judged as any run's; the boot's zero hugepages (host-run reserves its own when it
+    starts) are no precondition failure, and the reports make it the kernel's failure."""
+    from s2fault import runner
+
+    text = (DATA / "host-run-wedged-console.log").read_text()
+    run = MachineRun("timeout", "no output for 20 s (vm running)", None, 60.0,
+                     Path("/x/console.log"), Path("/x/qmp.log"), Path("/x/stderr.log"), [])
+    v = runner._host_run_verdict(run, text, profiles.mode("functional").with_(
+        runner=profiles.HOST_RUN))
+    assert v.verdict == "fail", v.reason
+    assert "the workload did not finish" in v.reason and "hugepage" not in v.reason
+    exp = variants.load("interval-tree-v1").expectation("functional")
+    match, _, why = matrix.compare(exp, v, None)
+    assert match is True, why
+
+
 def test_lockdep_expectations_on_a_host_without_lockdep_are_never_passed():
     v = _host_verdict(_edit(REAL, "S2FAULT-INIT", debug_locks=None))
     exp = variants.load("interval-tree-v1").expectation("functional")

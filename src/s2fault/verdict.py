@@ -286,7 +286,9 @@ def _decide(run, text, w: Workload, splats, pre,
             "could not judge: no /dev/kvm in the booted kernel (needs CONFIG_VIRTUALIZATION=y "
             "and CONFIG_KVM=y, and a CPU model with EL2)"
         )
-    if not init.get("hugepages_total"):
+    # host-run reserves its hugepages itself when the workload starts (the nested host
+    # boots with none for it), so the boot's count says nothing about its run.
+    if not init.get("hugepages_total") and not on_host:
         if _NO_HUGEPAGE_MEMORY.search(text):
             return "skip", (
                 "not applicable: the nested host had no memory for the boot-time hugepage "
