@@ -71,6 +71,7 @@ NUMERIC = [
     (["check"], "--rounds", False, (2, 1000)),
     (["check", "--mode", "dilated"], "--rounds", False, (1, 1000)),
     (["check"], "--repeat", False, (1, 1000)),
+    (["check"], "--retries", False, (0, 10)),
     (["check"], "--no-output-timeout", True, (0, 86400)),
     (["bisect", "--repo", "r", "--good", "g", "--bad", "b"], "--vcpus", False, (1, 512)),
     (["bisect", "--repo", "r", "--good", "g", "--bad", "b"], "--repeat", False, (1, 1000)),

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import edit_marker_line
-from s2fault import matrix, variants, workload
+from s2fault import matrix, variants, workload, workloads
+from s2fault import verdict as verdict_mod
 from s2fault.machine import MachineRun
 from s2fault.verdict import judge
 
@@ -354,3 +355,102 @@ def test_many_cpus_behind_one_culprit_are_counted_not_listed():
     reason = _splat_reason([lead, *others, rcu])
     assert reason == ("soft_lockup: soft lockup in icache_inval_pou; 63 consequence(s): "
                       "lockup on another CPU x62, RCU stall on the culprit's CPU#1"), reason
+
+
+# --- a time-dilated model that starved the kernel's housekeeping ------------------------
+
+STARVED = (DATA / "upstream-altra-max-starved-console.log").read_text()
+FIX_REVERTED_MODEL = (DATA / "fix-reverted-altra-max-console.log").read_text()
+
+
+def _model_verdict(text: str, dilated: bool = True):
+    return judge(machine(), text, workload.parse(text), 5, scale=1.979, dilated=dilated)
+
+
+def test_upstream_starved_at_64_vcpus_is_the_models_failure_not_the_kernels():
+    """CI, upstream in altra-max: the vCPU threads' exits and the idle CPUs' load
+    balancing were reported stuck (handle_softirqs, sched_balance_rq), nothing in the
+    fault path. Under dilation that is an error worth a second boot, never a fail."""
+    v = _model_verdict(STARVED)
+    assert v.verdict == "error", v.reason
+    assert v.reason.startswith(verdict_mod.MODEL_STARVED)
+    assert "none in the fault path" in v.reason and "handle_softirqs" in v.reason
+    assert verdict_mod.retryable(v)
+    # Without dilation the same reports are the kernel's.
+    v = _model_verdict(STARVED, dilated=False)
+    assert v.verdict == "fail" and not verdict_mod.retryable(v)
+
+
+def test_the_known_bad_model_run_still_fails_on_its_culprit():
+    v = _model_verdict(FIX_REVERTED_MODEL)
+    assert v.verdict == "fail", v.reason
+    assert "icache_inval_pou" in v.reason and not verdict_mod.retryable(v)
+    exp = variants.load("fix-reverted").expectation("altra-max")
+    match, _, why = matrix.compare(exp, v, None)
+    assert match is True, why
+
+
+def _lockup(frames, kind="soft_lockup", **kw):
+    return {"kind": kind, "frames": frames, "function": frames[0] if frames else None,
+            "cpu": 4, **kw}
+
+
+SOFTIRQ_OVER_KVM = ["handle_softirqs", "__do_softirq", "call_on_irq_stack", "el1_interrupt",
+                    "icache_inval_pou", "stage2_attr_walker", "kvm_handle_guest_abort"]
+
+
+@pytest.mark.parametrize("frames,housekeeping", [
+    (["sched_balance_rq", "sched_balance_domains", "sched_balance_softirq",
+      "handle_softirqs"], True),
+    # The CPU was in the fault path when the softirq work took it: still housekeeping.
+    (SOFTIRQ_OVER_KVM, True),
+    # The stuck context itself is the path under test.
+    (["icache_inval_pou", "stage2_attr_walker", "kvm_pgtable_walk"], False),
+    (["handle_softirqs", "kvm_mmu_notifier_invalidate_range_start"], False),
+    # A stopper thread waiting for another CPU is a knock-on, judged as usual.
+    (["cpu_stopper_thread", "smpboot_thread_fn", "kthread"], False),
+    ([], False),
+])
+def test_housekeeping_is_softirq_work_above_any_interrupt_entry(frames, housekeeping):
+    assert verdict_mod.housekeeping_lockup(_lockup(frames)) is housekeeping
+
+
+def test_any_other_report_keeps_the_run_the_kernels():
+    softirq = _lockup(["handle_softirqs", "__do_softirq"])
+    stall = {"kind": "rcu_stall", "frames": [], "function": None, "cpu": None}
+    assert verdict_mod.starved_housekeeping([softirq, stall])
+    assert verdict_mod.starved_housekeeping([stall]) is None
+    lockdep = {"kind": "lockdep", "frames": ["add_fault_range"], "function": "add_fault_range"}
+    assert verdict_mod.starved_housekeeping([softirq, lockdep]) is None
+    culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
+    assert verdict_mod.starved_housekeeping([softirq, culprit]) is None
+
+
+def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monkeypatch):
+    """The orchestration alone (runner.run_kernel replaced): a starved run is run again,
+    up to --retries, and each discarded attempt stays named in the cell."""
+    from s2fault import profile as profiles
+    from s2fault import runner
+    from s2fault.verdict import MODEL_STARVED, Verdict
+
+    answers = [Verdict("error", f"{MODEL_STARVED}: ..."), Verdict("error", f"{MODEL_STARVED}: ..."),
+               Verdict("pass", "clean")]
+    calls = []
+
+    def run_kernel(image, prof, outdir, label, config, extra_initramfs=None):
+        calls.append(outdir)
+        return answers[len(calls) - 1]
+
+    monkeypatch.setattr(runner, "run_kernel", run_kernel)
+    build = type("B", (), {"image": tmp_path / "Image", "config": None})()
+    exp = variants.load("upstream").expectation("altra-max")
+    for retries, verdict, retried in ((2, "pass", 2), (1, "error", 1)):
+        calls.clear()
+        cell = matrix.Cell("upstream", "altra-max", exp)
+        options = matrix.RunOptions(retries=retries)
+        matrix._run_cell(cell, profiles.mode("altra-max"), workloads.get(workloads.DEFAULT),
+                         build, tmp_path, options, matrix.Cores(2))
+        assert [v.verdict for v in cell.verdicts] == [verdict]
+        assert len(cell.retried) == retried and len(calls) == retried + 1
+        assert all(r["reason"].startswith(MODEL_STARVED) for r in cell.retried)
+        assert cell.to_dict()["retried"] == cell.retried

@@ -290,11 +290,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         vcpus=args.vcpus, source=spec,
         fragments=kconfig.fragments_for(args.pages, args.fragment), repeat=args.repeat,
         profile_overrides={k: v for k, v in _overrides(args).items() if v is not None},
-        pages=args.pages, workloads=tuple(chosen),
+        pages=args.pages, workloads=tuple(chosen), retries=args.retries,
     )
     cells = matrix.run_matrix(names, modes, results, options)
     rows = [c.to_dict() for c in cells]
     meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat,
+            "retries": args.retries,
             "pages": args.pages or "64k", "workloads": chosen}
     report.write_json(rows, results / "check.json", meta)
     report.write_html(rows, results / "report.html", meta)
@@ -434,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fragment", action="append",
                    help="extra config fragment (kernel_configs/NAME.config or a path)")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; differing runs are flaky")
+    p.add_argument("--retries", type=int, default=options.DEFAULT_RETRIES, metavar="N",
+                   help="run a cell again, up to N times, when time dilation starved the "
+                   "guest kernel's housekeeping (a model artifact, never a pass or fail; "
+                   f"default {options.DEFAULT_RETRIES}, 0: never)")
     p.add_argument("--results", help="results directory (default: results/check-<time>)")
     p.add_argument("--json", help="also write the JSON report here")
     p.add_argument("--junit", help="write a JUnit XML report here")

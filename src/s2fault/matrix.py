@@ -19,7 +19,8 @@ from pathlib import Path
 from . import __version__, kernel, progress, runner, variants, workloads
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
-from .verdict import NO_LOCKDEP, Verdict
+from .options import DEFAULT_RETRIES
+from .verdict import NO_LOCKDEP, Verdict, retryable
 
 # The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
 # JUnit, TAP, KTAP and Avocado each say in their own terms.
@@ -42,6 +43,7 @@ class Cell:
     outcome: str = "error"  # pass | fail | skip | error, set when judged
     vcpus: int | None = None  # as asked; None: the mode's default (names the cell)
     pages: str | None = None
+    retried: list[dict] = field(default_factory=list)  # attempts run again, and why
 
     @property
     def verdict(self) -> Verdict | None:
@@ -89,6 +91,7 @@ class Cell:
             "why": self.why,
             "flaky": self.flaky,
             "runs": len(self.verdicts),
+            "retried": self.retried,
             "run_seconds": round(sum(v.machine.get("seconds") or 0 for v in self.verdicts), 2),
             "splat_counts": self.splat_counts(),
             "verdict": v.verdict if v else "error",
@@ -134,6 +137,10 @@ class RunOptions:
     pages: str | None = None  # the page size the fragments select (picks declarations)
     workloads: tuple[str, ...] = (workloads.DEFAULT,)
     cores: int | None = None  # CPUs the run may keep busy (default: S2FAULT_CORES or all)
+    # Runs again, per repetition, after a run the time-dilated model could not judge
+    # because it starved the kernel's housekeeping (verdict.retryable); each attempt is
+    # kept in the cell's "retried".
+    retries: int = DEFAULT_RETRIES
 
 
 def with_references(names: list[str], modes: list[str] | tuple[str, ...] = variants.MODES,
@@ -319,14 +326,18 @@ def _run_cell(cell: Cell, prof: profiles.Profile, wl: workloads.Workload,
         label = f"{name}-{mode}{suffix}" + (f"-{i + 1}" if options.repeat > 1 else "")
         try:
             extra = wl.extra_initramfs(options.source)
-            with cores.take(cores.for_run(prof)):
-                outdir = runner.new_run_dir(results_dir, label)
-                what = "run" + (f" {i + 1}/{options.repeat}" if options.repeat > 1 else "")
-                progress.stage(f"{name}/{mode}{'/' + wl.name if suffix else ''}", what)
-                cell.verdicts.append(
-                    runner.run_kernel(build.image, prof, outdir, label, build.config,
-                                      extra_initramfs=extra)
-                )
+            for attempt in range(options.retries + 1):
+                with cores.take(cores.for_run(prof)):
+                    outdir = runner.new_run_dir(results_dir, label)
+                    what = "run" + (f" {i + 1}/{options.repeat}" if options.repeat > 1 else "")
+                    what += f" (again: {attempt} of {options.retries})" if attempt else ""
+                    progress.stage(f"{name}/{mode}{'/' + wl.name if suffix else ''}", what)
+                    v = runner.run_kernel(build.image, prof, outdir, label, build.config,
+                                          extra_initramfs=extra)
+                if not retryable(v) or attempt == options.retries:
+                    break
+                cell.retried.append({"dir": str(outdir), "reason": v.reason})
+            cell.verdicts.append(v)
         except S2Error as e:
             cell.why = e.message
             cell.outcome = e.kind if e.kind == "skip" else "error"

@@ -30,6 +30,10 @@ MAX_ROUNDS = 1000
 MAX_ICOUNT_SHIFT = 10
 MAX_MEMORY_MB = 1 << 20  # 1 TiB: far above any host here; the host's free memory is checked later
 MAX_REPEAT = 1000
+MAX_RETRIES = 10
+# check's runs again after a starved model (verdict.MODEL_STARVED): at 64 vCPUs it is
+# not rare (one run in two or three in CI), and independent between boots.
+DEFAULT_RETRIES = 2
 MAX_TIMEOUT_S = profiles.MAX_TIMEOUT_S
 # kvm-arm.mode= values Linux 6.12 parses (arch/arm64/kvm/arm.c early_kvm_mode_cfg).
 KVM_MODES = ["none", "nvhe", "protected", "nested"]
@@ -97,6 +101,7 @@ def validate(args: argparse.Namespace) -> None:
     _int_in(args, "smp", 1, VIRT_MAX_CPUS, "QEMU mach-virt with GICv3")
     _int_in(args, "icount_shift", 0, MAX_ICOUNT_SHIFT, "QEMU -icount shift")
     _int_in(args, "repeat", 1, MAX_REPEAT, "runs per cell")
+    _int_in(args, "retries", 0, MAX_RETRIES, "runs again after a model that starved")
     _positive_float(args, "no_output_timeout", MAX_TIMEOUT_S, "seconds")
     _positive_float(args, "reference_ms", MAX_TIMEOUT_S * 1000, "milliseconds")
     _check_dev_loop(args)

@@ -63,7 +63,8 @@ def run_kernel(
     if prof.runner == profiles.HOST_RUN:
         v = _host_run_verdict(result, text, prof)
     else:
-        v = judge(result, text, workload.parse(text), prof.watchdog_thresh, scale=prof.scale)
+        v = judge(result, text, workload.parse(text), prof.watchdog_thresh, scale=prof.scale,
+                  dilated=prof.dilated)
     if prof.name in profiles.MODELS:
         v.workload["hardware_equivalent"] = hardware_equivalent(
             v.workload, profiles.MODELS[prof.name])
