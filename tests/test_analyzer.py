@@ -806,3 +806,27 @@ def test_culprit_in_small_consoles(name: str) -> None:
     # `want` is the top frame: the culprit, or the lock wrapper right above it.
     assert splat.frames[0] == want, summary_line(splat)
     assert splat.function == (want if not is_plumbing(want) else splat.frames[1])
+
+
+def test_interleaved_reports_take_their_own_tasks_dumps() -> None:
+    # No caller ids: two tasks' reports with their headers first and their dumps after, in
+    # the other order. Each report's dump is the one whose CPU line names its pid, and the
+    # second report must not keep the first one's dump just because its walk met it first.
+    text = """\
+BUG: scheduling while atomic: vmm/41/0x00000002
+BUG: scheduling while atomic: vmm/47/0x00000002
+CPU: 1 UID: 0 PID: 41 Comm: vmm Not tainted 6.12.0 #1
+Call trace:
+ dump_backtrace+0x1/0x2
+ __schedule_bug+0x1/0x2
+ a_sleeps+0x1/0x2
+ a_ioctl+0x1/0x2
+CPU: 0 UID: 0 PID: 47 Comm: vmm Not tainted 6.12.0 #1
+Call trace:
+ dump_backtrace+0x1/0x2
+ __schedule_bug+0x1/0x2
+ b_sleeps+0x1/0x2
+ b_ioctl+0x1/0x2
+"""
+    got = [(s.pid, s.cpu, s.function) for s in analyze(text)]
+    assert got == [(41, 1, "a_sleeps"), (47, 0, "b_sleeps")]

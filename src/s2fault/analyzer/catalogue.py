@@ -124,6 +124,9 @@ _LOCKDEP_WHO = _re(
     r"^" + _WHO + r"(?: \[HC\S{0,40}\])? (?:is trying to|just changed|takes:|is freeing"
     r"|is leaving|is exiting)"
 )
+# lockdep_print_held_locks() of the reporting task: "4 locks held by s2fault-vmm/41:", "no locks
+# held by s2fault-vmm/41." (without caller ids, the pid that tells interleaved reports apart).
+_LOCKDEP_HOLDER = _re(r"^\s*(?:\d+ locks?|no locks) held by " + _WHO + r"[:.]\s*$")
 
 
 def _lockdep(
@@ -146,7 +149,7 @@ def _lockdep(
         untitled="lockdep: " + message,
         blame=blame,
         trace_after=trace_after,
-        info=(_LOCKDEP_WHO,),
+        info=(_LOCKDEP_WHO, _LOCKDEP_HOLDER),
         budget=budget,
         has_trace=has_trace,
     )

@@ -1,6 +1,6 @@
 """The engine that runs the catalogue over a console log.
 
-Two passes, both linear in the size of the log:
+The passes, all linear in the size of the log:
 
 1. find headers: one regex search for the catalogue's scan keywords over the whole text (done
    in C), and only the lines holding a keyword are tried against the rows;
@@ -11,16 +11,21 @@ Two passes, both linear in the size of the log:
    `pick` says which one shows the culprit;
 3. blame: in the picked dump, the row's evidence in order. A trace that starts in the stack
    dumper was printed by the reporter on top of the code it interrupted, so it is blamed
-   below its first interrupt entry (frames.interrupted_part).
+   below its first interrupt entry (frames.interrupted_part);
+4. demultiplex: a report whose own task's dump is not where its walk looked (another report
+   cut it short, or two CPUs printed at once and their lines interleave) takes the first
+   dump further down whose "CPU: N ... PID: P" names its pid (_demultiplex).
 
 A walk never goes past the next header unless that header continues the open report (an arm64
 "Internal error: Oops" after "Unable to handle kernel ...", a panic after the report that caused
-it), and never more than MAX_REPORT_LINES lines, so no input makes it quadratic.
+it), or, walking a dump found by its pid, the header is another CPU's line in the middle of
+that dump's trace; and never more than MAX_REPORT_LINES lines, so no input makes it quadratic.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 
 from . import console
@@ -157,6 +162,7 @@ class _Dump:
     regs_at: list[int] = field(default_factory=list)  # frames taken from in-trace x86 regs
     stopper: bool = False
     has_cpu_line: bool = False
+    cpu_line: int | None = None  # the line number of its "CPU: N ... PID: P" line
 
     def has_stack(self) -> bool:
         return bool(self.frames) or self.pc is not None or self.has_cpu_line
@@ -301,6 +307,7 @@ def _collect(ev: _Evidence, family: Family, number: int, body: str) -> None:
                 dump = _new_dump(ev, number, "cpu")
             if not dump.has_cpu_line:
                 dump.has_cpu_line = True
+                dump.cpu_line = number
                 dump.cpu = dump.cpu or m.group("cpu")
                 dump.pid = dump.pid or m.group("pid")
                 task = m.group("task")
@@ -385,8 +392,14 @@ def _collect_stall(ev: _Evidence, number: int, s: str) -> None:
         ev.last_fact = number
 
 
-def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int, int]:
-    """Walk the report of headers[index]; return its evidence, last line, next header index."""
+def _walk(
+    text: str, headers: list[_Header], index: int, resumed: bool = False
+) -> tuple[_Evidence, int, int]:
+    """Walk the report of headers[index]; return its evidence, last line, next header index.
+
+    `resumed`: headers[index] is a stand-in just before a dump known to be the report's own
+    (found by its task, see _demultiplex): the culprit trace may start at once, and another
+    report's header printed in the middle of that trace is another CPU's line, not its end."""
     head = headers[index]
     family = head.family
     kind = family.kind
@@ -397,7 +410,7 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
         _collect_stall(ev, head.line.number, head.line.body)
     nxt = index + 1
     limit = headers[nxt].line.number if nxt < len(headers) else None
-    armed = family.trace_after is None  # may the culprit trace start yet?
+    armed = resumed or family.trace_after is None  # may the culprit trace start yet?
     phase = "seek"  # seek -> trace -> done
     seek_from = head.line.number
     end_marker = family.end
@@ -413,6 +426,10 @@ def _walk(text: str, headers: list[_Header], index: int) -> tuple[_Evidence, int
         if limit is not None and line.number >= limit:
             following = headers[nxt]
             if not _continues(following, kind):
+                if resumed and phase == "trace":
+                    nxt += 1
+                    limit = headers[nxt].line.number if nxt < len(headers) else None
+                    continue
                 break
             # Part of this report: fold it in and look past it.
             nxt += 1
@@ -748,8 +765,9 @@ def scan(text: str) -> list[Splat]:
     """All reports in decoded console text, in order of appearance."""
     headers = find_headers(text)
     splats: list[Splat] = []
-    # each splat's header, the header index after its walk, and whether it had no dump
-    heads: list[tuple[_Header, int, bool]] = []
+    # each splat's header, the header index after its walk, whether it had no dump, and
+    # its evidence
+    heads: list[tuple[_Header, int, bool, _Evidence]] = []
     index = 0
     while index < len(headers):
         head = headers[index]
@@ -761,15 +779,15 @@ def scan(text: str) -> list[Splat]:
         else:
             # A bare "BUG: ..." or "WARNING: ..." line with no dump after it is a message,
             # not a kernel report, unless another report cut it short: then its dump may
-            # come after that one (kept until _resume_interrupted() looked).
+            # come after that one (kept until _demultiplex() looked).
             bare = head.family.needs_stack and not ev.truncated and not any(
                 d.has_stack() for d in ev.dumps)
             if not bare or _interrupted(headers, nxt, end):
                 floor = previous.end_line if previous is not None else 0
                 splats.append(_build(text, head, ev, end, floor))
-                heads.append((head, nxt, bare))
+                heads.append((head, nxt, bare, ev))
         index = nxt
-    return _resume_interrupted(text, headers, splats, heads)
+    return _demultiplex(text, headers, splats, heads)
 
 
 # Lines a report may print between its header and its dump that its walk does not keep
@@ -777,49 +795,105 @@ def scan(text: str) -> list[Splat]:
 # header that close cut it short.
 _INTERRUPT_GAP = 20
 
+# The line dump_stack() starts with, found anywhere in the log (checked with _CPU_LINE).
+_ANNOUNCE = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: ")
+
 
 def _interrupted(headers: list[_Header], nxt: int, end: int) -> bool:
     """The walk stopped at another report's header, right after its own lines."""
     return nxt < len(headers) and headers[nxt].line.number <= end + _INTERRUPT_GAP
 
 
-def _resume_interrupted(text: str, headers: list[_Header], splats: list[Splat],
-                        heads: list[tuple[_Header, int]]) -> list[Splat]:
-    """A report cut short by another one (a WARNING printed from inside a "sleeping
-    function called from invalid context" report, between its header and its dump) has
-    its dump after the interrupting report: the next "CPU: N ... PID: P" and call trace
-    of the same task. Give it that dump."""
+def _own_pid(head: _Header, ev: _Evidence) -> str | None:
+    """The pid of the task a report is about, as its header or its own lines name it
+    ("pid: 41, name: ...", "s2fault-vmm/47 is trying to lock"), never its dump's."""
+    return head.fields.get("pid") or ev.who.get("pid")
+
+
+def _announced_dumps(text: str) -> dict[str, list[tuple[int, int]]]:
+    """Every dump_stack() in the log by the pid its "CPU: N ... PID: P Comm: C" line names:
+    (line number, offset of that line), in order."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    number, pos, last = 1, 0, 0
+    for m in _ANNOUNCE.finditer(text):
+        start = text.rfind("\n", 0, m.start()) + 1
+        if start < pos or m.start() - start >= console.MAX_LINE:
+            continue
+        number += text.count("\n", pos, start)
+        pos = start
+        if number == last:
+            continue
+        c = _CPU_LINE.match(console.line_at(text, start, number).body)
+        if c is not None:
+            found.setdefault(c.group("pid"), []).append((number, start))
+            last = number
+    return found
+
+
+def _demultiplex(text: str, headers: list[_Header], splats: list[Splat],
+                 heads: list[tuple[_Header, int, bool, _Evidence]]) -> list[Splat]:
+    """Tell apart reports that two tasks printed at once, by task: without caller ids
+    (CONFIG_PRINTK_CALLER) two CPUs' reports interleave line by line, and the pid is what
+    still says whose a line is.
+
+    A report whose lines are all its own task's (`same_caller`) has its own task's stack
+    dump: the one whose "CPU: N ... PID: P" names the pid the report names. Two kinds of
+    report get that dump from further down the log, the first one of their pid that no
+    other report has:
+    - one cut short by another report (a WARNING printed from inside a "sleeping function
+      called from invalid context" report, between its header and its dump; two CPUs'
+      reports interleaved line by line): it walked into no dump of its own;
+    - one whose walk took another task's dump (the other CPU's dump came out between its
+      header and its own dump).
+    Reports printed by one CPU about another (stalls, buddy lockups: `same_caller` False)
+    keep the dumps their walk found."""
+    announced: dict[str, list[tuple[int, int]]] | None = None
+    claimed: set[int] = set()
+    wanted: list[tuple[int, str]] = []
+    for i, splat in enumerate(splats):
+        head, nxt, bare, ev = heads[i]
+        pid = _own_pid(head, ev)
+        by_task = head.family.same_caller and pid is not None
+        dump = _pick_dump(head, ev)[0]
+        if by_task and dump.cpu_line is not None and dump.pid != pid:
+            wanted.append((i, pid or ""))
+            continue
+        claimed.update(d.cpu_line for d in ev.dumps if d.cpu_line is not None)
+        if not splat.frames and by_task and _interrupted(headers, nxt, splat.end_line):
+            wanted.append((i, pid or ""))
     out: list[Splat | None] = list(splats)
     for i, splat in enumerate(splats):
-        head, nxt, bare = heads[i]
-        if splat.frames:
-            continue
-        out[i] = None if bare else splat  # a bare message, unless a dump turns up below
-        if i + 1 >= len(splats) or splat.pid is None:
-            continue
-        follower = splats[i + 1]
-        if not _interrupted(headers, nxt, splat.end_line) or follower.start_line > (
-                splat.end_line + _INTERRUPT_GAP):
-            continue
-        resume = console.line_at(text, _offset_of(text, follower.end_line), follower.end_line)
-        later = [h for h in headers if h.line.number > follower.end_line]
-        ev, end, _ = _walk(text, [_Header(resume, head.family, head.fields), *later], 0)
-        dumps = [d for d in ev.dumps if d.frames and d.pid == str(splat.pid)]
-        if not dumps:
-            continue
-        ev.dumps = dumps
-        rebuilt = _build(text, _Header(resume, head.family, head.fields), ev, end, 0)
-        out[i] = replace(rebuilt, start_line=splat.start_line,
-                         cpu=rebuilt.cpu if rebuilt.cpu is not None else splat.cpu)
+        if not splat.frames and heads[i][2]:
+            out[i] = None  # a bare message, unless a dump turns up below
+    numbers = [h.line.number for h in headers]
+    for i, pid in wanted:
+        if announced is None:
+            announced = _announced_dumps(text)
+        head, _, _, ev = heads[i]
+        splat = splats[i]
+        top = head.line.number
+        dumps_of = announced.get(pid, [])
+        for k in range(bisect_right(dumps_of, (top, len(text))), len(dumps_of)):
+            number, offset = dumps_of[k]
+            if number in claimed:
+                continue
+            prev = console.previous_line_start(text, offset)
+            if number - top > MAX_REPORT_LINES or prev is None:
+                break
+            # Walk the dump as the report's own, from a stand-in header on the line before.
+            stand_in = _Header(console.line_at(text, prev, number - 1), head.family, head.fields)
+            later = headers[bisect_right(numbers, number - 1):]
+            found, end, _ = _walk(text, [stand_in, *later], 0, resumed=True)
+            dumps = [d for d in found.dumps if d.frames and d.pid == pid]
+            if not dumps:
+                break
+            claimed.add(number)
+            ev.dumps = dumps
+            rebuilt = _build(text, head, ev, end, 0)
+            out[i] = replace(rebuilt, start_line=splat.start_line,
+                             cpu=rebuilt.cpu if rebuilt.cpu is not None else splat.cpu)
+            break
     return [s for s in out if s is not None]
-
-
-def _offset_of(text: str, number: int) -> int:
-    """The offset of line `number` (1-based) in `text`."""
-    offset = 0
-    for _ in range(number - 1):
-        offset = text.index("\n", offset) + 1
-    return offset
 
 
 def _extend(splat: Splat, end: int) -> Splat:
