@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "s2f.h"
 
 #define KSFT_DIR	"/ksft"
 #define PLAN_PATH	KSFT_DIR "/plan"
@@ -92,21 +93,6 @@ static double now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void write_all(int fd, const char *p, size_t len)
-{
-	ssize_t n;
-
-	while (len) {
-		n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return;
-		p += n;
-		len -= n;
-	}
-}
-
 /*
  * A plan word with its placeholders filled in: @VCPUS@ (the --vcpus count)
  * and @HUGEPAGE@ (the default hugepage size, which follows the kernel's page
@@ -137,16 +123,10 @@ static char *plan_word(const char *word)
 
 static unsigned long read_hugepage_kb(void)
 {
-	char line[128];
-	unsigned long kb = 0;
-	FILE *f = fopen("/proc/meminfo", "r");
+	long kb;
 
-	if (!f)
+	if (!s2f_file_field("/proc/meminfo", "Hugepagesize:", &kb) || kb < 0)
 		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Hugepagesize: %lu kB", &kb) == 1)
-			break;
-	fclose(f);
 	return kb;
 }
 
@@ -248,7 +228,7 @@ static void take_output(struct test *t, struct output *o, const char *p,
 {
 	size_t i;
 
-	write_all(STDOUT_FILENO, p, n);
+	s2f_write_all(STDOUT_FILENO, p, n);
 	for (i = 0; i < n; i++) {
 		if (o->len < sizeof(o->line) - 1)
 			o->line[o->len++] = p[i];
@@ -386,111 +366,54 @@ static bool run_test(struct test *t, double run_deadline)
 	return true;
 }
 
-static bool write_proc(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY);
-	bool ok;
-
-	if (fd < 0)
-		return false;
-	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
-	close(fd);
-	return ok;
-}
-
-struct buf {
-	char *p;
-	size_t len, cap;
-};
-
-static void buf_add(struct buf *b, const char *fmt, ...)
-	__printf(2, 3);
-
-static void buf_add(struct buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		b->len += (size_t)n < b->cap - b->len ? (size_t)n :
-			  b->cap - b->len - 1;
-}
-
-static void buf_add_json_string(struct buf *b, const char *s)
-{
-	buf_add(b, "\"");
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			buf_add(b, "\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			buf_add(b, "\\u%04x", *s);
-		else
-			buf_add(b, "%c", *s);
-	}
-	buf_add(b, "\"");
-}
-
-static void add_test(struct buf *b, const struct test *t)
+static void add_test(struct s2f_buf *b, const struct test *t)
 {
 	int i;
 
-	buf_add(b, "{\"name\":");
-	buf_add_json_string(b, t->name);
-	buf_add(b, ",\"args\":[");
+	s2f_buf_add(b, "{\"name\":");
+	s2f_json_string(b, t->name);
+	s2f_buf_add(b, ",\"args\":[");
 	for (i = 1; i < t->argc; i++) {
-		buf_add(b, i > 1 ? "," : "");
-		buf_add_json_string(b, t->argv[i]);
+		s2f_buf_add(b, i > 1 ? "," : "");
+		s2f_json_string(b, t->argv[i]);
 	}
-	buf_add(b, "],\"timeout\":%u,\"exit\":%d,\"status\":\"%s\"",
-		t->timeout_s, t->exit, t->status);
-	buf_add(b, ",\"seconds\":%.2f,\"skip_reason\":", t->seconds);
-	buf_add_json_string(b, t->skip_reason);
-	buf_add(b, ",\"assertion\":");
-	buf_add_json_string(b, t->assertion);
-	buf_add(b, "}");
+	s2f_buf_add(b, "],\"timeout\":%u,\"exit\":%d,\"status\":\"%s\"",
+		    t->timeout_s, t->exit, t->status);
+	s2f_buf_add(b, ",\"seconds\":%.2f,\"skip_reason\":", t->seconds);
+	s2f_json_string(b, t->skip_reason);
+	s2f_buf_add(b, ",\"assertion\":");
+	s2f_json_string(b, t->assertion);
+	s2f_buf_add(b, "}");
 }
 
-/* One write(2), starting on a fresh line, so kernel messages cannot split it. */
+/*
+ * One write(2), starting on a fresh line, so kernel messages cannot split it.
+ * The buffer grows to hold every test's notes (it used to stop at 16 KiB).
+ */
 static void print_result(unsigned int nr_run, double seconds)
 {
-	static char space[16384];
-	struct buf b = { .p = space, .cap = sizeof(space) };
+	struct s2f_buf b = { .oom_exit = 2 };
 	unsigned long long ctr;
 	unsigned int i;
 
 	asm volatile("mrs %0, ctr_el0" : "=r" (ctr));
-	buf_add(&b, "\nS2FAULT-RESULT {\"workload\":\"kvm-selftests\"");
-	buf_add(&b, ",\"vcpus\":%u,\"page_size\":%d", nr_vcpus, getpagesize());
-	buf_add(&b, ",\"ctr_el0\":\"0x%llx\",\"dic\":%d,\"idc\":%d", ctr,
-		!!(ctr & CTR_DIC), !!(ctr & CTR_IDC));
-	buf_add(&b, ",\"watchdog_armed\":%u,\"selftests\":[", watchdog_thresh);
+	s2f_buf_add(&b, "\nS2FAULT-RESULT {\"workload\":\"kvm-selftests\"");
+	s2f_buf_add(&b, ",\"vcpus\":%u,\"page_size\":%d", nr_vcpus, getpagesize());
+	s2f_buf_add(&b, ",\"ctr_el0\":\"0x%llx\",\"dic\":%d,\"idc\":%d", ctr,
+		    !!(ctr & CTR_DIC), !!(ctr & CTR_IDC));
+	s2f_buf_add(&b, ",\"watchdog_armed\":%u,\"selftests\":[", watchdog_thresh);
 	for (i = 0; i < nr_run; i++) {
-		buf_add(&b, i ? "," : "");
+		s2f_buf_add(&b, i ? "," : "");
 		add_test(&b, &tests[i]);
 	}
-	buf_add(&b, "],\"errors\":[");
+	s2f_buf_add(&b, "],\"errors\":[");
 	for (i = 0; i < nr_errors; i++) {
-		buf_add(&b, i ? "," : "");
-		buf_add_json_string(&b, errors[i]);
+		s2f_buf_add(&b, i ? "," : "");
+		s2f_json_string(&b, errors[i]);
 	}
-	buf_add(&b, "],\"elapsed_ms\":%.0f}\n", seconds * 1e3);
-	write_all(STDOUT_FILENO, b.p, b.len);
-}
-
-static bool parse_uint(const char *s, unsigned int *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || end == s || v > 100000)
-		return false;
-	*out = v;
-	return true;
+	s2f_buf_add(&b, "],\"elapsed_ms\":%.0f}\n", seconds * 1e3);
+	s2f_write_all(STDOUT_FILENO, b.p, b.len);
+	s2f_buf_free(&b);
 }
 
 /*
@@ -517,11 +440,11 @@ static bool parse_args(int argc, char **argv)
 
 	while (ok && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		if (c == 'n')
-			ok = parse_uint(optarg, &nr_vcpus) && nr_vcpus;
+			ok = s2f_parse_uint(optarg, 1, 100000, &nr_vcpus);
 		else if (c == 't')
-			ok = parse_uint(optarg, &budget_s) && budget_s;
+			ok = s2f_parse_uint(optarg, 1, 100000, &budget_s);
 		else if (c == 'w')
-			ok = parse_uint(optarg, &watchdog_thresh);
+			ok = s2f_parse_uint(optarg, 0, 100000, &watchdog_thresh);
 		else if (c != 'x')
 			ok = false;
 	}
@@ -545,8 +468,8 @@ int main(int argc, char **argv)
 	hugepage_kb = read_hugepage_kb();
 	if (read_plan() && watchdog_thresh) {
 		snprintf(val, sizeof(val), "%u", watchdog_thresh);
-		if (!write_proc("/proc/sys/kernel/watchdog_thresh", val) ||
-		    !write_proc("/proc/sys/kernel/soft_watchdog", "1"))
+		if (s2f_write_file("/proc/sys/kernel/watchdog_thresh", val, 0) ||
+		    s2f_write_file("/proc/sys/kernel/soft_watchdog", "1", 0))
 			watchdog_thresh = 0;
 	}
 	for (i = 0; i < nr_tests && !nr_errors; i++) {
@@ -562,7 +485,7 @@ int main(int argc, char **argv)
 			  strcmp(tests[i].status, "skip");
 	}
 	if (watchdog_thresh)
-		write_proc("/proc/sys/kernel/soft_watchdog", "0");
+		s2f_write_file("/proc/sys/kernel/soft_watchdog", "0", 0);
 	print_result(nr_run, now_s() - start);
 	if (nr_errors)
 		return 2;
