@@ -61,7 +61,6 @@
  * power_off().
  */
 #define _GNU_SOURCE
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -80,6 +79,7 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "s2f.h"
 
 #define DEFAULT_PROGRAM	"s2fault-vmm"
 #define DEFAULT_REMAP	"memslot"
@@ -195,71 +195,27 @@ static void mount_all(void)
 	mount_fs("debugfs", "/sys/kernel/debug", false);
 }
 
-static ssize_t read_file(const char *path, char *buf, size_t size)
-{
-	ssize_t n;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, size - 1);
-	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = '\0';
-	return n;
-}
-
 static unsigned int cmdline_uint(const char *cmdline, const char *key,
 				 unsigned int def)
 {
-	size_t len = strlen(key);
-	const char *p = cmdline;
-	unsigned long v;
-	char *end;
+	unsigned int v;
 
-	for (; (p = strstr(p, key)); p += len) {
-		if (p != cmdline && p[-1] != ' ')
-			continue;
-		if (p[len] != '=')
-			continue;
-		v = strtoul(p + len + 1, &end, 10);
-		if (end == p + len + 1 || (*end && *end != ' ' && *end != '\n'))
-			fatal("bad value for %s on the kernel command line", key);
-		return v;
-	}
-	return def;
+	if (!s2f_cmdline_uint(cmdline, key, def, &v))
+		fatal("bad value for %s on the kernel command line", key);
+	return v;
 }
 
-static bool word_char(char c)
-{
-	return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' ||
-	       c == ',';
-}
-
-/* The value of @key, a word of letters, digits, '-', '_' or '.', or @def. */
+/* The value of @key, a word of letters, digits, '-', '_', '.' or ',', or @def. */
 static void cmdline_word(const char *cmdline, const char *key,
 			 const char *def, char *out, size_t n)
 {
-	size_t len = strlen(key), i;
-	const char *p = cmdline, *v;
-
-	snprintf(out, n, "%s", def);
-	for (; (p = strstr(p, key)); p += len) {
-		if ((p != cmdline && p[-1] != ' ') || p[len] != '=')
-			continue;
-		v = p + len + 1;
-		for (i = 0; v[i] && v[i] != ' ' && v[i] != '\n'; i++)
-			if (i + 1 >= n || !word_char(v[i]))
-				fatal("bad value for %s on the kernel command line",
-				      key);
-		if (!i)
-			fatal("empty value for %s on the kernel command line",
-			      key);
-		memcpy(out, v, i);
-		out[i] = '\0';
+	switch (s2f_cmdline_word(cmdline, key, def, out, n)) {
+	case S2F_WORD_OK:
 		return;
+	case S2F_WORD_BAD:
+		fatal("bad value for %s on the kernel command line", key);
+	case S2F_WORD_EMPTY:
+		fatal("empty value for %s on the kernel command line", key);
 	}
 }
 
@@ -267,7 +223,7 @@ static void parse_cmdline(struct params *p)
 {
 	char cmdline[4096];
 
-	if (read_file("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
+	if (s2f_read_file("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
 		fatal("read /proc/cmdline: %s", strerror(errno));
 	p->vcpus = cmdline_uint(cmdline, "s2fault.vcpus", 8);
 	p->rounds = cmdline_uint(cmdline, "s2fault.rounds", 1);
@@ -301,22 +257,12 @@ static void parse_cmdline(struct params *p)
  */
 static void json_field(char *out, size_t n, const char *path, const char *key)
 {
-	char buf[8192];
-	const char *p;
 	long v;
 
-	snprintf(out, n, "null");
-	if (read_file(path, buf, sizeof(buf)) < 0)
-		return;
-	for (p = buf; p; p = strchr(p, '\n')) {
-		if (*p == '\n')
-			p++;
-		if (strncmp(p, key, strlen(key)))
-			continue;
-		if (sscanf(p + strlen(key), " %ld", &v) == 1)
-			snprintf(out, n, "%ld", v);
-		return;
-	}
+	if (s2f_file_field(path, key, &v))
+		snprintf(out, n, "%ld", v);
+	else
+		snprintf(out, n, "null");
 }
 
 static void report_init(void)
@@ -451,14 +397,7 @@ static const char *const icache_probes[][2] = {
 
 static bool write_str(const char *path, const char *val, bool append)
 {
-	int fd = open(path, O_WRONLY | O_CLOEXEC | (append ? O_APPEND : O_TRUNC));
-	bool ok;
-
-	if (fd < 0)
-		return false;
-	ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
-	close(fd);
-	return ok;
+	return !s2f_write_file(path, val, append ? O_APPEND : O_TRUNC);
 }
 
 /* Returns NULL when the probes are set, else what failed. */
@@ -502,7 +441,7 @@ static void icache_counts(char *out, size_t n, const char *armed)
 		snprintf(out, n, "\"cannot probe %s\"", armed);
 		return;
 	}
-	if (read_file(TRACEFS "/kprobe_profile", buf, sizeof(buf)) < 0) {
+	if (s2f_read_file(TRACEFS "/kprobe_profile", buf, sizeof(buf)) < 0) {
 		snprintf(out, n, "\"cannot read kprobe_profile\"");
 		return;
 	}
