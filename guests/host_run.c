@@ -14,14 +14,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "compiler.h"
+#include "s2f.h"
 
-#define KEY		"s2fault.host_run="
+#define KEY		"s2fault.host_run"
 #define PYTHON		"/usr/bin/python3"
 #define MAX_WORDS	32
 
@@ -41,25 +41,17 @@ int main(void)
 		"HOME=/tmp", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", NULL
 	};
 	char *argv[MAX_WORDS + 6];
-	int argc = 0, fd;
-	ssize_t n;
 	char *p, *end;
+	int argc = 0;
 
-	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		fail("open /proc/cmdline");
-	n = read(fd, cmdline, sizeof(cmdline) - 1);
-	if (n < 0)
+	if (s2f_read_file("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
 		fail("read /proc/cmdline");
-	close(fd);
-	cmdline[n] = '\0';
 	argv[argc++] = PYTHON;
 	argv[argc++] = "-m";
 	argv[argc++] = "s2fault";
 	argv[argc++] = "host-run";
-	p = strstr(cmdline, KEY);
-	if (p && (p == cmdline || p[-1] == ' ')) {
-		p += strlen(KEY);
+	p = s2f_cmdline_value(cmdline, KEY);
+	if (p) {
 		end = p + strcspn(p, "\t\n ");
 		*end = '\0';
 		while (p < end && argc < MAX_WORDS + 4) {
