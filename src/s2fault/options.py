@@ -24,7 +24,7 @@ from .errors import InputError
 KVM_MAX_VCPUS = 512
 # QEMU's mach-virt with GICv3 (hw/arm/virt.c: max_cpus 512).
 VIRT_MAX_CPUS = 512
-# guests/vmm.c MAX_ROUNDS.
+# guests/vmm.h MAX_ROUNDS.
 MAX_ROUNDS = 1000
 # QEMU refuses -icount shift above 10 (MAX_ICOUNT_SHIFT).
 MAX_ICOUNT_SHIFT = 10
