@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include "vmm.h"
 
+/* ---- host facts ------------------------------------------------------ */
+
 void read_host_facts(void)
 {
 	uint64_t ctr, frq;
@@ -44,6 +46,8 @@ size_t default_block_size(long page_size)
 	}
 	return 0;
 }
+
+/* ---- the soft-lockup watchdog and failslab --------------------------- */
 
 /* A sysctl or debugfs attribute; what failed goes into the result. */
 static bool write_proc(const char *path, const char *val)

@@ -38,7 +38,7 @@ void add_error_unlocked(const char *fmt, ...)
 	va_end(ap);
 }
 
-/* ---- output --------------------------------------------------------- */
+/* ---- output ---------------------------------------------------------- */
 
 static double ts_diff_us(const struct timespec *a, const struct timespec *b)
 {

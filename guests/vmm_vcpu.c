@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include "vmm.h"
 
+/* ---- creating vCPUs -------------------------------------------------- */
+
 #define CORE_X(n)	offsetof(struct kvm_regs, regs.regs[n])
 #define CORE_PC		offsetof(struct kvm_regs, regs.pc)
 
@@ -371,6 +373,8 @@ void set_phase(const char *phase)
 	lab.phase = phase;
 	pthread_mutex_unlock(&lab.lock);
 }
+
+/* ---- the rounds, and the timeout ------------------------------------- */
 
 /* Only while no vCPU is in KVM_RUN. */
 static void begin_round(unsigned int r)
