@@ -30,8 +30,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernel, progress, runner, workload
+from . import kernel, progress, project, runner, workload
 from . import profile as profiles
+from . import source as sources
 from .errors import InfraError, InputError
 
 VARIANT = "fix-reverted"  # the line-by-line invalidation: what the figures measure
@@ -195,7 +196,7 @@ def applied_thresholds(prof: profiles.Profile) -> dict:
 
 
 def sweep(variant: str, counts: list[int], prof: profiles.Profile, results: Path,
-          source: str | None = None) -> list[Point]:
+          source: sources.Source | str | None = None) -> list[Point]:
     """One boot of `variant`, one VMM run per vCPU count in `counts` (s2fault.sweep,
     init.c): each in a new VM on the same idle host, so a whole curve costs one boot."""
     build = kernel.build(variant, source)
@@ -246,8 +247,10 @@ def split_runs(variant: str, counts: list[int], text: str, splats: list[dict],
 
 
 def run(mode: str, vcpu_counts: tuple[int, ...], results: Path, reference: bool = True,
-        source: str | None = None) -> Calibration:
+        source: sources.Source | str | None = None) -> Calibration:
     model = profiles.hardware_model(mode)
+    # Once for both variants: the ratio compares two kernels of one source.
+    source = sources.pin(source, project.cache_dir())
     prof = profiles.mode(mode)
     # 1 first: the single figure is measured on a freshly booted, idle host.
     counts = sorted(set(vcpu_counts) | {1, model.vcpus})

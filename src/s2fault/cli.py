@@ -14,10 +14,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, bisect, lore, options, progress
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
+
+if TYPE_CHECKING:
+    from .source import Source
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -109,12 +113,22 @@ def _source_spec(args: argparse.Namespace) -> str | None:
     return source.with_ref(args.source, args.ref)
 
 
+def _resolved_source(args: argparse.Namespace) -> Source:
+    """The command's source, resolved once: everything the command builds (every
+    variant, every cell, the selftests) is built from this one Source, so a
+    `REPO@branch` that moves while the command runs does not split it."""
+    from . import project, source
+
+    return source.resolve(_source_spec(args), project.cache_dir())
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import hosttools, kconfig, kernel
+    from . import hosttools, kconfig, kernel, variants
 
     hosttools.preflight(*hosttools.KERNEL_BUILD)
     fragments = kconfig.fragments_for(args.pages, args.fragment)
-    b = kernel.build(args.variant, _source_spec(args), fragments, runtime=args.runtime)
+    variants.load(args.variant)  # an unknown variant is refused before the source is had
+    b = kernel.build(args.variant, _resolved_source(args), fragments, runtime=args.runtime)
     progress.clear()
     state = "cached" if b.cached else "built"
     print(f"{b.variant}: {state} in {b.seconds:.1f} s")
@@ -163,15 +177,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_via(args, [args.workload])
     prof = _profile(args)
     # The same --source/--ref/--offline handling as build and check (it only matters
-    # to a workload built from the kernel's source: kvm-selftests).
-    spec = _source_spec(args)
+    # to a workload built from the kernel's source: kvm-selftests), resolved once for
+    # every repetition, and only when the workload builds from it.
+    _source_spec(args)  # --ref and --offline are checked and applied whatever the workload
+    wl = workloads.get(prof.workload)
+    src = _resolved_source(args) if wl.needs_source else None
     code = EXIT_PASS
     verdicts = []
     for i in range(args.repeat):
         outdir = runner.new_run_dir(Path(args.results) if args.results else None, "run")
         v = runner.run_kernel(kernel_path, prof, outdir, "run", config,
-                              extra_initramfs=workloads.get(prof.workload).extra_initramfs(
-                                  spec), vmlinux=vmlinux)
+                              extra_initramfs=wl.extra_initramfs(src), vmlinux=vmlinux)
         verdicts.append(v)
         progress.clear()
         _print_verdict(v, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
@@ -270,7 +286,7 @@ def _repeat_summary(verdicts, code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import kconfig, matrix, project, report, source, variants, workloads
+    from . import kconfig, matrix, report, variants, workloads
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
@@ -279,15 +295,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     # A check that would judge nothing is refused before anything is built.
     matrix.check_plan(modes, matrix.RunOptions(workloads=tuple(chosen)))
     _preflight_check(chosen, args.via)
-    spec = _source_spec(args)
-    # A source that cannot be had stops the run here, once, not as an error in every cell.
-    source.resolve(spec, project.cache_dir())
+    # A source that cannot be had stops the run here, once, not as an error in every
+    # cell; the one it resolves to is what every variant and cell of the run uses.
+    src = _resolved_source(args)
     names = args.variant or variants.names()
     default = Path("results") / f"check-{matrix.timestamp()}"
     results = Path(args.results) if args.results else default
     results.mkdir(parents=True, exist_ok=True)
     options = matrix.RunOptions(
-        vcpus=args.vcpus, source=spec,
+        vcpus=args.vcpus, source=src,
         fragments=kconfig.fragments_for(args.pages, args.fragment), repeat=args.repeat,
         profile_overrides={k: v for k, v in _overrides(args).items() if v is not None},
         pages=args.pages, workloads=tuple(chosen), retries=args.retries,
@@ -296,7 +312,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     rows = [c.to_dict() for c in cells]
     meta = {"variants": names, "modes": modes, "vcpus": args.vcpus, "repeat": args.repeat,
             "retries": args.retries,
-            "pages": args.pages or "64k", "workloads": chosen}
+            "pages": args.pages or "64k", "workloads": chosen,
+            # What every cell was built from: the spec as given and what it resolved to.
+            "source": src.spec, "source_identity": src.identity}
     report.write_json(rows, results / "check.json", meta)
     report.write_html(rows, results / "report.html", meta)
     if args.json:
@@ -329,12 +347,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from . import calibrate, hosttools, matrix
 
     hosttools.preflight(*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT)
-    spec = _source_spec(args)
+    src = _resolved_source(args)  # the calibrated variant and its reference: one source
     results = Path(args.results or Path("results") / f"calibrate-{matrix.timestamp()}")
     vcpus = tuple(int(n) for n in args.vcpus.split(",")) if args.vcpus \
         else calibrate.DEFAULT_VCPUS
     cal = calibrate.run(args.mode, vcpus, results, reference=not args.no_reference,
-                        source=spec)
+                        source=src)
     calibrate.write(cal, results, Path(args.json) if args.json else None)
     print(calibrate.table(cal))
     if args.write_scale:

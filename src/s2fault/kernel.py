@@ -111,7 +111,7 @@ class _Job:
 
 def build(
     variant_name: str,
-    source_spec: str | None = None,
+    src: source.Source | str | None = None,
     fragment_names: list[str] | None = None,
     cache_root: Path | None = None,
     runtime: str = "null",
@@ -124,6 +124,9 @@ def build(
     builds. Kbuild then recompiles what the series changed since that tree's last build
     (the whole series for a new tree, the edited file for an edited series) and links.
     The result is the same Image bytes as a build from scratch (tests/test_incremental.py).
+
+    `src` is the command's resolved source (source.resolve(), once per command); a spec
+    string is resolved here, for one build.
     """
     from . import project
 
@@ -132,7 +135,8 @@ def build(
     variant = variants.load(variant_name)
     fragments = kconfig.fragment_paths(fragment_names)
     progress.stage(variant_name, "source")
-    src = source.resolve(source_spec, cache_root)
+    src = source.pin(src, cache_root)
+    source.check_unchanged(src)
     key = build_key(src, variant, fragments)
     entry = cache.Entry("kernels", key, cache_root)
 
@@ -285,7 +289,8 @@ def series_overlay(variant: variants.Variant, tree: Path) -> dict[str, bytes | N
                 for rel in touched}
 
 
-def build_from_scratch(variant_name: str, workdir: Path, source_spec: str | None = None,
+def build_from_scratch(variant_name: str, workdir: Path,
+                       src: source.Source | str | None = None,
                        fragment_names: list[str] | None = None,
                        cache_root: Path | None = None, jobs: int | None = None) -> Path:
     """Build a variant in a new tree under `workdir`, with no object of an earlier build
@@ -297,7 +302,8 @@ def build_from_scratch(variant_name: str, workdir: Path, source_spec: str | None
     cache_root = cache_root or project.cache_dir()
     variant = variants.load(variant_name)
     fragments = kconfig.fragment_paths(fragment_names)
-    src = source.resolve(source_spec, cache_root)
+    src = source.pin(src, cache_root)
+    source.check_unchanged(src)
     tree = buildtree.Tree(workdir / "scratch")
     tree.remove()
     job = _Job(f"{variant_name} (from scratch)", build_key(src, variant, fragments),
@@ -323,6 +329,7 @@ def _metadata(variant: variants.Variant, src: source.Source, fragments: list[Pat
         "variant": variant.name,
         "source": src.spec,
         "source_identity": src.identity,
+        **({"source_commit": src.commit} if src.commit else {}),
         "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
         "fragments": [f.name for f in fragments],
         "toolchain": toolchain_id(),
@@ -434,17 +441,18 @@ def _touched_files(patch: Path) -> set[str]:
     return {n for n in names if not n.startswith("/") and ".." not in Path(n).parts}
 
 
-def series_problems(names: list[str], source_spec: str | None = None,
+def series_problems(names: list[str], src: source.Source | str | None = None,
                     cache_root: Path | None = None) -> dict[str, str]:
-    """Variant name -> why its series does not apply to the source, for those that
-    do not. A source that cannot be had is left to the build to report."""
+    """Variant name -> why its series does not apply to the source (the command's
+    resolved one, or a spec resolved here), for those that do not. A source that
+    cannot be had is left to the build to report."""
     from . import project
 
     loaded = [variants.load(name) for name in names]
     if not any(v.patches for v in loaded):
         return {}
     try:
-        src = source.resolve(source_spec, cache_root or project.cache_dir())
+        src = source.pin(src, cache_root or project.cache_dir())
     except S2Error:
         return {}
     problems = {}

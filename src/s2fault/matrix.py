@@ -13,10 +13,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, kernel, progress, runner, variants, workloads
+from . import __version__, kernel, progress, project, runner, source, variants, workloads
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
 from .options import DEFAULT_RETRIES
@@ -130,7 +130,9 @@ class RunOptions:
     """What every cell of one matrix run shares."""
 
     vcpus: int | None = None
-    source: str | None = None
+    # The source every variant is built from: a spec (resolved once, by run_matrix or
+    # run_variant) or the command's resolved Source, which every build and cell shares.
+    source: source.Source | str | None = None
     fragments: tuple[str, ...] | list[str] | None = None
     repeat: int = 1
     profile_overrides: dict = field(default_factory=dict)
@@ -165,9 +167,9 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
     built boot in worker threads: variant N boots while N+1 builds, and independent
     cells run side by side as far as the cores allow (see Cores). (The builds stay in
     the main thread so that an interrupt stops the running build at once.)"""
-    options = options or RunOptions()
+    options, unbuildable = pinned(options or RunOptions())
     names = with_references(names or variants.names(), modes, options.pages, options.workloads)
-    unapplied = kernel.series_problems(names, options.source)
+    unapplied = {} if unbuildable else kernel.series_problems(names, options.source)
     cores = Cores(options.cores or cores_available())
     cells: list[Cell] = []
     # A thread per waiting cell, not per core: with one per core a functional cell
@@ -177,6 +179,9 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
         try:
             pending: list[Future] = []
             for name in names:
+                if unbuildable:
+                    cells += unbuilt(name, modes, options, f"build: {unbuildable}")
+                    continue
                 if name in unapplied:
                     cells += not_applying(name, modes, options, unapplied[name])
                     continue
@@ -191,6 +196,19 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
     _compare_all(cells)
     progress.clear()
     return cells
+
+
+def pinned(options: RunOptions) -> tuple[RunOptions, str | None]:
+    """The options with their source resolved, once for the whole run: every variant is
+    built from, and every cell run against, that one Source (a `REPO@branch` pinned to
+    the commit it named now). When the source cannot be had: the options as they are
+    and why, which every cell then reports (could not judge, nothing built)."""
+    if isinstance(options.source, source.Source):
+        return options, None
+    try:
+        return replace(options, source=source.resolve(options.source, project.cache_dir())), None
+    except S2Error as e:
+        return options, e.message
 
 
 _MAX_WAITING = 64  # threads are started as cells are submitted, up to this many
@@ -252,10 +270,14 @@ def _build(name: str, options: RunOptions, cores: Cores) -> kernel.KernelBuild:
 def not_applying(name: str, modes: list[str], options: RunOptions, why: str) -> list[Cell]:
     """The cells of a variant whose series does not apply to the source: checked
     before the first build, so none is built for it; could not judge, never failed."""
+    return unbuilt(name, modes, options, f"could not judge: {why}")
+
+
+def unbuilt(name: str, modes: list[str], options: RunOptions, why: str) -> list[Cell]:
+    """The cells of a variant that was not built, each with `why` (none is run)."""
     var = variants.load(name)
     return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
-                 why=f"could not judge: {why}", workload=wl.name, vcpus=options.vcpus,
-                 pages=options.pages)
+                 why=why, workload=wl.name, vcpus=options.vcpus, pages=options.pages)
             for wl, mode in _plan(modes, options)]
 
 
@@ -280,7 +302,9 @@ def run_variant(name: str, modes: list[str], results_dir: Path,
     """Build one variant and run it under each workload in each of the workload's modes;
     the cells are not compared yet (a latency expectation needs its reference cell:
     see judge_cells())."""
-    options = options or RunOptions()
+    options, unbuildable = pinned(options or RunOptions())
+    if unbuildable:
+        return unbuilt(name, modes, options, f"build: {unbuildable}")
     cells, tasks = _variant_cells(name, modes, results_dir, options,
                                   Cores(options.cores or cores_available()))
     for task in tasks:  # one after another: the caller asked for one variant
@@ -297,9 +321,7 @@ def _variant_cells(name: str, modes: list[str], results_dir: Path, options: RunO
     try:
         build = _build(name, options, cores)
     except S2Error as e:
-        return [Cell(name, mode, var.expectation(mode, options.pages, wl.name),
-                     why=f"build: {e.message}", workload=wl.name, vcpus=options.vcpus,
-                     pages=options.pages) for wl, mode in plan], []
+        return unbuilt(name, modes, options, f"build: {e.message}"), []
     build_info = {
         "key": build.key, "cached": build.cached,
         "seconds": round(build.seconds, 1), "image": str(build.image),

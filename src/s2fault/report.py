@@ -636,7 +636,7 @@ def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
                 meta.setdefault(key, [])
                 if value not in meta[key]:
                     meta[key].append(value)
-        for key in ("vcpus", "pages", "repeat"):
+        for key in ("vcpus", "pages", "repeat", "source", "source_identity"):
             if part_meta.get(key) is not None:
                 meta.setdefault(key, set()).add(str(part_meta[key]))
         asked = part_meta.get("variants")
@@ -646,7 +646,7 @@ def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
             is_own = not asked or row["variant"] in asked
             if cell not in chosen or (is_own and not chosen[cell][0]):
                 chosen[cell] = (is_own, row)
-    for key in ("vcpus", "pages", "repeat"):
+    for key in ("vcpus", "pages", "repeat", "source", "source_identity"):
         if isinstance(meta.get(key), set):
             meta[key] = sorted(meta[key])
     return [row for _, row in chosen.values()], meta, True

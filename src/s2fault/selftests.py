@@ -105,10 +105,10 @@ def build(
     tests: tuple[Selftest, ...] = SELFTESTS,
 ) -> Path:
     """The cpio of the selected selftests and their plan, built once per source,
-    toolchain and plan, and cached."""
+    toolchain and plan, and cached. `src` is the command's resolved source (the one its
+    kernels are built from); a spec string is resolved here."""
     cache_root = cache_root or project.cache_dir()
-    if not isinstance(src, sources.Source):
-        src = sources.resolve(src, cache_root)
+    src = sources.pin(src, cache_root)
     hosttools.preflight(*hosttools.SELFTESTS)
     gcc = hosttools.require(CROSS_COMPILE + "gcc")
     version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
@@ -122,6 +122,7 @@ def build(
     with cache.locked(entry.lock_path):
         if entry.verify():
             return entry.dir / CPIO
+        sources.check_unchanged(src)
         with entry.staging() as staged:
             started = time.monotonic()
             binaries = _compile(src.tree, staged / "scratch", targets)

@@ -53,10 +53,46 @@ _FULL_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class Source:
+    """A resolved spec: what one command builds, for every variant and cell it has.
+
+    A command resolves its spec once (resolve()) and hands this object down; nothing
+    below resolves the string again. A `REPO@branch` is then pinned to the commit it
+    named at that moment: `tree` is that commit's checkout in the cache and `identity`
+    names it, however the branch moves while the command runs. `live` marks a tree
+    used where it is (a path), whose files can still change: see check_unchanged()."""
+
     spec: str
     identity: str
     tree: Path
     description: str
+    live: bool = False
+
+    @property
+    def commit(self) -> str | None:
+        """The commit id a git source (a REPO@REF or a git checkout) was pinned to."""
+        kind, _, rest = self.identity.partition(":")
+        return rest.split(":")[0] if kind == "git" else None
+
+
+def pin(src: Source | str | None, cache_root: Path) -> Source:
+    """`src` itself when it is resolved already, else resolve(src): the library's entry
+    points take either, so that a command's one Source passes through them untouched."""
+    return src if isinstance(src, Source) else resolve(src, cache_root)
+
+
+def check_unchanged(src: Source) -> None:
+    """Refuse a tree used in place whose files changed since it was resolved: its builds
+    would be cached under the identity of other files, and the variants of one command
+    would compare different kernels. Cached trees (tarballs, commits) cannot change."""
+    if not src.live:
+        return
+    now = _tree_identity(src.tree)
+    if now != src.identity:
+        raise InputError(
+            f"kernel tree {src.spec} changed while this command ran ({src.identity[:24]}... "
+            f"when it started, now {now[:24]}...); its variants would not be built from "
+            "the same source: run it again"
+        )
 
 
 def offline() -> bool:
@@ -123,7 +159,7 @@ def resolve(spec: str | None, cache_root: Path) -> Source:
         if _git_dir_of(path) is not None:
             raise InputError(f"git repository '{spec}' has no work tree: give a --ref")
         raise InputError(f"'{spec}' is not a kernel tree (no Makefile or arch/arm64)")
-    return Source(spec, _tree_identity(path), path.resolve(), f"tree {path}")
+    return Source(spec, _tree_identity(path), path.resolve(), f"tree {path}", live=True)
 
 
 # --- tarballs ------------------------------------------------------------------------------

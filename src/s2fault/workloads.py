@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import selftests
 from .errors import InputError
+from .source import Source
 
 DEFAULT = "exec-fault"
 
@@ -29,10 +30,16 @@ class Workload:
     def profile_changes(self, mode: str) -> dict:
         return self.shape.get("*", {}) | self.shape.get(mode, {})
 
-    def extra_initramfs(self, source: str | None) -> list[Path]:
+    @property
+    def needs_source(self) -> bool:
+        """Whether extra_initramfs() builds from the kernel's source."""
+        return "selftests" in self.measures
+
+    def extra_initramfs(self, source: Source | str | None) -> list[Path]:
         """Archives the guest needs beside the base image, built from the kernel's own
-        source (the selftests must match the kernel they run on)."""
-        if "selftests" in self.measures:
+        source (the selftests must match the kernel they run on): the command's
+        resolved source, the one its kernels were built from."""
+        if self.needs_source:
             return [selftests.build(source)]
         return []
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from avocado import Test
 
-from s2fault import kconfig, matrix, progress, workloads
+from s2fault import kconfig, matrix, progress, project, source, workloads
 from s2fault import profile as profiles
 from s2fault.errors import S2Error
 
@@ -75,15 +75,21 @@ class ExecFault(Test):
                                  str(pages) if pages else None)
         runs = Path(self.outputdir) / "runs"
         page_size = str(pages) if pages else None
-        options = matrix.RunOptions(vcpus=vcpus, fragments=kconfig.fragments_for(page_size),
-                                    pages=page_size, workloads=(workload,))
         cells: list[matrix.Cell] = []
         # run_matrix() adds the variant a latency expectation is measured against (so
         # the ratio compares two runs of one machine), checks that every series applies
         # before building, and judges: the same path as `s2fault check`.
         try:
+            # The cell's source (a `source` param: any --source spec; default debian),
+            # resolved once: the variant and its reference are built from this one.
+            src = source.resolve(self.params.get("source", default=None), project.cache_dir())
+            self.log.info("source: %s (%s)", src.description, src.identity)
+            options = matrix.RunOptions(vcpus=vcpus, source=src, pages=page_size,
+                                        fragments=kconfig.fragments_for(page_size),
+                                        workloads=(workload,))
             cells = matrix.run_matrix([variant], [mode], runs, options)
-        except S2Error as e:  # an unknown variant, mode or workload, a missing tool
+        except S2Error as e:  # a source that cannot be had, an unknown variant, mode or
+            # workload, a missing tool
             self.error(f"{where}: could not judge: {e.message}")
         for cell in cells:
             own = cell.variant == variant
