@@ -678,53 +678,7 @@ def _report(req: Request, bdir: Path, symptom: Symptom, json_out: Path | None,
     return EXIT_ERROR
 
 
-# --- command line --------------------------------------------------------------------------
-
-
-def _common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", default="functional", choices=list(profiles.MODES),
-                   help="functional: TCG at full speed; dilated: -icount time dilation")
-    p.add_argument("--expect", default="any", metavar="SPEC",
-                   help="what makes a commit bad: any (default), KIND[:SUBTYPE][@FUNC], "
-                   "latency>=R")
-    p.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="runs per commit: bad if >= 2 show it (1 of 1), good if none, "
-                   "else skip")
-    p.add_argument("--variant", help="apply this variant's patch chain on top of each commit")
-    p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default: the mode's)")
-    p.add_argument("--cpu", help="QEMU CPU model (default: by QEMU version, DIC=0)")
-    p.add_argument("--fix", action="store_true",
-                   help="find the commit that made the symptom go away: --bad OLD shows it, "
-                   "--good NEW does not (git bisect's old/new terms underneath)")
-
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `bisect` and `bisect-step` on the s2fault command line."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("bisect", help="find the commit that brought a symptom in (git bisect)",
-                       description="Bisect a kernel git repository with s2fault as the judge.",
-                       epilog=__doc__, formatter_class=fmt)
-    p.add_argument("--repo", help="kernel git repository (its work tree is checked out "
-                   "commit by commit, then restored)")
-    p.add_argument("--good", help="a commit without the symptom (with --fix: the newer one)")
-    p.add_argument("--bad", help="a commit with the symptom (with --fix: the older one)")
-    _common_args(p)
-    p.add_argument("--dir", help="bisection directory (default results/bisect-<time>)")
-    p.add_argument("--json", help="write the summary as JSON here")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the bisection saved in --dir (its git-bisect.log)")
-    p.set_defaults(func=cmd_bisect)
-
-    p = sub.add_parser("bisect-step", help="judge HEAD of a repository for git bisect run "
-                       "(0 good, 1 bad, 125 skip, 128 abort)",
-                       description="Build and judge HEAD of a kernel repository; the exit "
-                       "code is for `git bisect run`.", epilog=__doc__, formatter_class=fmt)
-    p.add_argument("--repo", default=".", help="kernel git repository (default: .)")
-    _common_args(p)
-    p.add_argument("--dir", help="where steps are kept (default: under the s2fault cache)")
-    p.add_argument("--reference-ms", type=float,
-                   help="the good ref's exec-fault latency, for --expect latency>=R")
-    p.set_defaults(func=cmd_bisect_step)
+# --- command line: the handlers (their parsers are in cli.py) ----------------------------
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__, bisect, lore, options, progress
+from . import __version__, bisect, options, progress
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
@@ -396,6 +396,12 @@ def cmd_workloads(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def cmd_variant_add(args: argparse.Namespace) -> int:
+    from . import lore
+
+    return lore.cmd_variant_add(args)
+
+
 class _Parser(argparse.ArgumentParser):
     """A usage error is one line naming the option and the value, exit 2, like every
     other bad input (argparse would print the whole usage first)."""
@@ -404,6 +410,75 @@ class _Parser(argparse.ArgumentParser):
         # git bisect run reads 1-127 as "bad": a usage error of a step must stop it.
         code = bisect.EXIT_ABORT if self.prog.endswith(" bisect-step") else EXIT_ERROR
         self.exit(code, f"s2fault: error: {message} (see {self.prog} --help)\n")
+
+
+def _bisect_args(p: argparse.ArgumentParser) -> None:
+    """The options `bisect` and `bisect-step` share (bisect.py judges with them)."""
+    p.add_argument("--mode", default="functional", choices=list(profiles.MODES),
+                   help="functional: TCG at full speed; dilated: -icount time dilation")
+    p.add_argument("--expect", default="any", metavar="SPEC",
+                   help="what makes a commit bad: any (default), KIND[:SUBTYPE][@FUNC], "
+                   "latency>=R")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="runs per commit: bad if >= 2 show it (1 of 1), good if none, "
+                   "else skip")
+    p.add_argument("--variant", help="apply this variant's patch chain on top of each commit")
+    p.add_argument("--vcpus", type=int, help="vCPUs of the workload (default: the mode's)")
+    p.add_argument("--cpu", help="QEMU CPU model (default: by QEMU version, DIC=0)")
+    p.add_argument("--fix", action="store_true",
+                   help="find the commit that made the symptom go away: --bad OLD shows it, "
+                   "--good NEW does not (git bisect's old/new terms underneath)")
+
+
+def _add_bisect_parsers(sub: argparse._SubParsersAction) -> None:
+    """`bisect` and `bisect-step` (bisect.py); their help's epilog is bisect.py's docstring."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("bisect", help="find the commit that brought a symptom in (git bisect)",
+                       description="Bisect a kernel git repository with s2fault as the judge.",
+                       epilog=bisect.__doc__, formatter_class=fmt)
+    p.add_argument("--repo", help="kernel git repository (its work tree is checked out "
+                   "commit by commit, then restored)")
+    p.add_argument("--good", help="a commit without the symptom (with --fix: the newer one)")
+    p.add_argument("--bad", help="a commit with the symptom (with --fix: the older one)")
+    _bisect_args(p)
+    p.add_argument("--dir", help="bisection directory (default results/bisect-<time>)")
+    p.add_argument("--json", help="write the summary as JSON here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the bisection saved in --dir (its git-bisect.log)")
+    p.set_defaults(func=bisect.cmd_bisect)
+
+    p = sub.add_parser("bisect-step", help="judge HEAD of a repository for git bisect run "
+                       "(0 good, 1 bad, 125 skip, 128 abort)",
+                       description="Build and judge HEAD of a kernel repository; the exit "
+                       "code is for `git bisect run`.", epilog=bisect.__doc__,
+                       formatter_class=fmt)
+    p.add_argument("--repo", default=".", help="kernel git repository (default: .)")
+    _bisect_args(p)
+    p.add_argument("--dir", help="where steps are kept (default: under the s2fault cache)")
+    p.add_argument("--reference-ms", type=float,
+                   help="the good ref's exec-fault latency, for --expect latency>=R")
+    p.set_defaults(func=bisect.cmd_bisect_step)
+
+
+def _add_variant_parsers(sub: argparse._SubParsersAction) -> None:
+    """`variant add` (lore.py; `variants` lists them)."""
+    p = sub.add_parser("variant", help="make a variant folder (variant add: from a patch series)")
+    vsub = p.add_subparsers(dest="variant_command", required=True)
+    a = vsub.add_parser(
+        "add", help="turn a patch series (mbox or lore message-id) into patches/NAME/",
+        description="Turn a patch series into patches/NAME/: b4 picks the newest revision, "
+        "orders the patches and collects trailers from replies.")
+    a.add_argument("name", metavar="NAME", help="the new variant's folder name")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-mbox", metavar="FILE", help="an mbox holding the series "
+                     "(a thread, or one message); works offline")
+    src.add_argument("--from-msgid", metavar="ID", help="a message-id of the series on lore "
+                     "(git config b4.midmask points elsewhere)")
+    a.add_argument("--base", metavar="VARIANT", help="apply that variant's series first")
+    a.add_argument("--expect-like", metavar="VARIANT", help="copy that variant's expectations "
+                   "(default: a template that check will not judge until filled in)")
+    a.add_argument("--force", action="store_true", help="replace an existing NAME")
+    a.set_defaults(func=cmd_variant_add)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -521,8 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("workloads", help="list the workloads and the question each answers")
     p.set_defaults(func=cmd_workloads)
 
-    bisect.add_parsers(sub)
-    lore.add_parsers(sub)
+    _add_bisect_parsers(sub)
+    _add_variant_parsers(sub)
     return parser
 
 

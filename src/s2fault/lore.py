@@ -476,27 +476,6 @@ def _publish(staged: Path, dest: Path, force: bool) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `variant add` on the s2fault command line (`variants` lists them)."""
-    p = sub.add_parser("variant", help="make a variant folder (variant add: from a patch series)")
-    vsub = p.add_subparsers(dest="variant_command", required=True)
-    a = vsub.add_parser(
-        "add", help="turn a patch series (mbox or lore message-id) into patches/NAME/",
-        description="Turn a patch series into patches/NAME/: b4 picks the newest revision, "
-        "orders the patches and collects trailers from replies.")
-    a.add_argument("name", metavar="NAME", help="the new variant's folder name")
-    src = a.add_mutually_exclusive_group(required=True)
-    src.add_argument("--from-mbox", metavar="FILE", help="an mbox holding the series "
-                     "(a thread, or one message); works offline")
-    src.add_argument("--from-msgid", metavar="ID", help="a message-id of the series on lore "
-                     "(git config b4.midmask points elsewhere)")
-    a.add_argument("--base", metavar="VARIANT", help="apply that variant's series first")
-    a.add_argument("--expect-like", metavar="VARIANT", help="copy that variant's expectations "
-                   "(default: a template that check will not judge until filled in)")
-    a.add_argument("--force", action="store_true", help="replace an existing NAME")
-    a.set_defaults(func=cmd_variant_add)
-
-
 def cmd_variant_add(args: argparse.Namespace) -> int:
     v = add_variant(args.name, Path(args.from_mbox) if args.from_mbox else None,
                     args.from_msgid, base=args.base, expect_like=args.expect_like,
