@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from . import analyzer
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP
 from .machine import MachineRun
-from .workload import Workload
+from .workload import ConsoleLines
 
 EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "skip": EXIT_SKIP, "error": EXIT_ERROR}
 OUTCOMES = tuple(EXIT_CODES)
@@ -140,7 +140,7 @@ class Verdict:
         return cls(**{k: data[k] for k in names if k in data})
 
 
-def judge(run: MachineRun, text: str, workload: Workload,
+def judge(run: MachineRun, text: str, workload: ConsoleLines,
           watchdog_thresh: int | None = None, scale: float | None = None,
           runner: str = "qemu", dilated: bool = False) -> Verdict:
     """`watchdog_thresh`: the threshold the profile asked the VMM to arm the soft-lockup
@@ -181,7 +181,7 @@ def stuck_for(splats: list[dict], text: str, scale: float | None) -> None:
             s["stuck_hw_s"] = round(int(m.group(1)) * scale, 1)
 
 
-def preconditions(w: Workload) -> dict:
+def preconditions(w: ConsoleLines) -> dict:
     init, r, post = w.init or {}, w.result or {}, w.post or {}
     return {
         "booted": w.init is not None,
@@ -301,7 +301,7 @@ def _refused_option(text: str) -> str | None:
     return None
 
 
-def _incoherent(w: Workload, r: dict) -> str:
+def _incoherent(w: ConsoleLines, r: dict) -> str:
     """Name the first round in which a vCPU executed something other than what the VMM
     had just written, and whether it was the previous round's code (stale I-cache)."""
     stale = w.summary()["stale"]
@@ -322,7 +322,7 @@ def _not_armed(r: dict, watchdog_thresh: int | None) -> bool:
     return bool(watchdog_thresh) and not r.get("watchdog_armed")
 
 
-def _decide(run, text, w: Workload, splats, pre,
+def _decide(run, text, w: ConsoleLines, splats, pre,
             watchdog_thresh: int | None = None, runner: str = "qemu") -> tuple[str, str]:
     on_host = runner == "host-run"
     if run.outcome == "qemu_failed" and not text.strip():

@@ -20,7 +20,12 @@ _DECODER = json.JSONDecoder()
 
 
 @dataclass
-class Workload:
+class ConsoleLines:
+    """The S2FAULT-* lines of one run's console, parsed (parse()): the INIT line, every
+    RESULT line (a multi-VM run prints one per VMM process), the POST line, the ERROR
+    reasons, and whether DONE was seen. What a workload printed, not what it is: the
+    workload definitions (what the guest is asked to do) are workloads.Workload."""
+
     init: dict | None = None
     results: list[dict] = field(default_factory=list)
     post: dict | None = None
@@ -220,8 +225,8 @@ def json_after(line: str, marker: str) -> dict | None:
 FAULT_INJECTED = "FAULT_INJECTION: forcing a failure."
 
 
-def parse(text: str) -> Workload:
-    w = Workload()
+def parse(text: str) -> ConsoleLines:
+    w = ConsoleLines()
     injected = 0
     for line in text.splitlines():
         if FAULT_INJECTED in line:
