@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -130,13 +131,38 @@ def edit_marker_line(text: str, marker: str, **changes) -> str:
     return "\n".join(out) + "\n"
 
 
+def project_home(home: Path, *, copy_patches: bool = False) -> Path:
+    """A checkout of its own at `home`, for S2FAULT_HOME: a patches/ (the checkout's
+    variants copied when `copy_patches`, else empty, for the test's own variants) and
+    the checkout's kernel_configs/ and guests/ linked."""
+    if copy_patches:
+        shutil.copytree(ROOT / "patches", home / "patches")
+    else:
+        (home / "patches").mkdir(parents=True)
+    for data in ("kernel_configs", "guests"):
+        (home / data).symlink_to(ROOT / data)
+    return home
+
+
+def upstream_env(tmp: Path) -> dict:
+    """Environment for the CLI: the checkout's variants when upstream is declared
+    there, else a home (under `tmp`) declaring just upstream (the kernel is the same
+    cache entry)."""
+    if (ROOT / "patches" / "upstream" / "variant.toml").is_file():
+        return {}
+    home = project_home(tmp / "home")
+    (home / "patches" / "upstream").mkdir()
+    (home / "patches" / "upstream" / "variant.toml").write_text(
+        'description = "6.12 as shipped"\n')
+    return {"S2FAULT_HOME": str(home)}
+
+
 def mmu_line_variant_home(home: Path, name: str, line: str, description: str) -> Path:
     """A checkout of its own at `home` (for S2FAULT_HOME) with one variant, `name`, whose
     only patch adds `line` near the top of arch/arm64/kvm/mmu.c."""
+    project_home(home)
     folder = home / "patches" / name
-    folder.mkdir(parents=True)
-    for data in ("kernel_configs", "guests"):
-        (home / data).symlink_to(ROOT / data)
+    folder.mkdir()
     (folder / f"0001-{name}.patch").write_text(
         "--- a/arch/arm64/kvm/mmu.c\n"
         "+++ b/arch/arm64/kvm/mmu.c\n"

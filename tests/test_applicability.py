@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import project_home
 from s2fault import kernel, matrix, variants
 from s2fault.errors import BuildError
 from s2fault.verdict import Verdict
@@ -43,9 +44,7 @@ def tree_and_home(tmp_path, monkeypatch):
     (tree / "arch" / "arm64" / "kvm").mkdir(parents=True)
     (tree / "Makefile").write_text("all:\n")
     (tree / "arch" / "arm64" / "kvm" / "mmu.c").write_text("".join(ORIGINAL))
-    home = tmp_path / "home"
-    (home / "patches").mkdir(parents=True)
-    (home / "kernel_configs").mkdir()
+    home = project_home(tmp_path / "home")
     monkeypatch.setenv("S2FAULT_HOME", str(home))
     return tree, home
 

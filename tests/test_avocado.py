@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, upstream_env
 from s2fault import variants
 
 pytestmark = [pytest.mark.slow, pytest.mark.functional]
@@ -34,20 +34,6 @@ def avocado(*args: str, env: dict | None = None, timeout: float = 1800):
 
 def _declared(name: str) -> bool:
     return (ROOT / "patches" / name / "variant.toml").is_file()
-
-
-def variants_home(tmp: Path) -> dict:
-    """The checkout's variants once upstream is declared there; until then a home
-    declaring upstream alone (its kernel is the same cache entry)."""
-    if _declared("upstream"):
-        return {}
-    home = tmp / "home"
-    (home / "patches" / "upstream").mkdir(parents=True)
-    (home / "patches" / "upstream" / "variant.toml").write_text(
-        'description = "6.12 as shipped"\n')
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
-    return {"S2FAULT_HOME": str(home)}
 
 
 def _job(results: Path) -> tuple[Path, dict]:
@@ -78,7 +64,7 @@ def test_the_matrix_has_ten_cells_for_avocado(tmp_path):
 def test_avocado_runs_a_subset_of_the_matrix(tmp_path):
     """upstream x functional, and fix-reverted x functional once it is declared
     (its latency expectation runs upstream as its reference inside the test)."""
-    env = variants_home(tmp_path)
+    env = upstream_env(tmp_path)
     wanted = ["upstream"] + (["fix-reverted"] if not env and _declared("fix-reverted") else [])
     results = tmp_path / "job-results"
     html = tmp_path / "job.html"

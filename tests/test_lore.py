@@ -14,7 +14,6 @@ import email.policy
 import gzip
 import http.server
 import json
-import shutil
 import tomllib
 import urllib.parse
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import ROOT, loopback_http, s2fault
+from conftest import ROOT, loopback_http, project_home, s2fault
 from s2fault import lore, variants
 
 V1_PATCH = next((ROOT / "patches" / "interval-tree-v1").glob("*.patch"))
@@ -78,11 +77,7 @@ def _diff(text: str) -> str:
 @pytest.fixture
 def home(tmp_path):
     """A checkout of our own: the real patches/ copied, the rest linked."""
-    home = tmp_path / "home"
-    shutil.copytree(ROOT / "patches", home / "patches")
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
-    return home
+    return project_home(tmp_path / "home", copy_patches=True)
 
 
 def _add(home: Path, *args: str, env: dict | None = None):
@@ -311,10 +306,7 @@ def imported_check(tmp_path_factory):
     whose series does not apply to the Debian source: one build (ccache is warm: the
     same C as interval-tree-v1), one boot, no build for the stale one."""
     tmp = tmp_path_factory.mktemp("imported")
-    home = tmp / "home"
-    shutil.copytree(ROOT / "patches", home / "patches")
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
+    home = project_home(tmp / "home", copy_patches=True)
     mbox = tmp / "thread.mbox"
     mbox.write_text(v1_thread())
     r = _add(home, "v1-from-mbox", "--from-mbox", str(mbox), "--base", "fix-reverted",

@@ -4,12 +4,11 @@ compared with what it declares. Known-bad kernels must be seen as bad."""
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import ROOT, s2fault
+from conftest import project_home, s2fault
 from s2fault import variants
 
 pytestmark = [pytest.mark.slow, pytest.mark.functional]
@@ -64,10 +63,7 @@ def test_reports_are_written(matrix_run):
 
 def test_flipped_expectation_fails_and_names_the_row(tmp_path):
     """Declare that upstream locks up: the same kernel must now be a mismatch (exit 1)."""
-    home = tmp_path / "home"
-    shutil.copytree(ROOT / "patches", home / "patches")
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
+    home = project_home(tmp_path / "home", copy_patches=True)
     toml = home / "patches" / "upstream" / "variant.toml"
     text = toml.read_text().split("[expect.functional]")[0]
     toml.write_text(text + '[expect.functional]\nsplats = [{kind = "soft_lockup"}]\n'

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, loopback_http, s2fault, unique_variant_home
+from conftest import ROOT, loopback_http, project_home, s2fault, unique_variant_home
 from s2fault import cache, image, source
 from s2fault.errors import InfraError, InputError
 from s2fault.machine import qemu_children
@@ -84,10 +84,8 @@ def test_missing_host_tool_names_the_package(tmp_path):
 
 
 def test_patch_that_does_not_apply_names_patch_and_hunk(tmp_path):
-    home = tmp_path / "home"
-    (home / "patches" / "broken").mkdir(parents=True)
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
+    home = project_home(tmp_path / "home")
+    (home / "patches" / "broken").mkdir()
     (home / "patches" / "broken" / "variant.toml").write_text('description = "broken"\n')
     (home / "patches" / "broken" / "0001-broken.patch").write_text(
         "--- a/Makefile\n+++ b/Makefile\n@@ -1,3 +1,3 @@\n"

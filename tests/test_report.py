@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, s2fault
+from conftest import s2fault, upstream_env
 from s2fault import matrix, report, variants, workload
 from s2fault import profile as profiles
 from s2fault.machine import MachineRun
@@ -351,27 +351,13 @@ def test_report_renders_in_headless_chromium(tmp_path, results):
     check_in_browser(results / "report.html", tmp_path, measured)
 
 
-def upstream_home(tmp: Path) -> dict:
-    """Environment for the CLI: the checkout's variants when upstream is declared
-    there, else a home declaring just upstream (the kernel is the same cache entry)."""
-    if (ROOT / "patches" / "upstream" / "variant.toml").is_file():
-        return {}
-    home = tmp / "home"
-    (home / "patches" / "upstream").mkdir(parents=True)
-    (home / "patches" / "upstream" / "variant.toml").write_text(
-        'description = "6.12 as shipped"\n')
-    for name in ("kernel_configs", "guests"):
-        (home / name).symlink_to(ROOT / name)
-    return {"S2FAULT_HOME": str(home)}
-
-
 @pytest.mark.slow
 @pytest.mark.functional
 def test_report_of_a_real_check_run(tmp_path):
     """The real thing end to end: `s2fault check` boots upstream, the report renders."""
     results = tmp_path / "results"
     r = s2fault("check", "--variant", "upstream", "--mode", "functional",
-                "--results", str(results), env=upstream_home(tmp_path))
+                "--results", str(results), env=upstream_env(tmp_path))
     assert r.returncode in (0, 1), r.stdout + r.stderr
     report.write_all(results)
     rows, _ = report.load_json(results / "check.json")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import project_home
 from s2fault import kconfig, kernel, matrix, source, variants
 from s2fault.errors import InputError
 
@@ -54,10 +54,7 @@ def lab(tmp_path, monkeypatch) -> tuple[Path, Path]:
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "first")
     git(repo, "branch", "topic")
-    home = tmp_path / "home"
-    (home / "patches").mkdir(parents=True)
-    for data in ("kernel_configs", "guests"):
-        (home / data).symlink_to(ROOT / data)
+    home = project_home(tmp_path / "home")
     _variant(home, "plain")
     _variant(home, "on-first", "int first;", "int first_patched;")
     _variant(home, "on-second", "int second;", "int second_patched;")

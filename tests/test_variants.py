@@ -1,10 +1,9 @@
 """Variant folders: series chains and declared expectations (pure data, no build)."""
 
-import shutil
 
 import pytest
 
-from conftest import ROOT
+from conftest import project_home
 from s2fault import variants
 from s2fault.errors import InputError
 
@@ -40,10 +39,9 @@ def test_page_size_overrides_only_what_they_name():
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    shutil.copytree(ROOT / "patches", tmp_path / "patches")
-    (tmp_path / "kernel_configs").symlink_to(ROOT / "kernel_configs")
-    monkeypatch.setenv("S2FAULT_HOME", str(tmp_path))
-    return tmp_path
+    home = project_home(tmp_path / "home", copy_patches=True)
+    monkeypatch.setenv("S2FAULT_HOME", str(home))
+    return home
 
 
 def test_bad_declarations_are_named(home):
