@@ -9,11 +9,13 @@ the first with the default `-cpu max`, the second with `--cpu cortex-a72`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from s2fault import analyzer, project, workload
+from conftest import ROOT
+from s2fault import analyzer, matrix, project, workload
 from s2fault.machine import MachineRun
 from s2fault.verdict import judge
 
@@ -24,6 +26,14 @@ NESTED_NVHE = (DATA / "nested-mode-nvhe-console.log").read_text()
 # cpufeature.c prints this when kvm-arm.mode=nested asks for ARM64_HAS_NESTED_VIRT and
 # ID_AA64MMFR2_EL1.NV is below NV2: QEMU 7.2's `max` has NV=0.
 UNAVAILABLE = "CPU features: unavailable: Nested Virtualization Support"
+
+
+def _readme_nested() -> str:
+    """README's "Nested MMUs" section of Limitations, up to the next heading."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### Nested MMUs")
+    end = re.compile(r"^#{1,3} ", re.M).search(readme, start + 1)
+    return readme[start:end.start() if end else None]
 
 
 def _judge(text: str):
@@ -38,6 +48,36 @@ def test_nested_mode_asked_for_but_not_granted_on_max():
     assert "detected: Nested Virtualization Support" not in NESTED_MAX
     # KVM falls back to the ordinary VHE host: one stage-2 per VM, as without the option.
     assert "kvm [1]: VHE mode initialized successfully" in NESTED_MAX
+
+
+def test_the_readme_quotes_the_logs_it_cites():
+    """The console lines README shows are lines of the pinned logs, and say what the
+    claim rests on: nested asked for, refused, KVM up as a plain VHE host."""
+    section = _readme_nested()
+    assert "tests/data/nested-mode-console.log" in section
+    assert "tests/data/nested-mode-nvhe-console.log" in section
+    block = section[section.index("**Console**"):]
+    quoted = [ln.strip() for ln in block.splitlines() if ln.startswith("    [")]
+    assert quoted, "no console lines quoted under **Console**"
+    assert set(quoted) <= {ln.strip() for ln in NESTED_MAX.splitlines()}, quoted
+    assert any(UNAVAILABLE in ln for ln in quoted)
+    assert any("kvm [1]: VHE mode initialized successfully" in ln for ln in quoted)
+    nvhe_lines = [ln.strip() for ln in NESTED_NVHE.splitlines()]
+    for quote in re.findall(r"`(WARNING: [^`]+|Malformed early option [^`]+)`", section):
+        assert any(ln.endswith(quote) for ln in nvhe_lines), quote
+
+
+def test_the_readme_states_what_the_judge_says():
+    """Each outcome README claims (verdict, exit code, reason) is what the judge gives
+    the pinned log: max first, then the nVHE CPU model."""
+    section = _readme_nested()
+    claims = re.findall(r'judged \*\*(\w+)\*\* \(exit (\d+)\),\s+"([^"]+)"', section)
+    assert len(claims) == 2, claims
+    for (word, code, reason), log in zip(claims, (NESTED_MAX, NESTED_NVHE), strict=True):
+        v = _judge(log)
+        assert v.verdict == word, (word, v.verdict, v.reason)
+        assert matrix.exit_code_of([v.verdict]) == int(code), (code, v.verdict)
+        assert v.reason.startswith(re.sub(r"\s+", " ", reason)), (reason, v.reason)
 
 
 def test_nested_mode_on_max_is_an_ordinary_run_and_not_judged_as_nested():
