@@ -336,7 +336,6 @@ def _judged_run(build: KernelBuild, prof: profiles.Profile, symptom: Symptom,
             v = runner.run_kernel(build.image, prof, outdir, label, build.config)
         except S2Error as e:
             why = e.message
-            v = None
         else:
             judgement, why = symptom.judge(v, reference_ms)
             if judgement != ERROR:

@@ -190,14 +190,14 @@ def _walk(dst_root: Path, pristine: Path, skip: set[str], known: dict[str, list[
                         known.get(rel), kept, rel):
                 changed.append(rel)
         for name in dirnames:
-            entry = present.get(name)
-            if entry is not None and not entry.is_dir(follow_symlinks=False):
-                os.unlink(entry.path)
+            old = present.get(name)
+            if old is not None and not old.is_dir(follow_symlinks=False):
+                os.unlink(old.path)
                 changed.append(os.path.join(rel_dir, name))
     return changed
 
 
-def _refresh(want: Path, dst: Path, entry: os.DirEntry | None, known: list[int] | None,
+def _refresh(want: Path, dst: Path, entry: os.DirEntry[str] | None, known: list[int] | None,
              kept: dict[str, list[int]], rel: str) -> bool:
     """One file of the walk; True if its content changed."""
     ws = want.lstat()

@@ -222,7 +222,8 @@ def split_runs(variant: str, counts: list[int], text: str, splats: list[dict],
                 if obj is not None:
                     into.append((no, obj))
     points = []
-    previous_end, previous_icache = 0, {"guest_page": 0, "by_line": 0}
+    previous_end = 0
+    previous_icache: dict | None = {"guest_page": 0, "by_line": 0}
     for i, n in enumerate(counts):
         result = results[i][1] if i < len(results) else None
         end = posts[i][0] if i < len(posts) else len(text.splitlines()) + 1

@@ -17,6 +17,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -121,7 +122,8 @@ class _MatrixLoader(yaml.SafeLoader):
 def _construct_mux(loader: yaml.SafeLoader, node: yaml.Node) -> _Mux:
     if isinstance(node, yaml.ScalarNode):
         return _Mux()
-    return _Mux(loader.construct_mapping(node, deep=True))
+    # any other node is left to construct_mapping to refuse, as PyYAML words it
+    return _Mux(loader.construct_mapping(cast(yaml.MappingNode, node), deep=True))
 
 
 def _refuse_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
@@ -133,8 +135,10 @@ def _refuse_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
 
 # Registered on the subclass: avocado's varianter registers its own constructors on
 # SafeLoader itself when imported, and this reading must not depend on that.
+# (types-PyYAML wants a loader's method here; SafeConstructor's is the one PyYAML uses.)
 _MatrixLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, yaml.SafeLoader.construct_yaml_map
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    yaml.SafeLoader.construct_yaml_map,  # type: ignore[type-var]
 )
 _MatrixLoader.add_constructor("!mux", _construct_mux)
 _MatrixLoader.add_multi_constructor("!", _refuse_tag)

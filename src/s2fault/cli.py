@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__, bisect, lore, options, progress
 from . import profile as profiles
@@ -335,7 +335,7 @@ def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:
     """Every host tool the matrix will need, before the first build or boot."""
     from . import hosttools
 
-    needs = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
+    needs: list[str | Path] = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
     if "kvm-selftests" in workload_names:
         needs += hosttools.SELFTESTS
     if via == "host-run":
@@ -400,7 +400,7 @@ class _Parser(argparse.ArgumentParser):
     """A usage error is one line naming the option and the value, exit 2, like every
     other bad input (argparse would print the whole usage first)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         # git bisect run reads 1-127 as "bad": a usage error of a step must stop it.
         code = bisect.EXIT_ABORT if self.prog.endswith(" bisect-step") else EXIT_ERROR
         self.exit(code, f"s2fault: error: {message} (see {self.prog} --help)\n")

@@ -627,7 +627,7 @@ def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
             f"(run `s2fault check --results {results_dir}` first)"
         )
     chosen: dict[tuple, tuple[bool, dict]] = {}
-    meta: dict = {"merged_from": []}
+    meta = {"merged_from": []}
     for part in parts:
         rows, part_meta = load_json(part)
         meta["merged_from"].append(part.parent.name)

@@ -592,7 +592,8 @@ def _commit_of(remote: _Remote, store: Path, ref: str) -> str:
         )
     out = _git(store, "ls-remote", "--", remote.url, ref, f"refs/heads/{ref}", f"refs/tags/{ref}",
                what=InfraError)
-    found = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    found = {name: sha for sha, name in
+             (line.split("\t", 1) for line in out.splitlines() if "\t" in line)}
     for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
         if name in found:
             _remember_ref(store, ref, found[name])

@@ -148,7 +148,7 @@ def _block_costs(rounds: list[dict]) -> dict:
     width = max(len(c) for c in per_round)
     cost = []
     for b in range(width):
-        seen = [c[b] for c in per_round if b < len(c) and c[b] is not None]
+        seen = [v for c in per_round if b < len(c) and (v := c[b]) is not None]
         cost.append(round(statistics.median(seen) / 1000.0, 3) if seen else None)
     known = [c for c in cost if c is not None]
     cumulative = [round(sum(known[: i + 1]), 3) for i in range(len(known))]
