@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import source
 from .errors import InfraError
@@ -52,7 +53,7 @@ class Tree:
     def lock_path(self) -> Path:
         return self.root.parent / f"{self.root.name}.lock"
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         try:
             data = json.loads((self.root / STATE).read_text())
         except (OSError, ValueError):

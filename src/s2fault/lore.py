@@ -33,6 +33,7 @@ import urllib.parse
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 from . import hosttools, project, variants
 from .errors import InfraError, InputError
@@ -477,7 +478,7 @@ def _publish(staged: Path, dest: Path, force: bool) -> None:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     """Register `variant add` on the s2fault command line (`variants` lists them)."""
     p = sub.add_parser("variant", help="make a variant folder (variant add: from a patch series)")
     vsub = p.add_subparsers(dest="variant_command", required=True)
