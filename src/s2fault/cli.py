@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, bisect, lore, options, progress
 from . import profile as profiles
@@ -22,6 +22,7 @@ from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
 if TYPE_CHECKING:
     from .source import Source
+    from .verdict import Verdict
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +67,7 @@ def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
         hostrun.check_workload(name)
 
 
-def _profile(args: argparse.Namespace):
+def _profile(args: argparse.Namespace) -> profiles.Profile:
     from . import profile as profiles
     from . import workloads
 
@@ -86,7 +87,7 @@ def _profile(args: argparse.Namespace):
     )
 
 
-def _overrides(args: argparse.Namespace) -> dict:
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "cpu": args.cpu, "smp": args.smp, "memory_mb": args.memory, "accel": args.accel,
         "kvm_mode": args.kvm_mode, "icount_shift": args.icount_shift,
@@ -206,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _print_verdict(v, prefix: str = "") -> None:
+def _print_verdict(v: Verdict, prefix: str = "") -> None:
     ms = v.workload.get("exec_fault_ms", {})
     print(f"{prefix}{v.verdict.upper()}: {v.reason}")
     for key, value in v.versions.items():
@@ -264,13 +265,13 @@ def cmd_host_run(args: argparse.Namespace) -> int:
     return matrix.exit_code([cell])
 
 
-def _print_frames(splat: dict) -> None:
+def _print_frames(splat: dict[str, Any]) -> None:
     """A splat's frames decoded to file:line (run --build-dir with a vmlinux)."""
     for f in splat.get("decoded", []):
         print(f"    {f['frame']}" + (f" ({f['where']})" if f["where"] else ""))
 
 
-def _repeat_summary(verdicts, code: int) -> int:
+def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
     from collections import Counter
 
     n = len(verdicts)
@@ -526,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_signal(signum, frame):
+def _on_signal(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
@@ -546,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"s2fault: bisect-step: {e.message}", file=sys.stderr)
                 return bisect.EXIT_ABORT
             raise
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except S2Error as e:
         progress.clear()
         print(f"s2fault: error: {e.message}", file=sys.stderr)
