@@ -47,8 +47,9 @@ bench-bisect: setup ## time a 16-commit bisection
 report: setup ## JUnit, TAP and HTML reports of a results directory (RESULTS=...)
 	$(S2FAULT) report $(RESULTS)
 
-lint: setup ## ruff for Python, checkpatch for patches/ and guests/, ci/ up to date
+lint: setup ## ruff and mypy for Python, checkpatch for patches/ and guests/, ci/ up to date
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m s2fault.lint
 	$(VENV)/bin/python -m s2fault.cimatrix --check
 

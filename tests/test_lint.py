@@ -1,4 +1,5 @@
-"""checkpatch.pl is the judge for C in guests/ and for every file under patches/."""
+"""checkpatch.pl is the judge for C in guests/ and for every file under patches/; ruff and
+mypy are the judges for Python."""
 
 import subprocess
 import sys
@@ -18,4 +19,11 @@ def test_patches_and_guests_are_checkpatch_clean():
 def test_python_is_ruff_clean():
     r = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "bench"],
                        cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_package_is_mypy_clean():
+    """[tool.mypy] in pyproject.toml: src/s2fault, strict.
+    The cache under .mypy_cache keeps a second run well under a second."""
+    r = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

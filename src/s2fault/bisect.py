@@ -61,7 +61,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import cache, hosttools, kconfig, progress, project, variants
 from . import profile as profiles
@@ -336,7 +336,6 @@ def _judged_run(build: KernelBuild, prof: profiles.Profile, symptom: Symptom,
             v = runner.run_kernel(build.image, prof, outdir, label, build.config)
         except S2Error as e:
             why = e.message
-            v = None
         else:
             judgement, why = symptom.judge(v, reference_ms)
             if judgement != ERROR:
@@ -366,7 +365,7 @@ def run_step(opts: StepOptions) -> int:
     number, sdir = _new_step_dir(opts.bdir, commit)
     save_log(repo, opts.bdir)
     label = commit[:12]
-    record: dict = {
+    record: dict[str, Any] = {
         "step": number, "commit": commit, "subject": subject, "result": None, "why": "",
         "expect": symptom.spec, "mode": opts.mode, "variant": opts.variant,
         "repeat": opts.repeat, "build": {}, "verdicts": [], "run_seconds": [],
@@ -414,7 +413,7 @@ def run_step(opts: StepOptions) -> int:
         return _finish(record, start)
 
 
-def _finish(record: dict, start: float) -> int:
+def _finish(record: dict[str, Any], start: float) -> int:
     record["seconds"] = round(time.monotonic() - start, 1)
     sdir = Path(record["dir"])
     (sdir / STEP).write_text(json.dumps(record, indent=2) + "\n")
@@ -430,7 +429,7 @@ def _finish(record: dict, start: float) -> int:
     return (FIX_EXIT_OF if record.get("fix") else EXIT_OF)[record["result"]]
 
 
-def load_steps(bdir: Path) -> list[dict]:
+def load_steps(bdir: Path) -> list[dict[str, Any]]:
     steps = []
     for path in bdir.glob(f"step-*/{STEP}"):
         try:
@@ -500,7 +499,8 @@ def measure_reference(req: Request, bdir: Path, quiet: bool = False) -> float:
         except BuildError as e:
             raise InputError(f"the good ref {commit[:12]} does not build: {e.message}") from e
         prof = profiles.mode(req.mode).with_(vcpus=req.vcpus, cpu=req.cpu)
-        values, verdicts = [], []
+        values: list[float] = []
+        verdicts: list[dict[str, Any]] = []
         for i in range(1, req.repeat + 1):
             try:
                 v, _, why = _judged_run(build, prof, Symptom(), rdir / f"run-{i}", label, None)
@@ -558,7 +558,7 @@ def _bisect_run(req: Request, bdir: Path, quiet: bool) -> int:
         raise
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
+def _stop_group(proc: subprocess.Popen[str]) -> None:
     """SIGTERM the step's session (git, the step, its QEMU), give the step time to stop
     QEMU over QMP, then SIGKILL whatever is left."""
     pgid = proc.pid
@@ -637,7 +637,7 @@ def _report(req: Request, bdir: Path, symptom: Symptom, json_out: Path | None,
     abort = None
     if (bdir / ABORT).is_file():
         abort = json.loads((bdir / ABORT).read_text())
-    summary: dict = {
+    summary: dict[str, Any] = {
         f"first_{req.new_term}": found[0] if found else None,
         "subject": found[1] if found else None,
         "fix": req.fix,

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import source
 from .errors import InfraError
@@ -52,7 +53,7 @@ class Tree:
     def lock_path(self) -> Path:
         return self.root.parent / f"{self.root.name}.lock"
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         try:
             data = json.loads((self.root / STATE).read_text())
         except (OSError, ValueError):
@@ -190,14 +191,14 @@ def _walk(dst_root: Path, pristine: Path, skip: set[str], known: dict[str, list[
                         known.get(rel), kept, rel):
                 changed.append(rel)
         for name in dirnames:
-            entry = present.get(name)
-            if entry is not None and not entry.is_dir(follow_symlinks=False):
-                os.unlink(entry.path)
+            old = present.get(name)
+            if old is not None and not old.is_dir(follow_symlinks=False):
+                os.unlink(old.path)
                 changed.append(os.path.join(rel_dir, name))
     return changed
 
 
-def _refresh(want: Path, dst: Path, entry: os.DirEntry | None, known: list[int] | None,
+def _refresh(want: Path, dst: Path, entry: os.DirEntry[str] | None, known: list[int] | None,
              kept: dict[str, list[int]], rel: str) -> bool:
     """One file of the walk; True if its content changed."""
     ws = want.lstat()

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import InfraError
 
@@ -77,8 +78,9 @@ class Entry:
                 return False
         return True
 
-    def metadata(self) -> dict:
-        return json.loads((self.dir / MANIFEST).read_text()).get("metadata", {})
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = json.loads((self.dir / MANIFEST).read_text()).get("metadata", {})
+        return metadata
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
@@ -91,7 +93,8 @@ class Entry:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def publish(
-        self, staged: Path, metadata: dict | None = None, checksum: list[str] | None = None
+        self, staged: Path, metadata: dict[str, Any] | None = None,
+        checksum: list[str] | None = None,
     ) -> None:
         """Checksum the files in `staged` (all, or the names in `checksum`) and rename
         the directory into place atomically."""

@@ -29,6 +29,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import kernel, progress, project, runner, workload
 from . import profile as profiles
@@ -50,12 +51,12 @@ class Point:
     median_ms: float | None
     splats: list[str] = field(default_factory=list)  # "kind in function"
     stuck_s: list[int] = field(default_factory=list)  # soft lockups' "stuck for", model s
-    icache: dict | None = None  # kprobe hits: guest_page, by_line (see init.c)
+    icache: dict[str, Any] | None = None  # kprobe hits: guest_page, by_line (see init.c)
     wall_s: float | None = None
     verdict: str = ""
     console: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return self.__dict__ | {}
 
 
@@ -66,7 +67,7 @@ def fit_scale(hardware_ms: float, model_ms: float) -> float:
     return hardware_ms / model_ms
 
 
-def scaling(points: list[Point], single_ms: float, scale: float) -> list[dict]:
+def scaling(points: list[Point], single_ms: float, scale: float) -> list[dict[str, Any]]:
     """Worst exec fault against N, next to the serialized line N x single: where the
     model departs from "N concurrent invalidations cost N times one"."""
     rows = []
@@ -87,7 +88,7 @@ def scaling(points: list[Point], single_ms: float, scale: float) -> list[dict]:
     return rows
 
 
-def whole_cache_invalidations(icache: dict | None) -> int | None:
+def whole_cache_invalidations(icache: dict[str, Any] | None) -> int | None:
     """Stage-2 I-cache invalidations that did not go line by line: every entry to
     invalidate_icache_guest_page ends in icache_inval_pou or in a whole-cache
     invalidation (see init.c), so the whole-cache ones are the difference."""
@@ -99,7 +100,7 @@ def whole_cache_invalidations(icache: dict | None) -> int | None:
     return max(0, int(entries) - int(by_line))
 
 
-def price_fault(point: Point, scale: float, inval_all_us: float) -> dict:
+def price_fault(point: Point, scale: float, inval_all_us: float) -> dict[str, Any]:
     """Hardware-equivalent cost of the worst exec fault, with each whole-cache
     invalidation charged at the hardware's figure instead of the model's (one
     instruction: TCG keeps the I-cache coherent itself, so `ic ialluis` costs it
@@ -141,7 +142,7 @@ class Calibration:
     def scale(self) -> float:
         return fit_scale(self.model.inval_512m_ms, self.single().worst_ms or 0)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The issue's JSON: the fitted k, the model's figures in hardware-equivalent
         ms at the hardware's vCPU count, and the hardware's."""
         k = self.scale
@@ -160,7 +161,7 @@ class Calibration:
             },
         }
 
-    def details(self) -> dict:
+    def details(self) -> dict[str, Any]:
         k = self.scale
         single = self.single().worst_ms or 0
         t_model = self.model.thresholds.in_model(k)
@@ -188,7 +189,7 @@ def _number(x: float) -> float | int:
     return int(x) if float(x).is_integer() else x
 
 
-def applied_thresholds(prof: profiles.Profile) -> dict:
+def applied_thresholds(prof: profiles.Profile) -> dict[str, Any]:
     """The thresholds the runs used (model seconds, from the profile's k)."""
     return {"watchdog_thresh": prof.watchdog_thresh,
             "rcu_cpu_stall_timeout": prof.rcu_stall_timeout,
@@ -208,13 +209,13 @@ def sweep(variant: str, counts: list[int], prof: profiles.Profile, results: Path
                       v.artifacts["console_log"])
 
 
-def split_runs(variant: str, counts: list[int], text: str, splats: list[dict],
+def split_runs(variant: str, counts: list[int], text: str, splats: list[dict[str, Any]],
                wall_s: float | None = None, console: str = "") -> list[Point]:
     """The points of a sweep's console: each run's result line, the splats printed
     while it ran (after the previous run's S2FAULT-POST) and its kprobe hits (the
     POST counts are cumulative over the boot)."""
-    results: list[tuple[int, dict]] = []
-    posts: list[tuple[int, dict]] = []
+    results: list[tuple[int, dict[str, Any]]] = []
+    posts: list[tuple[int, dict[str, Any]]] = []
     for no, line in enumerate(text.splitlines(), 1):
         for marker, into in (("S2FAULT-RESULT", results), ("S2FAULT-POST", posts)):
             if marker in line:
@@ -222,7 +223,8 @@ def split_runs(variant: str, counts: list[int], text: str, splats: list[dict],
                 if obj is not None:
                     into.append((no, obj))
     points = []
-    previous_end, previous_icache = 0, {"guest_page": 0, "by_line": 0}
+    previous_end = 0
+    previous_icache: dict[str, Any] | None = {"guest_page": 0, "by_line": 0}
     for i, n in enumerate(counts):
         result = results[i][1] if i < len(results) else None
         end = posts[i][0] if i < len(posts) else len(text.splitlines()) + 1

@@ -17,6 +17,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn, cast
 
 import yaml
 
@@ -110,7 +111,7 @@ def _default_pages() -> str:
 # --- Reading the yaml-to-mux file ------------------------------------------------
 
 
-class _Mux(dict):
+class _Mux(dict[Any, Any]):
     """A !mux node: its child nodes are alternatives, not combined."""
 
 
@@ -121,10 +122,11 @@ class _MatrixLoader(yaml.SafeLoader):
 def _construct_mux(loader: yaml.SafeLoader, node: yaml.Node) -> _Mux:
     if isinstance(node, yaml.ScalarNode):
         return _Mux()
-    return _Mux(loader.construct_mapping(node, deep=True))
+    # any other node is left to construct_mapping to refuse, as PyYAML words it
+    return _Mux(loader.construct_mapping(cast(yaml.MappingNode, node), deep=True))
 
 
-def _refuse_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
+def _refuse_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> NoReturn:
     raise InputError(
         f"ci/matrix.yaml line {node.start_mark.line + 1}: !{suffix} is not understood by "
         "s2fault.cimatrix (only !mux is); keep the matrix to !mux nodes and params"
@@ -133,14 +135,16 @@ def _refuse_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node):
 
 # Registered on the subclass: avocado's varianter registers its own constructors on
 # SafeLoader itself when imported, and this reading must not depend on that.
+# (types-PyYAML wants a loader's method here; SafeConstructor's is the one PyYAML uses.)
 _MatrixLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, yaml.SafeLoader.construct_yaml_map
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    yaml.SafeLoader.construct_yaml_map,  # type: ignore[type-var]
 )
 _MatrixLoader.add_constructor("!mux", _construct_mux)
 _MatrixLoader.add_multi_constructor("!", _refuse_tag)
 
 
-def _expand(node: dict, where: str) -> list[dict]:
+def _expand(node: dict[str, Any], where: str) -> list[dict[str, Any]]:
     """yaml-to-mux semantics: the params of a leaf are those on its path; a !mux
     node yields each child's variants in turn, a plain node the product of its
     children's."""
@@ -158,7 +162,7 @@ def _expand(node: dict, where: str) -> list[dict]:
     return [params | c for c in combos]
 
 
-def _merge(a: dict, b: dict, where: str) -> dict:
+def _merge(a: dict[str, Any], b: dict[str, Any], where: str) -> dict[str, Any]:
     for key in a.keys() & b.keys():
         if a[key] != b[key]:
             raise InputError(f"ci/matrix.yaml: '{key}' is both {a[key]!r} and {b[key]!r} "
@@ -203,12 +207,12 @@ def load_cells(path: Path) -> list[CiCell]:
 class _Dumper(yaml.SafeDumper):
     """Block style for multi-line strings, so a step's script reads as a script."""
 
-    def ignore_aliases(self, data) -> bool:
+    def ignore_aliases(self, data: Any) -> bool:
         # Repeated steps stay written out: anchors are new to GitHub Actions and
         # make a generated file harder to read.
         return True
 
-    def increase_indent(self, flow: bool = False, indentless: bool = False):
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         # Indent list items under their key, as both CI systems' docs do.
         return super().increase_indent(flow, False)
 
@@ -221,14 +225,14 @@ def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
-def _dump(header: str, data: dict) -> str:
+def _dump(header: str, data: dict[str, Any]) -> str:
     # A wide width: long commands are split by hand (check_command), never folded.
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=1000,
                      default_flow_style=False)
     return header + "\n" + body
 
 
-def _github_keys_step() -> dict:
+def _github_keys_step() -> dict[str, Any]:
     """The versions the cache keys are made of, as this job's installed packages say.
     A GitHub cache entry is never overwritten: a key that did not change with them
     would restore the first Debian point release's source for ever."""
@@ -240,7 +244,7 @@ def _github_keys_step() -> dict:
     ])}
 
 
-def _github_caches() -> list[dict]:
+def _github_caches() -> list[dict[str, Any]]:
     """Kernel source, ccache and built kernels, restored per job; each key holds what
     its content depends on. Cache keys cannot be overwritten, so ccache is saved
     under the run id and restored by prefix."""
@@ -266,7 +270,7 @@ def _github_caches() -> list[dict]:
 def github(cells: list[CiCell]) -> str:
     bootstrap = [{"name": "Tools to fetch the repository", "run": BOOTSTRAP},
                  {"uses": "actions/checkout@v4"}]
-    jobs: dict[str, dict] = {}
+    jobs: dict[str, dict[str, Any]] = {}
     for cell in cells:
         jobs[cell.id] = {
             "name": cell.title,
@@ -313,7 +317,7 @@ def github(cells: list[CiCell]) -> str:
 
 
 def gitlab(cells: list[CiCell]) -> str:
-    pipeline: dict = {
+    pipeline: dict[str, Any] = {
         "stages": ["matrix", "report"],
         "variables": {
             "S2FAULT_CACHE": "$CI_PROJECT_DIR/.cache/s2fault",

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__, bisect, options, progress
 from . import profile as profiles
@@ -22,6 +22,7 @@ from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
 if TYPE_CHECKING:
     from .source import Source
+    from .verdict import Verdict
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -66,7 +67,7 @@ def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
         hostrun.check_workload(name)
 
 
-def _profile(args: argparse.Namespace):
+def _profile(args: argparse.Namespace) -> profiles.Profile:
     from . import profile as profiles
     from . import workloads
 
@@ -86,7 +87,7 @@ def _profile(args: argparse.Namespace):
     )
 
 
-def _overrides(args: argparse.Namespace) -> dict:
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "cpu": args.cpu, "smp": args.smp, "memory_mb": args.memory, "accel": args.accel,
         "kvm_mode": args.kvm_mode, "icount_shift": args.icount_shift,
@@ -206,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _print_verdict(v, prefix: str = "") -> None:
+def _print_verdict(v: Verdict, prefix: str = "") -> None:
     ms = v.workload.get("exec_fault_ms", {})
     print(f"{prefix}{v.verdict.upper()}: {v.reason}")
     for key, value in v.versions.items():
@@ -264,13 +265,13 @@ def cmd_host_run(args: argparse.Namespace) -> int:
     return matrix.exit_code([cell])
 
 
-def _print_frames(splat: dict) -> None:
+def _print_frames(splat: dict[str, Any]) -> None:
     """A splat's frames decoded to file:line (run --build-dir with a vmlinux)."""
     for f in splat.get("decoded", []):
         print(f"    {f['frame']}" + (f" ({f['where']})" if f["where"] else ""))
 
 
-def _repeat_summary(verdicts, code: int) -> int:
+def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
     from collections import Counter
 
     n = len(verdicts)
@@ -335,7 +336,7 @@ def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:
     """Every host tool the matrix will need, before the first build or boot."""
     from . import hosttools
 
-    needs = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
+    needs: list[str | Path] = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
     if "kvm-selftests" in workload_names:
         needs += hosttools.SELFTESTS
     if via == "host-run":
@@ -406,7 +407,7 @@ class _Parser(argparse.ArgumentParser):
     """A usage error is one line naming the option and the value, exit 2, like every
     other bad input (argparse would print the whole usage first)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         # git bisect run reads 1-127 as "bad": a usage error of a step must stop it.
         code = bisect.EXIT_ABORT if self.prog.endswith(" bisect-step") else EXIT_ERROR
         self.exit(code, f"s2fault: error: {message} (see {self.prog} --help)\n")
@@ -430,7 +431,7 @@ def _bisect_args(p: argparse.ArgumentParser) -> None:
                    "--good NEW does not (git bisect's old/new terms underneath)")
 
 
-def _add_bisect_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_bisect_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     """`bisect` and `bisect-step` (bisect.py); their help's epilog is bisect.py's docstring."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("bisect", help="find the commit that brought a symptom in (git bisect)",
@@ -460,7 +461,7 @@ def _add_bisect_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=bisect.cmd_bisect_step)
 
 
-def _add_variant_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_variant_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     """`variant add` (lore.py; `variants` lists them)."""
     p = sub.add_parser("variant", help="make a variant folder (variant add: from a patch series)")
     vsub = p.add_subparsers(dest="variant_command", required=True)
@@ -601,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_signal(signum, frame):
+def _on_signal(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
@@ -621,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"s2fault: bisect-step: {e.message}", file=sys.stderr)
                 return bisect.EXIT_ABORT
             raise
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except S2Error as e:
         progress.clear()
         print(f"s2fault: error: {e.message}", file=sys.stderr)

@@ -70,7 +70,8 @@ def build(cache_root: Path | None = None) -> GuestImage:
     return GuestImage(entry.dir / "initramfs.cpio", key, False)
 
 
-def _cpio_entry(name: str, mode: int, data: bytes = b"", ino: int = 0, rdev=(0, 0)) -> bytes:
+def _cpio_entry(name: str, mode: int, data: bytes = b"", ino: int = 0,
+                rdev: tuple[int, int] = (0, 0)) -> bytes:
     namez = name.encode() + b"\0"
     fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(namez), 0]
     header = b"070701" + b"".join(f"{v:08X}".encode() for v in fields)

@@ -24,6 +24,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import profile as profiles
 from . import workload as workload_lines
@@ -102,7 +103,7 @@ class HostFacts:
             return NO_LOCKDEP
         return "on" if self.debug_locks else "off (debug_locks=0 before the workload)"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         wanted = ("CONFIG_KVM", "CONFIG_PROVE_LOCKING", "CONFIG_SOFTLOCKUP_DETECTOR",
                   "CONFIG_HUGETLBFS", "CONFIG_ARM64_64K_PAGES", "CONFIG_ARM64_16K_PAGES",
                   "CONFIG_ARM64_4K_PAGES")
@@ -212,7 +213,7 @@ class HostChanges:
     def __enter__(self) -> HostChanges:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         # A second ^C while restoring must not leave the host half put back.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
@@ -221,7 +222,7 @@ class HostChanges:
             signal.signal(signal.SIGINT, old)
 
 
-def reserve_hugepages(changes: HostChanges, block_bytes: int, count: int) -> dict:
+def reserve_hugepages(changes: HostChanges, block_bytes: int, count: int) -> dict[str, Any]:
     """At least `count` free hugepages of `block_bytes`, raising nr_hugepages only by
     what is missing. A host that cannot find the memory is a skip, never an error."""
     kb = block_bytes >> 10
@@ -310,7 +311,7 @@ def vmm_argv(vmm: Path, prof: profiles.Profile) -> list[str]:
     return argv
 
 
-def _marker(name: str, obj: dict) -> str:
+def _marker(name: str, obj: dict[str, Any]) -> str:
     return f"S2FAULT-{name} {json.dumps(obj, separators=(',', ':'))}"
 
 
@@ -343,7 +344,7 @@ def run(prof: profiles.Profile, outdir: Path) -> Verdict:
     return v
 
 
-def _run_vmm(vmm: Path, prof: profiles.Profile, facts: HostFacts, pages: dict,
+def _run_vmm(vmm: Path, prof: profiles.Profile, facts: HostFacts, pages: dict[str, Any],
              outdir: Path) -> Verdict:
     console = outdir / "console.log"
     out_path, err_path = outdir / "vmm-stdout.log", outdir / "vmm-stderr.log"

@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import buildtree, cache, hosttools, kconfig, progress, source, variants
 from .errors import BuildError, InfraError, S2Error
@@ -54,7 +55,7 @@ class KernelBuild:
     dir: Path
     cached: bool
     seconds: float
-    metadata: dict
+    metadata: dict[str, Any]
 
 
 @functools.cache  # asked for by every key and metadata record: one gcc run per process
@@ -68,7 +69,8 @@ def _tuxmake_version() -> str:
     try:
         import tuxmake
 
-        return tuxmake.__version__
+        version: str = tuxmake.__version__
+        return version
     except (ImportError, AttributeError):
         return "unknown"
 
@@ -190,7 +192,7 @@ def _nearest_tree(variant: variants.Variant, trees: Path) -> buildtree.Tree | No
 
 
 def _seed(tree: buildtree.Tree, origin: buildtree.Tree, base: buildtree.Tree,
-          src: source.Source, job: _Job) -> dict:
+          src: source.Source, job: _Job) -> dict[str, Any]:
     """Copy the objects of `origin` (a variant's tree, or the base, built first if it is
     not built yet) into a new variant tree."""
     with cache.locked(origin.lock_path):
@@ -206,13 +208,13 @@ def _seed(tree: buildtree.Tree, origin: buildtree.Tree, base: buildtree.Tree,
 
 
 def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, bytes | None],
-                job: _Job, staged: Path | None, donor_ok: bool = True) -> dict:
+                job: _Job, staged: Path | None, donor_ok: bool = True) -> dict[str, Any]:
     """Bring the tree's source to `src` + `overlay`, build, and copy the artifacts into
     `staged` (when given). Returns what happened, for the build's metadata. A new tree
     starts from a built tree of another source when there is one (`donor_ok`)."""
     if tree.state().get("clean") is False:
         tree.remove()  # interrupted: start again (ccache has what it compiled)
-    info: dict = {"build_tree": str(tree.root)}
+    info: dict[str, Any] = {"build_tree": str(tree.root)}
     if donor_ok and not tree.src.is_dir():
         info |= _seed_from_donor(tree, job)
     t = time.monotonic()
@@ -240,7 +242,7 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     return info
 
 
-def _seed_from_donor(tree: buildtree.Tree, job: _Job) -> dict:
+def _seed_from_donor(tree: buildtree.Tree, job: _Job) -> dict[str, Any]:
     """Start a new tree (another git ref, a bisection) from the newest built base tree
     of the same config. Its sync then compares the two sources file by file: files
     equal in content keep the donor's objects, so kbuild compiles what differs between
@@ -324,7 +326,7 @@ def _result(variant: str, key: str, entry: cache.Entry, cached: bool, start: flo
 
 
 def _metadata(variant: variants.Variant, src: source.Source, fragments: list[Path],
-              start: float, **extra: object) -> dict:
+              start: float, **extra: object) -> dict[str, Any]:
     return {
         "variant": variant.name,
         "source": src.spec,
@@ -339,7 +341,7 @@ def _metadata(variant: variants.Variant, src: source.Source, fragments: list[Pat
     }
 
 
-def _publish(entry: cache.Entry, staged: Path, meta: dict) -> None:
+def _publish(entry: cache.Entry, staged: Path, meta: dict[str, Any]) -> None:
     (staged / "s2fault-build.json").write_text(json.dumps(meta, indent=2) + "\n")
     entry.publish(staged, meta)
 
@@ -566,7 +568,7 @@ def _run_tuxmake(cmd: list[str], job: _Job, target: str) -> None:
 def _target_passed(outdir: Path, target: str) -> bool:
     try:
         meta = json.loads((outdir / "metadata.json").read_text())
-        return meta["results"]["targets"][target]["status"] == "PASS"
+        return bool(meta["results"]["targets"][target]["status"] == "PASS")
     except (OSError, ValueError, KeyError):
         return True  # no metadata: trust the exit code
 

@@ -113,6 +113,7 @@ def add_variant(
             msgid, mbox = fetch_thread(msgid, scratch / "thread.mbox")
             origin = f"lore {_lore_host()} <{msgid}>"
         else:
+            assert mbox is not None  # exactly one of mbox and msgid
             origin = f"mbox {mbox.resolve()}"
         assert mbox is not None
         what = f"thread <{msgid}>" if msgid else f"mbox {mbox}"
@@ -213,7 +214,7 @@ def _b4_am(b4: str, mbox: Path, outdir: Path, msgid: str | None, what: str
         raise InputError(f"{what}: the series is incomplete (no patch {missing})")
     cover_file = outdir / f"{SLUG}.cover"
     cover = parser.parsebytes(cover_file.read_bytes()) if cover_file.is_file() else None
-    return messages, cover  # type: ignore[return-value]
+    return messages, cover
 
 
 def _missing_patches(messages: list[EmailMessage]) -> str:

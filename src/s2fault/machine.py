@@ -28,11 +28,16 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from . import profile as profiles
 from .image import KernelImage
+
+if TYPE_CHECKING:
+    from qemu.qmp.legacy import QEMUMonitorProtocol
 
 DONE_MARKER = b"S2FAULT-DONE"
 # Every kernel splat with a backtrace prints one of these: enough to shorten the wait
@@ -54,7 +59,7 @@ class MachineRun:
     last_line: str = ""
     status: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome,
             "reason": self.reason,
@@ -166,7 +171,7 @@ class _QMPLog:
     def __init__(self, path: Path):
         self.f = open(path, "a")
 
-    def write(self, direction: str, obj) -> None:
+    def write(self, direction: str, obj: object) -> None:
         self.f.write(json.dumps({"t": round(time.time(), 3), direction: obj}) + "\n")
         self.f.flush()
 
@@ -255,7 +260,9 @@ def _announce_gdb(kernel: KernelImage, port: int) -> None:
     print("  " + " ".join(shlex.quote(a) for a in gdb_command(kernel, port)), flush=True)
 
 
-def _watch(proc, qmp, qmp_log, console, timeouts, start, finish, stderr_path) -> MachineRun:
+def _watch(proc: subprocess.Popen[bytes], qmp: QEMUMonitorProtocol, qmp_log: _QMPLog,
+           console: Path, timeouts: profiles.Timeouts, start: float,
+           finish: Callable[..., MachineRun], stderr_path: Path) -> MachineRun:
     last_size = -1
     last_change = time.monotonic()
     done_seen_at = None
@@ -312,18 +319,19 @@ def qemu_children(pid: int) -> list[int]:
     return found
 
 
-def _status(qmp, qmp_log) -> str:
+def _status(qmp: QEMUMonitorProtocol, qmp_log: _QMPLog) -> str:
     try:
         qmp.settimeout(5)
         qmp_log.write("cmd", "query-status")
-        reply = qmp.cmd("query-status")
+        # qemu.qmp types a command's return value as object; query-status's is a dict
+        reply = cast(dict[str, Any], qmp.cmd("query-status"))
         qmp_log.write("reply", reply)
         return str(reply.get("status", "?"))
     except Exception as e:  # noqa: BLE001
         return f"QMP unresponsive: {e}"
 
 
-def _stop(proc: subprocess.Popen, qmp, qmp_log) -> None:
+def _stop(proc: subprocess.Popen[bytes], qmp: QEMUMonitorProtocol, qmp_log: _QMPLog) -> None:
     """quit over QMP, then SIGTERM, then SIGKILL: no QEMU is ever left behind."""
     try:
         qmp.settimeout(5)
@@ -340,7 +348,7 @@ def _stop(proc: subprocess.Popen, qmp, qmp_log) -> None:
     proc.wait()
 
 
-def _wait(proc: subprocess.Popen, seconds: float) -> bool:
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     try:
         proc.wait(timeout=seconds)
         return True
@@ -348,7 +356,7 @@ def _wait(proc: subprocess.Popen, seconds: float) -> bool:
         return False
 
 
-def _qemu_failure(proc: subprocess.Popen, stderr_path: Path, what: str) -> str:
+def _qemu_failure(proc: subprocess.Popen[bytes], stderr_path: Path, what: str) -> str:
     rc = proc.poll()
     err = stderr_path.read_text(errors="replace").strip() if stderr_path.exists() else ""
     err_line = " | ".join(line.strip() for line in err.splitlines()[-3:]) or "no stderr"

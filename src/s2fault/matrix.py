@@ -11,10 +11,11 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import __version__, kernel, progress, project, runner, source, variants, workloads
 from . import profile as profiles
@@ -38,12 +39,12 @@ class Cell:
     observed: str = ""
     why: str = ""
     flaky: bool = False
-    build: dict = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)
     workload: str = workloads.DEFAULT
     outcome: str = "error"  # pass | fail | skip | error, set when judged
     vcpus: int | None = None  # as asked; None: the mode's default (names the cell)
     pages: str | None = None
-    retried: list[dict] = field(default_factory=list)  # attempts run again, and why
+    retried: list[dict[str, Any]] = field(default_factory=list)  # attempts run again, and why
 
     @property
     def verdict(self) -> Verdict | None:
@@ -77,7 +78,7 @@ class Cell:
             counts.update({_splat_key(s) for s in v.splats})
         return dict(counts)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         v = self.verdict
         return {
             "test_id": self.test_id,
@@ -120,8 +121,8 @@ def stable_id(variant: str, workload: str, mode: str, vcpus: int | None = None,
     return name
 
 
-def _splat_key(s: dict) -> str:
-    key = s["kind"] + (f":{s['subtype']}" if s.get("subtype") else "")
+def _splat_key(s: dict[str, Any]) -> str:
+    key: str = s["kind"] + (f":{s['subtype']}" if s.get("subtype") else "")
     return key + (f" in {s['function']}" if s.get("function") else "")
 
 
@@ -135,7 +136,7 @@ class RunOptions:
     source: source.Source | str | None = None
     fragments: tuple[str, ...] | list[str] | None = None
     repeat: int = 1
-    profile_overrides: dict = field(default_factory=dict)
+    profile_overrides: dict[str, Any] = field(default_factory=dict)
     pages: str | None = None  # the page size the fragments select (picks declarations)
     workloads: tuple[str, ...] = (workloads.DEFAULT,)
     cores: int | None = None  # CPUs the run may keep busy (default: S2FAULT_CORES or all)
@@ -177,7 +178,7 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
     # which could run beside the one that is running. Cores decides what runs.
     with ThreadPoolExecutor(_MAX_WAITING, thread_name_prefix="s2fault-run") as runs:
         try:
-            pending: list[Future] = []
+            pending: list[Future[None]] = []
             for name in names:
                 if unbuildable:
                     cells += unbuilt(name, modes, options, f"build: {unbuildable}")
@@ -313,7 +314,7 @@ def run_variant(name: str, modes: list[str], results_dir: Path,
 
 
 def _variant_cells(name: str, modes: list[str], results_dir: Path, options: RunOptions,
-                   cores: Cores) -> tuple[list[Cell], list]:
+                   cores: Cores) -> tuple[list[Cell], list[Callable[..., None]]]:
     """Build the variant; its cells, in plan order, and one task per cell that runs it
     (its repeats one after another)."""
     var = variants.load(name)
@@ -397,7 +398,7 @@ def _outcome(cell: Cell) -> str:
     return "error"
 
 
-def _compare(cell: Cell, by_key: dict) -> None:
+def _compare(cell: Cell, by_key: dict[tuple[str, str, str], Cell]) -> None:
     ref = cell.declared.latency_reference
     ref_cell = by_key.get((ref, cell.workload, cell.mode)) if ref else None
     if cell.declared.unfilled:  # imported, not declared yet: show what it did, judge nothing
@@ -464,7 +465,7 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
     return text
 
 
-def _process_of(pid: int | None, measured: dict) -> str:
+def _process_of(pid: int | None, measured: dict[str, Any]) -> str:
     """The VMM process a splat's task id belongs to: a lockup report names the vCPU
     thread, and each VMM process reports its pid and its vCPU threads' ids."""
     for vm in measured.get("per_vm") or []:

@@ -18,6 +18,7 @@ import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import hosttools, project
 from .errors import InfraError, InputError
@@ -174,10 +175,10 @@ class Profile:
     def interactive(self) -> bool:
         return self.shell or self.gdb_port is not None
 
-    def with_(self, **changes) -> Profile:
+    def with_(self, **changes: Any) -> Profile:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -225,7 +226,7 @@ class HardwareModel:
     def to_hw(self, model_seconds: float) -> float:
         return model_seconds * self.scale
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 

@@ -17,7 +17,9 @@ import math
 import os
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from . import __version__
@@ -36,45 +38,46 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_json(rows: list[dict], path: Path, meta: dict | None = None) -> None:
+def write_json(rows: list[dict[str, Any]], path: Path, meta: dict[str, Any] | None = None) -> None:
     meta = {"s2fault_version": __version__} | (meta or {})
     doc = {"schema_version": SCHEMA_VERSION, "meta": meta, "cells": rows}
     _atomic_write(path, json.dumps(doc, indent=2) + "\n")
 
 
-def load_json(path: Path) -> tuple[list[dict], dict]:
+def load_json(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     data = json.loads(path.read_text())
     return data["cells"], data.get("meta", {})
 
 
-def _status(row: dict) -> str:
+def _status(row: dict[str, Any]) -> str:
     """pass | fail | skip | error (a row of schema 1 has only "match")."""
     if row.get("outcome"):
-        return row["outcome"]
+        outcome: str = row["outcome"]
+        return outcome
     return {True: "pass", False: "fail", None: "error"}[row["match"]]
 
 
-def _workload(row: dict) -> str:
+def _workload(row: dict[str, Any]) -> str:
     return row.get("workload_name") or "exec-fault"
 
 
-def test_id(row: dict) -> str:
+def test_id(row: dict[str, Any]) -> str:
     """variant.workload.mode (+ vCPUs/pages when not the defaults): matrix.Cell.test_id."""
     from .matrix import stable_id
 
     return row.get("test_id") or stable_id(row["variant"], _workload(row), row["mode"])
 
 
-def _short_id(row: dict) -> str:
+def _short_id(row: dict[str, Any]) -> str:
     """The test id without its variant: a subtest of the variant's suite."""
     return test_id(row).removeprefix(row["variant"] + ".")
 
 
-def _reason(row: dict) -> str:
+def _reason(row: dict[str, Any]) -> str:
     return " ".join(str(row.get("why") or row.get("reason") or "").split())
 
 
-def _measurements(row: dict) -> list[str]:
+def _measurements(row: dict[str, Any]) -> list[str]:
     """What the cell measured and declared, for diagnostic lines (never in a name)."""
     lines = [f"declared: {row['declared']['summary']}", f"observed: {row['observed']}"]
     ms = (row.get("workload") or {}).get("exec_fault_ms") or {}
@@ -89,13 +92,13 @@ def _measurements(row: dict) -> list[str]:
     return [" ".join(line.split()) for line in lines]
 
 
-def _cell_name(row: dict, sep: str = " ") -> str:
+def _cell_name(row: dict[str, Any], sep: str = " ") -> str:
     """variant, mode, and the workload when it is not the plain exec-fault run."""
     wl = _workload(row)
     return sep.join([row["variant"], *([wl] if wl != "exec-fault" else []), row["mode"]])
 
 
-def write_junit(rows: list[dict], path: Path) -> None:
+def write_junit(rows: list[dict[str, Any]], path: Path) -> None:
     suite = ET.Element("testsuite", name="s2fault", tests=str(len(rows)))
     failures = errors = skipped = 0
     for row in rows:
@@ -140,7 +143,7 @@ def _result_line(status: str, number: int, name: str, reason: str, dash: str) ->
     return f"not ok {number} {dash}{name}"
 
 
-def write_tap(rows: list[dict], path: Path) -> None:
+def write_tap(rows: list[dict[str, Any]], path: Path) -> None:
     """TAP 13: one test per cell named by its stable id; what it measured in '#' lines."""
     lines = ["TAP version 13", f"1..{len(rows)}"]
     for i, row in enumerate(rows, 1):
@@ -153,12 +156,12 @@ def write_tap(rows: list[dict], path: Path) -> None:
     _atomic_write(path, "\n".join(lines) + "\n")
 
 
-def write_ktap(rows: list[dict], path: Path) -> None:
+def write_ktap(rows: list[dict[str, Any]], path: Path) -> None:
     """KTAP version 1 (Documentation/dev-tools/ktap.rst): a suite per variant, a subtest
     per workload and mode, named workload.mode; measurements as '#' diagnostic lines
     before each result; a suite is ok when none of its subtests failed or erred, and
     skipped when all of them were."""
-    suites: dict[str, list[dict]] = {}
+    suites: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         suites.setdefault(row["variant"], []).append(row)
     lines = ["KTAP version 1", f"1..{len(suites)}"]
@@ -259,7 +262,7 @@ def _href(target: Path, html_dir: Path) -> str:
     return quote(rel.as_posix())
 
 
-def _log_links(row: dict, html_dir: Path) -> str:
+def _log_links(row: dict[str, Any], html_dir: Path) -> str:
     arts = row.get("artifacts") or {}
     run_dir = arts.get("dir")
     wanted = [
@@ -278,7 +281,7 @@ def _log_links(row: dict, html_dir: Path) -> str:
     return " | ".join(links) or "&mdash;"
 
 
-def _latency(row: dict) -> tuple[float | None, list[float]]:
+def _latency(row: dict[str, Any]) -> tuple[float | None, list[float]]:
     ms = (row.get("workload") or {}).get("exec_fault_ms") or {}
     rounds = [float(x) for x in ms.get("per_round_max") or [] if x is not None]
     value = ms.get("max")
@@ -291,7 +294,7 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms:.3g} ms"
 
 
-def _ratio(row: dict, same_mode: list[dict]) -> str:
+def _ratio(row: dict[str, Any], same_mode: list[dict[str, Any]]) -> str:
     """How a latency expectation reads in the plot: the ratio to its reference."""
     ref = (row.get("declared") or {}).get("latency_reference")
     if not (row.get("declared") or {}).get("latency_ratio_min") or not ref:
@@ -304,20 +307,20 @@ def _ratio(row: dict, same_mode: list[dict]) -> str:
     return f" ({value / ref_ms:.1f}x {ref})"
 
 
-def _is_dilated(row: dict) -> bool:
+def _is_dilated(row: dict[str, Any]) -> bool:
     prof = row.get("profile") or {}
     if prof:
         return prof.get("icount_shift") is not None
     return row.get("mode") == "dilated"
 
 
-def _panels(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+def _panels(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     modes = sorted({r["mode"] for r in rows},
                    key=lambda m: (_MODE_ORDER.index(m) if m in _MODE_ORDER else 99, m))
     return [(m, [r for r in rows if r["mode"] == m]) for m in modes]
 
 
-def latency_svg(rows: list[dict]) -> str:
+def latency_svg(rows: list[dict[str, Any]]) -> str:
     """The exec-fault latency of every cell that measured one: a bar per cell (the
     median over rounds of the per-round max, as judged), a dot per round, one
     log-scale panel per mode (functional and dilated latencies are decades apart)."""
@@ -333,7 +336,7 @@ def latency_svg(rows: list[dict]) -> str:
         hi = math.ceil(math.log10(max(max(values), 1e-3)))
         hi = hi if hi > lo else lo + 1
 
-        def x_of(ms: float, lo=lo, hi=hi) -> float:
+        def x_of(ms: float, lo: int = lo, hi: int = hi) -> float:
             return left + (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_w
 
         dilated = any(_is_dilated(r) for r in cells)
@@ -412,7 +415,7 @@ def latency_svg(rows: list[dict]) -> str:
     )
 
 
-def _blocks(row: dict) -> list[float]:
+def _blocks(row: dict[str, Any]) -> list[float]:
     return [float(x) for x in ((row.get("workload") or {}).get("blocks") or {}).get(
         "cumulative_ms") or [] if x is not None]
 
@@ -420,7 +423,7 @@ def _blocks(row: dict) -> list[float]:
 _LINE_COLOURS = ("#1565c0", "#c62828", "#6a1b9a", "#ef6c00", "#2e7d32", "#00838f", "#5d4037")
 
 
-def blocks_svg(rows: list[dict]) -> str:
+def blocks_svg(rows: list[dict[str, Any]]) -> str:
     """many-blocks: total exec-fault cost against the number of blocks made executable,
     a line per variant, log-scale cost (the variants' slopes are decades apart)."""
     series = [(r, _blocks(r)) for r in rows if len(_blocks(r)) >= 2]
@@ -474,7 +477,7 @@ def blocks_svg(rows: list[dict]) -> str:
             f"{style}{''.join(parts)}</svg>")
 
 
-def _blocks_section(rows: list[dict]) -> str:
+def _blocks_section(rows: list[dict[str, Any]]) -> str:
     if not any(len(_blocks(r)) >= 2 for r in rows):
         return ""
     return ("<h2>Cost against memory made executable (many-blocks)</h2>\n"
@@ -485,14 +488,14 @@ def _blocks_section(rows: list[dict]) -> str:
             "invalidation.</p>\n" + blocks_svg(rows))
 
 
-def exit_code_of(rows: list[dict]) -> int:
+def exit_code_of(rows: list[dict[str, Any]]) -> int:
     """The exit-code contract over report rows (matrix.exit_code_of)."""
     from .matrix import exit_code_of as of_outcomes
 
     return of_outcomes([_status(r) for r in rows])
 
 
-def _summary(rows: list[dict]) -> tuple[str, str]:
+def _summary(rows: list[dict[str, Any]]) -> tuple[str, str]:
     from .matrix import summary_line
 
     code = exit_code_of(rows)
@@ -500,7 +503,7 @@ def _summary(rows: list[dict]) -> tuple[str, str]:
     return css, summary_line([_status(r) for r in rows])
 
 
-def render_html(rows: list[dict], meta: dict | None, html_dir: Path) -> str:
+def render_html(rows: list[dict[str, Any]], meta: dict[str, Any] | None, html_dir: Path) -> str:
     meta = meta or {}
     css, summary = _summary(rows)
     show_wl = any(_workload(r) != "exec-fault" for r in rows)
@@ -569,7 +572,8 @@ def _meta_value(value: object) -> str:
     return str(value)
 
 
-def _log_grid(lo: int, hi: int, left: float, plot_w: float, y_of) -> list[str]:
+def _log_grid(lo: int, hi: int, left: float, plot_w: float,
+              y_of: Callable[[float], float]) -> list[str]:
     """A log-scale plot's horizontal grid: a line and a label at each power of ten."""
     parts = []
     for e in range(lo, hi + 1):
@@ -581,7 +585,7 @@ def _log_grid(lo: int, hi: int, left: float, plot_w: float, y_of) -> list[str]:
     return parts
 
 
-def _incidents_html(splats: list[dict]) -> str:
+def _incidents_html(splats: list[dict[str, Any]]) -> str:
     """The console's reports culprit first: each incident's lead, and under it the
     knock-on reports with why each was grouped there (verdict.culprit_first)."""
     grouped = incidents(splats)
@@ -600,7 +604,7 @@ def _incidents_html(splats: list[dict]) -> str:
             f'<ul>{"".join(items)}</ul></details>')
 
 
-def write_html(rows: list[dict], path: Path, meta: dict | None = None) -> None:
+def write_html(rows: list[dict[str, Any]], path: Path, meta: dict[str, Any] | None = None) -> None:
     path = Path(path)
     _atomic_write(path, render_html(rows, meta, path.parent.resolve()))
 
@@ -608,7 +612,7 @@ def write_html(rows: list[dict], path: Path, meta: dict | None = None) -> None:
 # --- A results directory ---------------------------------------------------------
 
 
-def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
+def collect(results_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
     """(rows, meta, merged) of a results directory.
 
     Its own check.json when there is one; otherwise the check.json of each
@@ -626,8 +630,8 @@ def collect(results_dir: Path) -> tuple[list[dict], dict, bool]:
             f"no check.json in {results_dir} nor in its sub-directories "
             f"(run `s2fault check --results {results_dir}` first)"
         )
-    chosen: dict[tuple, tuple[bool, dict]] = {}
-    meta: dict = {"merged_from": []}
+    chosen: dict[tuple[str, ...], tuple[bool, dict[str, Any]]] = {}
+    meta = {"merged_from": []}
     for part in parts:
         rows, part_meta = load_json(part)
         meta["merged_from"].append(part.parent.name)
@@ -697,7 +701,7 @@ def report_main(results_dir: str) -> int:
 # --- The calibration of a hardware model (s2fault calibrate) ----------------------
 
 
-def scaling_svg(details: dict) -> str:
+def scaling_svg(details: dict[str, Any]) -> str:
     """Worst exec fault (hardware-equivalent, log scale) against the vCPUs faulting
     together, a line per variant; the serialized line N x one invalidation, the
     soft-lockup threshold and the seed report's figure marked."""
@@ -706,7 +710,7 @@ def scaling_svg(details: dict) -> str:
     k = details.get("scale") or 1.0
     width, height, left, right, top, bottom = 820, 380, 80, 250, 30, 56
     plot_w, plot_h = width - left - right, height - top - bottom
-    n_max = max([r["vcpus"] for r in rows] + [int((details.get("model") or {}).get("vcpus")
+    n_max: int = max([r["vcpus"] for r in rows] + [int((details.get("model") or {}).get("vcpus")
                                                    or 64)])
     lockup_ms = 1000.0 * 2 * ((details.get("thresholds_hw_s") or {}).get("watchdog_thresh")
                               or 10)
@@ -780,7 +784,7 @@ def scaling_svg(details: dict) -> str:
             f"{style}{''.join(parts)}</svg>")
 
 
-def calibration_section(details: dict) -> str:
+def calibration_section(details: dict[str, Any]) -> str:
     summary = details.get("model") or {}
     hw = details.get("hardware") or {}
     return (
@@ -793,7 +797,7 @@ def calibration_section(details: dict) -> str:
         + scaling_svg(details))
 
 
-def write_calibration_html(details: dict, path: Path) -> None:
+def write_calibration_html(details: dict[str, Any], path: Path) -> None:
     body = calibration_section(details)
     _atomic_write(Path(path), f"""<!DOCTYPE html>
 <html lang="en">

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import __version__, guest, image, machine, progress, project, stacktrace, workload
 from . import profile as profiles
@@ -119,7 +120,7 @@ def _host_run_verdict(result: machine.MachineRun, text: str, prof: profiles.Prof
     return v
 
 
-def versions(cpu: str | None, kernel_release: str | None) -> dict:
+def versions(cpu: str | None, kernel_release: str | None) -> dict[str, Any]:
     """What a result must name to be compared with another machine's: this tool, the
     emulator, the CPU model it emulated and the kernel that ran."""
     return {"s2fault": __version__, "qemu": qemu_version(), "cpu": cpu,
@@ -151,7 +152,7 @@ def _release_in(console: str) -> str | None:
     return m.group(1) if m else None
 
 
-def hardware_equivalent(measured: dict, model: profiles.HardwareModel) -> dict:
+def hardware_equivalent(measured: dict[str, Any], model: profiles.HardwareModel) -> dict[str, Any]:
     """A calibrated model's run in the hardware's terms: the worst exec fault times the
     profile's k, and each whole-cache invalidation the guest kernel counted (kprobes,
     see init.c) charged at the hardware's figure, since the model charges it one

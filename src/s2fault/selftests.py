@@ -21,6 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import cache, guest, hosttools, project
 from . import source as sources
@@ -193,7 +194,7 @@ def first_error(log: str) -> str:
     return (lines[-1].strip() if lines else "no output")[:300]
 
 
-def parse(result: dict) -> dict:
+def parse(result: dict[str, Any]) -> dict[str, Any]:
     """Metrics of a `kvm-selftests` S2FAULT-RESULT line, and what they say.
 
     `judgement` is (verdict, reason): fail when a test failed (the kernel
@@ -231,7 +232,7 @@ def parse(result: dict) -> dict:
     return metrics
 
 
-def _judge(m: dict) -> tuple[str, str]:
+def _judge(m: dict[str, Any]) -> tuple[str, str]:
     tests = m["selftests"]
     failed = [t for t in tests if t["status"] in ("fail", "timeout")]
     if failed:

@@ -26,11 +26,16 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from . import cache, hosttools, progress
 from .errors import InfraError, InputError
+
+if TYPE_CHECKING:
+    import requests
 
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_PACKAGE = "linux-source-6.12"
@@ -175,7 +180,8 @@ def _tarball_sha256(tarball: Path, cache_root: Path) -> str:
     except (OSError, ValueError):
         memos = {}
     if stamp in memos:
-        return memos[stamp]
+        digest: str = memos[stamp]
+        return digest
     digest = cache.sha256_file(tarball)
     memos[stamp] = digest
     memo.parent.mkdir(parents=True, exist_ok=True)
@@ -289,7 +295,7 @@ def _strict_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None
     return tarfile.data_filter(member, dest)
 
 
-def _checked_members(tar: tarfile.TarFile, dest: Path):  # noqa: ANN201 - a generator
+def _checked_members(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
     """The rules of tarfile's "data" filter, for Pythons without it: no absolute names,
     nothing outside `dest` (names and link targets), no device files or FIFOs; modes
     lose set-id bits and group/other write; files belong to whoever unpacks them."""
@@ -395,7 +401,7 @@ def _download(url: str, part: Path) -> None:
     raise InfraError(f"download of {url} failed after {DOWNLOAD_ATTEMPTS} attempts: {why}")
 
 
-def _attempt(session, url: str, part: Path) -> None:
+def _attempt(session: requests.Session, url: str, part: Path) -> None:
     have = part.stat().st_size if part.exists() else 0
     # The sha256 is of the file as served: no transfer compression for requests to undo.
     headers = {"Accept-Encoding": "identity"}
@@ -426,13 +432,13 @@ def _attempt(session, url: str, part: Path) -> None:
             raise _Retry(f"connection closed after {got} of {total} bytes")
 
 
-def _range_start(headers) -> int | None:
+def _range_start(headers: Mapping[str, str]) -> int | None:
     """The first byte of a 206 answer (Content-Range: bytes START-END/TOTAL)."""
     m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", headers.get("Content-Range", ""))
     return int(m[1]) if m else None
 
 
-def _total_size(headers, offset: int) -> int | None:
+def _total_size(headers: Mapping[str, str], offset: int) -> int | None:
     m = re.match(r"bytes \d+-\d+/(\d+)", headers.get("Content-Range", ""))
     if m:
         return int(m[1])
@@ -440,7 +446,8 @@ def _total_size(headers, offset: int) -> int | None:
     return offset + int(length) if length and length.isdigit() else None
 
 
-def _copy(r, f, offset: int, total: int | None, url: str) -> None:
+def _copy(r: requests.Response, f: IO[bytes], offset: int, total: int | None,
+          url: str) -> None:
     name = url.rsplit("/", 1)[-1]
     tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
     every = 1.0 if tty else 10.0  # CI logs get a line now and then, not a ticker
@@ -561,9 +568,10 @@ def _has_path(store: Path, commit: str, path: str) -> bool:
                           capture_output=True, check=False).returncode == 0
 
 
-def _known_refs(store: Path) -> dict:
+def _known_refs(store: Path) -> dict[str, str]:
     try:
-        return json.loads((store / "s2fault-refs.json").read_text())
+        refs: dict[str, str] = json.loads((store / "s2fault-refs.json").read_text())
+        return refs
     except (OSError, ValueError):
         return {}
 
@@ -592,7 +600,8 @@ def _commit_of(remote: _Remote, store: Path, ref: str) -> str:
         )
     out = _git(store, "ls-remote", "--", remote.url, ref, f"refs/heads/{ref}", f"refs/tags/{ref}",
                what=InfraError)
-    found = dict(reversed(line.split("\t", 1)) for line in out.splitlines() if "\t" in line)
+    found = {name: sha for sha, name in
+             (line.split("\t", 1) for line in out.splitlines() if "\t" in line)}
     for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
         if name in found:
             _remember_ref(store, ref, found[name])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from . import hosttools
 
@@ -48,7 +49,7 @@ def addr2line(vmlinux: Path, frames: list[str]) -> dict[str, tuple[str, str | No
     return decoded
 
 
-def decode(vmlinux: Path, console: str, splats: list[dict]) -> str | None:
+def decode(vmlinux: Path, console: str, splats: list[dict[str, Any]]) -> str | None:
     """Give each splat `decoded`: [{"frame", "function", "where"}], its frames with their
     source lines. Returns why nothing could be decoded, or None."""
     lines = console.splitlines()

@@ -10,6 +10,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import profile as profiles
 from . import project, workloads
@@ -41,7 +42,7 @@ class SplatSpec:
     # (include/linux/sched/mm.h) print one message for different culprits.
     where: str | None = None
 
-    def matches(self, splat: dict) -> bool:
+    def matches(self, splat: dict[str, Any]) -> bool:
         if splat.get("kind") != self.kind:
             return False
         if self.subtype and splat.get("subtype") != self.subtype:
@@ -104,7 +105,7 @@ class Expectation:
             parts.append("vCPUs may be stuck (a race)")
         return ", ".join(parts) or "anything"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "splats": [s.__dict__ | {"function": list(s.function), "in_frames": list(s.in_frames)}
                        for s in self.splats],
@@ -147,7 +148,7 @@ def names() -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/variant.toml"))
 
 
-def _as_tuple(value) -> tuple[str, ...]:
+def _as_tuple(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -155,7 +156,7 @@ def _as_tuple(value) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def _expectation(data: dict, where: str) -> Expectation:
+def _expectation(data: dict[str, Any], where: str) -> Expectation:
     splats = []
     for raw in data.get("splats", []):
         if "kind" not in raw:
@@ -186,7 +187,7 @@ def _expectation(data: dict, where: str) -> Expectation:
     )
 
 
-def _stuck(value, where: str) -> bool | None:
+def _stuck(value: Any, where: str) -> bool | None:
     if isinstance(value, bool):
         return value
     if value == "may":
@@ -194,7 +195,7 @@ def _stuck(value, where: str) -> bool | None:
     raise InputError(f"{where}: stuck must be true, false or \"may\", not {value!r}")
 
 
-def _override(raw: dict, over: dict) -> dict:
+def _override(raw: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Keys of `over` replace those of `raw`; declaring splats without `clean` lets
     `clean` follow the new splats again."""
     merged = raw | over

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import analyzer
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP
@@ -64,7 +65,7 @@ _PATH_UNDER_TEST = re.compile(
     r"add_fault_range|handle_exit)")
 
 
-def housekeeping_lockup(splat: dict) -> bool:
+def housekeeping_lockup(splat: dict[str, Any]) -> bool:
     """A lockup or stall whose stuck context (its frames above any interrupt entry) is
     softirq work, with no frame of the path under test in it."""
     if splat.get("kind") not in ("soft_lockup", "rcu_stall"):
@@ -78,7 +79,7 @@ def housekeeping_lockup(splat: dict) -> bool:
             and not any(_PATH_UNDER_TEST.match(f) for f in top))
 
 
-def starved_housekeeping(splats: list[dict]) -> str | None:
+def starved_housekeeping(splats: list[dict[str, Any]]) -> str | None:
     """The reason for a dilated run whose only reports are lockups and stalls in softirq
     housekeeping (frame-less stall summaries aside), None for any other run."""
     if not splats or any(s.get("kind") not in ("soft_lockup", "rcu_stall") for s in splats):
@@ -103,13 +104,13 @@ def retryable(v: Verdict) -> bool:
 class Verdict:
     verdict: str
     reason: str
-    splats: list[dict] = field(default_factory=list)
-    workload: dict = field(default_factory=dict)
-    preconditions: dict = field(default_factory=dict)
-    machine: dict = field(default_factory=dict)
-    artifacts: dict = field(default_factory=dict)
-    profile: dict = field(default_factory=dict)
-    versions: dict = field(default_factory=dict)
+    splats: list[dict[str, Any]] = field(default_factory=list)
+    workload: dict[str, Any] = field(default_factory=dict)
+    preconditions: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
     # Who ran the workload: "qemu" (nested, the kernel booted under QEMU) or "host-run"
     # (the running kernel of an arm64 host, or `s2fault run --via host-run`).
     runner: str = "qemu"
@@ -118,7 +119,7 @@ class Verdict:
     def exit_code(self) -> int:
         return EXIT_CODES[self.verdict]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
             "reason": self.reason,
@@ -133,7 +134,7 @@ class Verdict:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Verdict:
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
         """A verdict another process judged (host-run inside the nested host)."""
         names = ("verdict", "reason", "splats", "workload", "preconditions", "machine",
                  "artifacts", "profile", "versions", "runner")
@@ -167,7 +168,7 @@ def judge(run: MachineRun, text: str, workload: ConsoleLines,
 _STUCK = re.compile(r"stuck for (\d+)s!")
 
 
-def stuck_for(splats: list[dict], text: str, scale: float | None) -> None:
+def stuck_for(splats: list[dict[str, Any]], text: str, scale: float | None) -> None:
     """Give each lockup report its "stuck for" in model seconds (what the kernel
     printed) and, for a calibrated model, in hardware-equivalent seconds (k x)."""
     lines = text.splitlines()
@@ -181,7 +182,7 @@ def stuck_for(splats: list[dict], text: str, scale: float | None) -> None:
             s["stuck_hw_s"] = round(int(m.group(1)) * scale, 1)
 
 
-def preconditions(w: ConsoleLines) -> dict:
+def preconditions(w: ConsoleLines) -> dict[str, Any]:
     init, r, post = w.init or {}, w.result or {}, w.post or {}
     return {
         "booted": w.init is not None,
@@ -199,7 +200,7 @@ def preconditions(w: ConsoleLines) -> dict:
     }
 
 
-def _exec_faults_taken(r: dict) -> bool | None:
+def _exec_faults_taken(r: dict[str, Any]) -> bool | None:
     """Did the workload really take an execute-permission fault on the block?
 
     A branch into an already executable block costs about a microsecond of guest
@@ -211,7 +212,7 @@ def _exec_faults_taken(r: dict) -> bool | None:
     seen = [v for rd in rounds for v in (rd.get("exec_fault_us") or []) if v is not None]
     if not seen:
         return None
-    return max(seen) >= 20.0
+    return bool(max(seen) >= 20.0)
 
 
 # The code doing the I-cache invalidation of a stage-2 block: among the incidents on a
@@ -221,12 +222,12 @@ _INVALIDATION = frozenset({"icache_inval_pou", "stage2_attr_walker",
                            "invalidate_icache_guest_page", "stage2_map_walker_try_leaf"})
 
 
-def _names_invalidation(s: dict) -> bool:
+def _names_invalidation(s: dict[str, Any]) -> bool:
     return s.get("function") in _INVALIDATION or bool(
         _INVALIDATION.intersection(s.get("frames") or ()))
 
 
-def culprit_first(analysis) -> list[dict]:
+def culprit_first(analysis: analyzer.Analysis) -> list[dict[str, Any]]:
     """The console's splats as dicts, in order of appearance, each marked with its
     incident: `role` "culprit" (an incident's lead) or "consequence" (a knock-on
     report, with `consequence_of`, the lead's index, and `why` it was grouped there).
@@ -246,7 +247,7 @@ def culprit_first(analysis) -> list[dict]:
 _CPU_NUMBER = re.compile(r" \(CPU#\d+\)")
 
 
-def incidents(splats: list[dict]) -> list[tuple[dict, list[dict]]]:
+def incidents(splats: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """The splats marked by culprit_first(), as (culprit, its consequences) in the order
     a reason names them; [] for splats that carry no marks (results of older versions)."""
     leads = sorted((s for s in splats if s.get("role") == "culprit"),
@@ -255,7 +256,7 @@ def incidents(splats: list[dict]) -> list[tuple[dict, list[dict]]]:
                     and c.get("incident") == lead["incident"]]) for lead in leads]
 
 
-def _stuck_text(s: dict) -> str:
+def _stuck_text(s: dict[str, Any]) -> str:
     if s.get("stuck_hw_s") is not None:
         return (f" (stuck for {s['stuck_s']} s model, {s['stuck_hw_s']:g} s "
                 "hardware-equivalent)")
@@ -264,7 +265,7 @@ def _stuck_text(s: dict) -> str:
     return ""
 
 
-def _splat_reason(splats: list[dict]) -> str:
+def _splat_reason(splats: list[dict[str, Any]]) -> str:
     """The culprit's report first; its knock-on reports summed up after it by why they
     were grouped there; then how many other reports the console holds."""
     grouped = incidents(splats)
@@ -301,7 +302,7 @@ def _refused_option(text: str) -> str | None:
     return None
 
 
-def _incoherent(w: ConsoleLines, r: dict) -> str:
+def _incoherent(w: ConsoleLines, r: dict[str, Any]) -> str:
     """Name the first round in which a vCPU executed something other than what the VMM
     had just written, and whether it was the previous round's code (stale I-cache)."""
     stale = w.summary()["stale"]
@@ -318,12 +319,13 @@ def _incoherent(w: ConsoleLines, r: dict) -> str:
             f"{len(stale)} in round(s) {', '.join(map(str, rounds))}")
 
 
-def _not_armed(r: dict, watchdog_thresh: int | None) -> bool:
+def _not_armed(r: dict[str, Any], watchdog_thresh: int | None) -> bool:
     return bool(watchdog_thresh) and not r.get("watchdog_armed")
 
 
-def _decide(run, text, w: ConsoleLines, splats, pre,
-            watchdog_thresh: int | None = None, runner: str = "qemu") -> tuple[str, str]:
+def _decide(run: MachineRun, text: str, w: ConsoleLines, splats: list[dict[str, Any]],
+            pre: dict[str, Any], watchdog_thresh: int | None = None,
+            runner: str = "qemu") -> tuple[str, str]:
     on_host = runner == "host-run"
     if run.outcome == "qemu_failed" and not text.strip():
         return "error", f"could not judge: {run.reason}"
@@ -389,7 +391,8 @@ def _decide(run, text, w: ConsoleLines, splats, pre,
             return "error", UNARMED
         from . import selftests
 
-        return selftests.parse(r)["judgement"]
+        judgement: tuple[str, str] = selftests.parse(r)["judgement"]
+        return judgement
     if r.get("dic") and on_host:
         return "skip", HOST_DIC
     if r.get("dic"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 _DECODER = json.JSONDecoder()
 
@@ -26,14 +27,14 @@ class ConsoleLines:
     reasons, and whether DONE was seen. What a workload printed, not what it is: the
     workload definitions (what the guest is asked to do) are workloads.Workload."""
 
-    init: dict | None = None
-    results: list[dict] = field(default_factory=list)
-    post: dict | None = None
+    init: dict[str, Any] | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    post: dict[str, Any] | None = None
     errors: list[str] = field(default_factory=list)
     done: bool = False
 
     @property
-    def result(self) -> dict | None:
+    def result(self) -> dict[str, Any] | None:
         """The last run's result; a multi-VM run's lines (one per VMM process) merged."""
         if not self.results:
             return None
@@ -41,18 +42,18 @@ class ConsoleLines:
         vms = int(last.get("vms") or 1)
         if vms <= 1:
             return last
-        group: list[dict] = []
+        group: list[dict[str, Any]] = []
         for r in reversed(self.results):
             if len(group) == vms or any(g.get("vm") == r.get("vm") for g in group):
                 break
             group.insert(0, r)
         return merge_vms(group, vms)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The `workload` object of a verdict."""
         r = self.result or {}
         rounds = r.get("rounds") or [r]
-        extra: dict = {}
+        extra: dict[str, Any] = {}
         if int(r.get("blocks") or 1) > 1:
             extra["blocks"] = _block_costs(rounds)
         if r.get("storm"):
@@ -93,11 +94,11 @@ _PER_VCPU = ("exec_fault_us", "exec_fault_wall_us", "block_fault_us", "storm_max
              "storm_mean_us", "storm_iterations")
 
 
-def merge_vms(lines: list[dict], vms: int) -> dict:
+def merge_vms(lines: list[dict[str, Any]], vms: int) -> dict[str, Any]:
     """One result out of the lines of a multi-VM run: vCPUs of VM 0, then VM 1, ...;
     a VM that printed nothing is an error of the run."""
     lines = sorted(lines, key=lambda r: r.get("vm") or 0)
-    merged: dict = {k: lines[0].get(k) for k in _SHARED if k in lines[0]}
+    merged: dict[str, Any] = {k: lines[0].get(k) for k in _SHARED if k in lines[0]}
     merged["vms"] = vms
     merged["vcpus"] = sum(int(r.get("vcpus") or 0) for r in lines)
     merged["coherent"] = all(r.get("coherent") for r in lines) and len(lines) == vms
@@ -112,7 +113,7 @@ def merge_vms(lines: list[dict], vms: int) -> dict:
     for i in range(n_rounds):
         parts = [(r.get("vm"), (r.get("rounds") or [])[i]) for r in lines
                  if i < len(r.get("rounds") or [])]
-        rd: dict = {k: [x for _, p in parts for x in p.get(k) or []]
+        rd: dict[str, Any] = {k: [x for _, p in parts for x in p.get(k) or []]
                     for k in _PER_VCPU if any(k in p for _, p in parts)}
         rd["coherent"] = all(p.get("coherent") for _, p in parts) and len(parts) == vms
         rd["values_ok"] = sum(int(p.get("values_ok") or 0) for _, p in parts)
@@ -123,18 +124,18 @@ def merge_vms(lines: list[dict], vms: int) -> dict:
     return merged
 
 
-def _vm_of(r: dict) -> dict:
+def _vm_of(r: dict[str, Any]) -> dict[str, Any]:
     """Who is who in a VMM process: a lockup report names a thread (vCPU) id."""
     return {"vm": r.get("vm", 0), "pid": r.get("pid"), "vcpu_tids": r.get("vcpu_tids") or [],
             "vcpus": r.get("vcpus"), "coherent": r.get("coherent")}
 
 
-def _measured(rounds: list[dict]) -> list[dict]:
+def _measured(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Round 0 is a warm-up when there are more (see _latency)."""
     return rounds[1:] if len(rounds) > 1 else rounds
 
 
-def _block_costs(rounds: list[dict]) -> dict:
+def _block_costs(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """many-blocks: what each block's exec fault cost (the slowest vCPU on it, median
     over measured rounds), the running total against the number of blocks, and the
     least-squares slope of that total: the cost of making one more block executable."""
@@ -153,7 +154,7 @@ def _block_costs(rounds: list[dict]) -> dict:
     width = max(len(c) for c in per_round)
     cost = []
     for b in range(width):
-        seen = [c[b] for c in per_round if b < len(c) and c[b] is not None]
+        seen = [v for c in per_round if b < len(c) and (v := c[b]) is not None]
         cost.append(round(statistics.median(seen) / 1000.0, 3) if seen else None)
     known = [c for c in cost if c is not None]
     cumulative = [round(sum(known[: i + 1]), 3) for i in range(len(known))]
@@ -171,7 +172,7 @@ def slope(totals: list[float]) -> float | None:
     return round(sum((x - mx) * (y - my) for x, y in zip(xs, totals, strict=True)) / den, 3)
 
 
-def _storm(rounds: list[dict], r: dict) -> dict:
+def _storm(rounds: list[dict[str, Any]], r: dict[str, Any]) -> dict[str, Any]:
     """guest-icache-storm: the storm vCPUs' side, one I-cache maintenance iteration."""
     maxes = [max(v) for rd in _measured(rounds)
              if (v := [x for x in rd.get("storm_max_us") or [] if x is not None])]
@@ -185,11 +186,11 @@ def _storm(rounds: list[dict], r: dict) -> dict:
     }
 
 
-def _ms(values_us) -> list[float]:
+def _ms(values_us: list[Any] | None) -> list[float]:
     return [round(float(v) / 1000.0, 3) for v in values_us or [] if v is not None]
 
 
-def _latency(rounds: list[dict], key: str) -> dict:
+def _latency(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Exec-fault latency over rounds. Round 0 is a warm-up when there are more: the
     first fault after boot also pays lockdep's one-time validation of the fault path's
     lock chains (measured: 30-45 ms on the shipped kernel, the size of the bug's own
@@ -209,7 +210,7 @@ def _latency(rounds: list[dict], key: str) -> dict:
     }
 
 
-def json_after(line: str, marker: str) -> dict | None:
+def json_after(line: str, marker: str) -> dict[str, Any] | None:
     pos = line.find(marker)
     brace = line.find("{", pos)
     if brace < 0:

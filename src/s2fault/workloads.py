@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import selftests
 from .errors import InputError
@@ -24,10 +25,11 @@ class Workload:
     name: str
     question: str  # what the workload answers, in the review's words
     modes: tuple[str, ...]  # the matrix modes it is meaningful in
-    shape: dict[str, dict] = field(default_factory=dict)  # mode ("*": any) -> profile changes
+    # mode ("*": any) -> profile changes
+    shape: dict[str, dict[str, Any]] = field(default_factory=dict)
     measures: tuple[str, ...] = ("exec_fault",)  # metrics its result carries
 
-    def profile_changes(self, mode: str) -> dict:
+    def profile_changes(self, mode: str) -> dict[str, Any]:
         return self.shape.get("*", {}) | self.shape.get(mode, {})
 
     @property

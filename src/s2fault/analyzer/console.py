@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import AnyStr
 
 # Lines longer than this are cut before any regex sees them: a console line is a printk record
 # (at most 1024 bytes in 6.12), so anything longer is binary noise, and cutting it keeps every
@@ -25,7 +26,7 @@ _PREFIX = re.compile(
 )
 
 
-def _one_lf_per_line_end(text: str | bytes, cr: str | bytes, lf: str | bytes) -> str | bytes:
+def _one_lf_per_line_end(text: AnyStr, cr: AnyStr, lf: AnyStr) -> AnyStr:
     # CRs next to an LF belong to that line end ("\r\n", "\n\r", "\r\r\n"); a lone CR also
     # ends a line (console progress output), so a header after it still starts a line. Plain
     # replace() passes stay cheap on 100 MB where a regex substitution does not.
@@ -52,6 +53,7 @@ def decode(text: str | bytes) -> str:
 def split_prefix(raw: str) -> tuple[str | None, str]:
     """Split a raw console line into (caller id or None, printk body)."""
     m = _PREFIX.match(raw)
+    assert m is not None  # every part of the prefix is optional: it matches any line
     return m.group(1), raw[m.end() :]
 
 
