@@ -45,6 +45,12 @@ _spent: dict[str, dict[str, float]] = {}
 _session: dict = {}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite tests/golden/*.log headers to what the analyzer finds now "
+                     "(then read the diff)")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Note whether this session starts cold (no kernel in the cache): `make bench`
     prints the newest cold and warm whole-suite times recorded here."""

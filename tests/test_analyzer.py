@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from goldenlog import GOLDEN, parse_golden
+from goldenlog import GOLDEN, parse_golden, update_golden
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,13 +69,35 @@ def check(splat: Splat, want: dict[str, str], role: str = "culprit") -> list[str
     return errors
 
 
+def header_values(splat: Splat, role: str, want: dict[str, str] | None = None) -> dict[str, str]:
+    """Every header key's value for `splat`, as check() reads them (`want`'s FRAMES says
+    how many frames the header names): what --update-goldens writes."""
+    got = splat.to_dict()
+    frames = got["frames"]
+    n = len((want or {}).get("FRAMES", "").split()) if (want or {}).get("FRAMES", "none") != "none" else 0
+    values = {key: "none" if got[key.lower()] is None else str(got[key.lower()])
+              for key in ("KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID",
+                          "KNOCK_ON")}
+    values["FRAMES"] = " ".join(frames[: n or 2]) if frames else "none"
+    values["LINES"] = f"{got['lines'][0]}-{got['lines'][1]}"
+    values["ROLE"] = role
+    return values
+
+
 GOLDEN_LOGS = sorted(GOLDEN.glob("*.log"))
 
 
 @pytest.mark.parametrize("path", GOLDEN_LOGS, ids=[p.stem for p in GOLDEN_LOGS])
-def test_golden(path: Path) -> None:
+def test_golden(path: Path, request: pytest.FixtureRequest) -> None:
     expected, console = parse_golden(path)
     splats = analyze(console)
+    if request.config.getoption("update_goldens"):
+        leads = {incident.lead for incident in group(splats).incidents}
+        actual = [header_values(s, "culprit" if i in leads else "consequence",
+                                expected[i] if i < len(expected) else None)
+                  for i, s in enumerate(splats)]
+        if update_golden(path, actual):
+            expected, console = parse_golden(path)
     found = "\n".join(summary_line(s) for s in splats) or "(no splats)"
     assert len(splats) == len(expected), f"{path.name}: found\n{found}"
     leads = {incident.lead for incident in group(splats).incidents}
@@ -830,3 +852,48 @@ Call trace:
 """
     got = [(s.pid, s.cpu, s.function) for s in analyze(text)]
     assert got == [(41, 1, "a_sleeps"), (47, 0, "b_sleeps")]
+
+
+# --- --update-goldens -----------------------------------------------------------------
+
+def _update_like_pytest(path: Path) -> bool:
+    """What test_golden does under --update-goldens, on one file."""
+    expected, console = parse_golden(path)
+    splats = analyze(console)
+    leads = {incident.lead for incident in group(splats).incidents}
+    return update_golden(path, [
+        header_values(s, "culprit" if i in leads else "consequence",
+                      expected[i] if i < len(expected) else None)
+        for i, s in enumerate(splats)])
+
+
+def test_update_goldens_puts_back_what_the_analyzer_says(tmp_path: Path) -> None:
+    original = (GOLDEN / "arm64-interleaved-atomic-sleep-and-lockdep.log").read_bytes()
+    path = tmp_path / "g.log"
+    # A passing golden is left alone, byte for byte.
+    path.write_bytes(original)
+    assert not _update_like_pytest(path) and path.read_bytes() == original
+    # A wrong value is corrected, comments and the keys chosen kept.
+    path.write_bytes(original.replace(b"SUBTYPE: invalid_wait_context",
+                                      b"SUBTYPE: held_lock_freed", 1))
+    assert _update_like_pytest(path) and path.read_bytes() == original
+    # A splat the header lacks gets a block; a block for a splat not found goes.
+    head, _, console = original.partition(b"\n\n")
+    fewer = head.rsplit(b"\n---\n", 1)[0] + b"\n\n" + console
+    path.write_bytes(fewer)
+    assert _update_like_pytest(path)
+    blocks, _ = parse_golden(path)
+    assert len(blocks) == 4 and blocks[3] == {
+        "KIND": "lockdep", "FUNCTION": "add_fault_range", "TASK": "s2fault-vmm"}
+    more = head + b"\n---\nKIND: kasan\nFUNCTION: nowhere\n\n" + console
+    path.write_bytes(more)
+    assert _update_like_pytest(path) and path.read_bytes() == original
+    # A clean console's header becomes EXPECT: none, and back.
+    path.write_bytes(head + b"\n\n[    1.000000] Booting Linux\n")
+    assert _update_like_pytest(path)
+    assert parse_golden(path)[0] == [] and b"EXPECT: none" in path.read_bytes()
+    path.write_bytes(b"# a comment\nEXPECT: none\n\n" + console)
+    assert _update_like_pytest(path)
+    blocks, _ = parse_golden(path)
+    assert [b["KIND"] for b in blocks] == ["lockdep", "lockdep", "atomic_sleep", "lockdep"]
+    assert path.read_bytes().startswith(b"# a comment\nKIND: lockdep\n")
