@@ -74,7 +74,8 @@ def header_values(splat: Splat, role: str, want: dict[str, str] | None = None) -
     how many frames the header names): what --update-goldens writes."""
     got = splat.to_dict()
     frames = got["frames"]
-    n = len((want or {}).get("FRAMES", "").split()) if (want or {}).get("FRAMES", "none") != "none" else 0
+    named = (want or {}).get("FRAMES", "none")
+    n = 0 if named == "none" else len(named.split())
     values = {key: "none" if got[key.lower()] is None else str(got[key.lower()])
               for key in ("KIND", "SUBTYPE", "TITLE", "FUNCTION", "TASK", "CPU", "PID",
                           "KNOCK_ON")}
