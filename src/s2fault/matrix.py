@@ -21,11 +21,10 @@ from . import __version__, kernel, progress, project, runner, source, variants, 
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
 from .options import DEFAULT_RETRIES
-from .verdict import NO_LOCKDEP, Verdict, retryable
+from .verdict import NO_LOCKDEP, OUTCOMES, Outcome, Verdict, retryable
 
 # The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
 # JUnit, TAP, KTAP and Avocado each say in their own terms.
-OUTCOME_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "skip": EXIT_SKIP, "error": EXIT_ERROR}
 TABLE_WORD = {"pass": "pass", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
 
 
@@ -568,14 +567,16 @@ def exit_code(cells: list[Cell]) -> int:
 
 
 def exit_code_of(outcomes: list[str]) -> int:
-    seen = set(outcomes)
-    if "fail" in seen:
-        return EXIT_FAIL
-    if "error" in seen or not seen:
-        return EXIT_ERROR
-    if seen == {"skip"}:
-        return EXIT_SKIP
-    return EXIT_PASS
+    """The worst outcome's exit code: a failure, then an error (or no outcome at all);
+    skips alone exit as a skip, skips beside passes as a pass."""
+    seen = {Outcome(o) for o in outcomes}
+    if Outcome.FAIL in seen:
+        return Outcome.FAIL.exit_code
+    if Outcome.ERROR in seen or not seen:
+        return Outcome.ERROR.exit_code
+    if seen == {Outcome.SKIP}:
+        return Outcome.SKIP.exit_code
+    return Outcome.PASS.exit_code
 
 
 def summary_line(outcomes: list[str]) -> str:
@@ -583,7 +584,7 @@ def summary_line(outcomes: list[str]) -> str:
     outcome's, so a skip is never hidden inside a pass."""
     word = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_ERROR: "ERROR",
             EXIT_SKIP: "SKIP"}[exit_code_of(outcomes)]
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOME_EXIT if o in outcomes)
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if o in outcomes)
     if not outcomes:
         return f"{word}: no cell was run"
     return f"{word}: {counts} of {len(outcomes)} cell{'s' if len(outcomes) > 1 else ''}"

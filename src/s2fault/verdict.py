@@ -11,6 +11,7 @@ Neither skip nor error is ever a pass.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,8 +22,25 @@ from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP
 from .machine import MachineRun
 from .workload import ConsoleLines
 
-EXIT_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "skip": EXIT_SKIP, "error": EXIT_ERROR}
-OUTCOMES = tuple(EXIT_CODES)
+
+class Outcome(enum.StrEnum):
+    """The four outcomes of a run, a cell or a command (module docstring), each with the
+    exit code it stands for. A str: it compares, prints and serializes as its name."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT[self]
+
+
+_EXIT = {Outcome.PASS: EXIT_PASS, Outcome.FAIL: EXIT_FAIL, Outcome.SKIP: EXIT_SKIP,
+         Outcome.ERROR: EXIT_ERROR}
+EXIT_CODES = {o.value: o.exit_code for o in Outcome}
+OUTCOMES = tuple(o.value for o in Outcome)
 
 # The kernel's message when the boot-time hugepage reservation found no memory
 # (mm/hugetlb.c: "HugeTLB: allocating 1 of page size 512 MiB failed").
@@ -117,7 +135,7 @@ class Verdict:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.verdict]
+        return Outcome(self.verdict).exit_code
 
     def to_dict(self) -> dict[str, Any]:
         return {
