@@ -459,6 +459,7 @@ def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monke
 def test_one_outcome_type_names_its_exit_code():
     """The README's table: pass 0, fail 1, error 2, skip 4; an Outcome is its name in
     comparisons and JSON, so a verdict's string and the type never disagree."""
+    from s2fault.errors import InputError
     from s2fault.verdict import EXIT_CODES, Outcome
 
     assert {o.value: o.exit_code for o in Outcome} == {"pass": 0, "fail": 1, "error": 2,
@@ -467,5 +468,5 @@ def test_one_outcome_type_names_its_exit_code():
     assert matrix.exit_code_of(["pass", "skip"]) == 0
     assert matrix.exit_code_of(["skip", "error", "fail"]) == 1
     assert matrix.exit_code_of([]) == matrix.exit_code_of(["error"]) == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="unknown outcome 'ok'"):
         matrix.exit_code_of(["ok"])

@@ -569,6 +569,9 @@ def exit_code(cells: list[Cell]) -> int:
 def exit_code_of(outcomes: list[str]) -> int:
     """The worst outcome's exit code: a failure, then an error (or no outcome at all);
     skips alone exit as a skip, skips beside passes as a pass."""
+    unknown = sorted(set(outcomes) - set(OUTCOMES))
+    if unknown:
+        raise InputError(f"unknown outcome {unknown[0]!r} (one of {', '.join(OUTCOMES)})")
     seen = {Outcome(o) for o in outcomes}
     if Outcome.FAIL in seen:
         return Outcome.FAIL.exit_code
