@@ -424,6 +424,21 @@ def test_any_other_report_keeps_the_run_the_kernels():
     assert verdict_mod.starved_housekeeping([softirq, lockdep]) is None
     culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
     assert verdict_mod.starved_housekeeping([softirq, culprit]) is None
+    # The fresh-root CI's upstream multi-vm: migration/0 "stuck" in cpu_stop_should_run
+    # (a stopper-thread knock-on) beside softirq work; and the stopper alone.
+    stopper = _lockup(["cpu_stop_should_run", "smpboot_thread_fn", "kthread"],
+                      knock_on="stopper thread", task="migration/0")
+    reason = verdict_mod.starved_housekeeping([softirq, stopper])
+    assert reason and "from softirq" in reason
+    reason = verdict_mod.starved_housekeeping([stopper])
+    assert reason and "cpu_stop_should_run on CPU#4 in the stopper thread" in reason
+    # A stopper waiting on a CPU in the fault path, or with the culprit reported, is not.
+    assert verdict_mod.starved_housekeeping([stopper, culprit]) is None
+    waiting = _lockup(["cpu_stopper_thread", "kvm_handle_guest_abort"], knock_on="stopper thread")
+    assert verdict_mod.starved_housekeeping([waiting]) is None
+    spin = _lockup(["queued_spin_lock_slowpath", "sched_balance_rq"],
+                   knock_on="waiting in queued_spin_lock_slowpath")
+    assert verdict_mod.starved_housekeeping([spin]) is None
 
 
 def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monkeypatch):
