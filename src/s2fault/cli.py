@@ -287,7 +287,7 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import kconfig, matrix, report, variants, workloads
+    from . import kconfig, matrix, report, report_html, variants, workloads
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
@@ -317,7 +317,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             # What every cell was built from: the spec as given and what it resolved to.
             "source": src.spec, "source_identity": src.identity}
     report.write_json(rows, results / "check.json", meta)
-    report.write_html(rows, results / "report.html", meta)
+    report_html.write_html(rows, results / "report.html", meta)
     if args.json:
         report.write_json(rows, Path(args.json), meta)
     if args.junit:
