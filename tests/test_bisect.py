@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, s2fault
-from s2fault import bisect, cache, project, source, workload
+from s2fault import bisect_symptom, cache, project, source, workload
 from s2fault.errors import InputError
 from s2fault.machine import MachineRun
 from s2fault.verdict import Verdict, judge
@@ -227,17 +227,17 @@ def _with_splat(golden: str) -> str:
 
 
 def test_symptom_specs():
-    assert bisect.Symptom.parse(None).describe() == "any splat or an incoherent I-cache"
-    s = bisect.Symptom.parse("soft_lockup@icache_inval_pou")
+    assert bisect_symptom.Symptom.parse(None).describe() == "any splat or an incoherent I-cache"
+    s = bisect_symptom.Symptom.parse("soft_lockup@icache_inval_pou")
     assert (s.splat.kind, s.splat.subtype, s.splat.in_frames) == (
         "soft_lockup", None, ("icache_inval_pou",))
-    s = bisect.Symptom.parse("lockdep:invalid_wait_context")
+    s = bisect_symptom.Symptom.parse("lockdep:invalid_wait_context")
     assert (s.splat.kind, s.splat.subtype) == ("lockdep", "invalid_wait_context")
-    assert bisect.Symptom.parse("latency>=10").latency_ratio == 10.0
-    assert bisect.Symptom.parse("latency >= 2.5x").latency_ratio == 2.5
+    assert bisect_symptom.Symptom.parse("latency>=10").latency_ratio == 10.0
+    assert bisect_symptom.Symptom.parse("latency >= 2.5x").latency_ratio == 2.5
     for bad in ("softlockup", "latency>=1", "latency>10", "soft lockup", "lockdep:"):
         with pytest.raises(InputError):
-            bisect.Symptom.parse(bad)
+            bisect_symptom.Symptom.parse(bad)
 
 
 def test_symptom_judges_real_consoles(tmp_path):
@@ -245,9 +245,9 @@ def test_symptom_judges_real_consoles(tmp_path):
     assert clean.verdict == "pass"
     lockup = _judged(_with_splat("arm64-soft-lockup-icache-inval-pou.log"), tmp_path)
     lockdep = _judged(_with_splat("arm64-lockdep-invalid-wait-context.log"), tmp_path)
-    soft = bisect.Symptom.parse("soft_lockup@icache_inval_pou")
-    wait = bisect.Symptom.parse("lockdep:invalid_wait_context")
-    anything = bisect.Symptom.parse("any")
+    soft = bisect_symptom.Symptom.parse("soft_lockup@icache_inval_pou")
+    wait = bisect_symptom.Symptom.parse("lockdep:invalid_wait_context")
+    anything = bisect_symptom.Symptom.parse("any")
     assert soft.judge(lockup)[0] == "bad"
     assert soft.judge(clean)[0] == "good"
     # Another splat is not this symptom: the commit is good for this bisection.
@@ -262,7 +262,7 @@ def test_symptom_judges_real_consoles(tmp_path):
     # QEMU died before printing anything: infrastructure, never good or bad.
     assert anything.judge(_judged("", tmp_path, outcome="qemu_failed"))[0] == "error"
     ms = clean.workload["exec_fault_ms"]["max"]
-    ratio = bisect.Symptom.parse("latency>=10")
+    ratio = bisect_symptom.Symptom.parse("latency>=10")
     assert ratio.judge(clean, reference_ms=ms)[0] == "good"
     assert ratio.judge(clean, reference_ms=ms / 20)[0] == "bad"
 
@@ -279,7 +279,7 @@ def test_symptom_judges_real_consoles(tmp_path):
     (["bad", "good"], 2, "skip"),
 ])
 def test_repeat_rule(runs, repeat, result):
-    got, why = bisect.decide([(r, f"run {i}") for i, r in enumerate(runs)], repeat)
+    got, why = bisect_symptom.decide([(r, f"run {i}") for i, r in enumerate(runs)], repeat)
     assert got == result, why
     if result == "skip":
         assert why.startswith(("flaky", "cannot tell"))

@@ -25,7 +25,7 @@ from test_bisect import (
 )
 
 from conftest import s2fault
-from s2fault import bisect, cache, project
+from s2fault import bisect, bisect_step, cache, project
 
 _NO_FIX = "if (icache_is_aliasing())"
 
@@ -72,15 +72,15 @@ def fix_history() -> dict:
 
 
 def test_fix_terms_turn_only_the_exit_code_around():
-    assert bisect.FIX_EXIT_OF["bad"] == bisect.EXIT_GOOD  # old: still broken
-    assert bisect.FIX_EXIT_OF["good"] == bisect.EXIT_BAD  # new: fixed
-    assert bisect.FIX_EXIT_OF["skip"] == 125 and bisect.FIX_EXIT_OF["abort"] == 128
+    assert bisect_step.FIX_EXIT_OF["bad"] == bisect_step.EXIT_GOOD  # old: still broken
+    assert bisect_step.FIX_EXIT_OF["good"] == bisect_step.EXIT_BAD  # new: fixed
+    assert bisect_step.FIX_EXIT_OF["skip"] == 125 and bisect_step.FIX_EXIT_OF["abort"] == 128
     req = bisect.Request(repo=".", good="NEW", bad="OLD", fix=True, expect="latency>=10")
     assert req.new_term == "fixed" and req.step_args(Path("d"))[-1] == "--fix"
     log = ("git bisect start '--term-old=broken' '--term-new=fixed' 'aa' 'bb'\n"
            "# first fixed commit: [0123abcd] KVM: arm64: the fix\n")
-    assert bisect._outcome(log, "fixed")[0] == ("0123abcd", "KVM: arm64: the fix")
-    assert bisect._outcome(log)[0] is None
+    assert bisect_step._outcome(log, "fixed")[0] == ("0123abcd", "KVM: arm64: the fix")
+    assert bisect_step._outcome(log)[0] is None
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import loopback_http, s2fault
-from s2fault import source
+from s2fault import source, source_archive, source_git
 from s2fault.errors import InfraError, InputError
 
 # --- a tarball server -----------------------------------------------------------------------
@@ -131,7 +131,7 @@ def server():
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(source, "RETRY_BACKOFF", 0.01)
+    monkeypatch.setattr(source_archive, "RETRY_BACKOFF", 0.01)
     monkeypatch.delenv(source.OFFLINE_ENV, raising=False)
 
 
@@ -177,25 +177,25 @@ def test_wrong_sha256_stops_before_unpacking(server, tmp_path):
 def test_corrupted_bytes_are_refused(server, tmp_path):
     base, _ = server
     with pytest.raises(InputError, match="does not match"):
-        source.fetch(f"{base}/corrupt/linux.tar.gz", SHA256, tmp_path)
+        source_archive.fetch(f"{base}/corrupt/linux.tar.gz", SHA256, tmp_path)
     assert published(tmp_path, "downloads") == []
 
 
 def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
     base, log = server
-    path = source.fetch(f"{base}/truncated/linux.tar.gz", SHA256, tmp_path)
+    path = source_archive.fetch(f"{base}/truncated/linux.tar.gz", SHA256, tmp_path)
     assert path.read_bytes() == TARBALL
     assert [(e["range"] is None, e["status"]) for e in log] == [(True, 200), (False, 206)]
     # It resumed where the first attempt's last whole chunk ended (requests hands out
     # whole chunks), so the second sent only what was missing, not the whole file again.
     kept = int(log[1]["range"].removeprefix("bytes=").rstrip("-"))
-    assert len(TARBALL) // 2 - source.CHUNK < kept <= len(TARBALL) // 2
+    assert len(TARBALL) // 2 - source_archive.CHUNK < kept <= len(TARBALL) // 2
     assert log[1]["sent"] == len(TARBALL) - kept
 
 
 def test_server_ignoring_the_range_means_starting_again(server, tmp_path):
     base, log = server
-    path = source.fetch(f"{base}/norange/linux.tar.gz", SHA256, tmp_path)
+    path = source_archive.fetch(f"{base}/norange/linux.tar.gz", SHA256, tmp_path)
     assert path.read_bytes() == TARBALL
     assert [(bool(e["range"]), e["status"]) for e in log] == [(False, 200), (True, 200)]
 
@@ -206,7 +206,7 @@ def test_partial_file_of_a_killed_run_resumes(server, tmp_path):
     part = tmp_path / "downloads" / f"{SHA256[:24]}.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(TARBALL[:1000])
-    assert source.fetch(url, SHA256, tmp_path).read_bytes() == TARBALL
+    assert source_archive.fetch(url, SHA256, tmp_path).read_bytes() == TARBALL
     assert [e["range"] for e in log] == ["bytes=1000-"]
     assert not part.exists()
 
@@ -217,30 +217,32 @@ def test_whole_partial_file_is_not_downloaded_again(server, tmp_path):
     part = tmp_path / "downloads" / f"{SHA256[:24]}.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(TARBALL)
-    assert source.fetch(f"{base}/good/linux.tar.gz", SHA256, tmp_path).read_bytes() == TARBALL
+    path = source_archive.fetch(f"{base}/good/linux.tar.gz", SHA256, tmp_path)
+    assert path.read_bytes() == TARBALL
     assert [(e["range"], e["status"]) for e in log] == [(f"bytes={len(TARBALL)}-", 416)]
 
 
 def test_busy_server_is_retried(server, tmp_path):
     base, log = server
-    assert source.fetch(f"{base}/busy/linux.tar.gz", SHA256, tmp_path).read_bytes() == TARBALL
+    path = source_archive.fetch(f"{base}/busy/linux.tar.gz", SHA256, tmp_path)
+    assert path.read_bytes() == TARBALL
     assert [e["status"] for e in log] == [503, 200]
 
 
 def test_missing_file_is_not_retried(server, tmp_path):
     base, log = server
     with pytest.raises(InputError, match="HTTP 404"):
-        source.fetch(f"{base}/missing/linux.tar.gz", SHA256, tmp_path)
+        source_archive.fetch(f"{base}/missing/linux.tar.gz", SHA256, tmp_path)
     assert len(log) == 1
 
 
 def test_slow_server_is_a_clear_infrastructure_error(server, tmp_path, monkeypatch):
     base, log = server
-    monkeypatch.setattr(source, "DOWNLOAD_TIMEOUT", 0.3)
-    monkeypatch.setattr(source, "DOWNLOAD_ATTEMPTS", 2)
+    monkeypatch.setattr(source_archive, "DOWNLOAD_TIMEOUT", 0.3)
+    monkeypatch.setattr(source_archive, "DOWNLOAD_ATTEMPTS", 2)
     with pytest.raises(InfraError, match=r"slow/linux.tar.gz failed after 2 attempts: "
                                          r"read timed out"):
-        source.fetch(f"{base}/slow/linux.tar.gz", SHA256, tmp_path)
+        source_archive.fetch(f"{base}/slow/linux.tar.gz", SHA256, tmp_path)
     assert len(log) == 2 and published(tmp_path, "downloads") == []
 
 
@@ -248,9 +250,10 @@ def test_refused_connection_is_retried_then_named(tmp_path):
     with socket.socket() as sock:  # a port nothing listens on once this closes
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(InfraError, match=f"failed after {source.DOWNLOAD_ATTEMPTS} attempts: "
+    attempts = source_archive.DOWNLOAD_ATTEMPTS
+    with pytest.raises(InfraError, match=f"failed after {attempts} attempts: "
                                          ".*Connection refused"):
-        source.fetch(f"http://127.0.0.1:{port}/linux.tar.gz", SHA256, tmp_path)
+        source_archive.fetch(f"http://127.0.0.1:{port}/linux.tar.gz", SHA256, tmp_path)
 
 
 def test_offline_refuses_and_names_what_is_missing(server, tmp_path, monkeypatch):
@@ -407,7 +410,7 @@ def test_a_full_commit_id_no_ref_points_at(bare_repo, tmp_path, monkeypatch, pro
     """Protocol v2 fetches any commit by id; a v0 server refuses one it does not
     advertise, and the store falls back to fetching every branch and tag."""
     bare, commits = bare_repo
-    monkeypatch.setattr(source, "GIT_PROTOCOL", protocol)
+    monkeypatch.setattr(source_git, "GIT_PROTOCOL", protocol)
     src = source.resolve(f"{bare}@{commits['topic~1']}", tmp_path)
     assert src.identity == f"git:{commits['topic~1']}"
     assert (src.tree / "arch/arm64/kvm/mmu.c").read_text() == "icache_inval_pou(va, size);\n"
@@ -503,7 +506,7 @@ def test_check_at_two_commits_shares_the_store_and_the_build(tmp_path):
             ("upstream", "functional", True)]
         runs.append((rows[0], _stats_log_counts(stats)))
     # One bare store for the repository: both worktrees are linked to it.
-    store = source.git_store(repo.resolve().as_uri(), cache_root)
+    store = source_git.git_store(repo.resolve().as_uri(), cache_root)
     for commit in (base, other):
         tree = source.resolve(f"{repo}@{commit}", cache_root).tree
         assert Path(git(tree, "rev-parse", "--path-format=absolute", "--git-common-dir")) \
@@ -565,5 +568,5 @@ def test_debian_tarball_over_http_builds_the_same_kernel(tmp_path, upstream_buil
     assert "upstream: built" in r.stdout
     assert f"key:    {upstream_build.key}" in r.stdout
     assert [e["status"] for e in log] == [200, 206]
-    assert sum(e["sent"] for e in log) <= len(payload) + source.CHUNK
+    assert sum(e["sent"] for e in log) <= len(payload) + source_archive.CHUNK
     print(f"download + unpack + build: {seconds:.0f} s")

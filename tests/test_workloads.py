@@ -157,7 +157,7 @@ def test_storm_side_is_summarised():
 
 
 def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):
-    from s2fault import report
+    from s2fault import report, report_html
 
     def row(variant, per_block_ms):
         cum = [round(per_block_ms * m, 3) for m in range(1, 5)]
@@ -167,7 +167,7 @@ def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):
                 "workload": {"blocks": {"cumulative_ms": cum, "slope_ms": per_block_ms}}}
 
     rows = [row("upstream", 0.3), row("fix-reverted", 150.0)]
-    html = report.render_html(rows, {"workloads": ["many-blocks"]}, tmp_path)
+    html = report_html.render_html(rows, {"workloads": ["many-blocks"]}, tmp_path)
     assert "<th>workload</th>" in html and "<td>many-blocks</td>" in html
     assert html.count('<polyline class="series"') == 2
     assert 'data-variant="fix-reverted" data-slope-ms="150.0"' in html

@@ -339,13 +339,13 @@ def table(cal: Calibration) -> str:
 
 
 def write(cal: Calibration, results: Path, json_path: Path | None) -> None:
-    from . import report
+    from . import report_html, report_plots
 
     results.mkdir(parents=True, exist_ok=True)
     details = cal.details()
     (results / "calibration.json").write_text(json.dumps(details, indent=2) + "\n")
-    report.write_calibration_html(details, results / "calibration.html")
-    (results / "scaling.svg").write_text(report.scaling_svg(details) + "\n")
+    report_html.write_calibration_html(details, results / "calibration.html")
+    (results / "scaling.svg").write_text(report_plots.scaling_svg(details) + "\n")
     if json_path:
         json_path.write_text(json.dumps(cal.summary(), indent=2) + "\n")
 

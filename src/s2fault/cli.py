@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, bisect, options, progress
+from . import __version__, bisect, bisect_step, options, progress
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
@@ -287,7 +287,7 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import kconfig, matrix, report, variants, workloads
+    from . import kconfig, matrix, report, report_html, variants, workloads
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
@@ -317,7 +317,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             # What every cell was built from: the spec as given and what it resolved to.
             "source": src.spec, "source_identity": src.identity}
     report.write_json(rows, results / "check.json", meta)
-    report.write_html(rows, results / "report.html", meta)
+    report_html.write_html(rows, results / "report.html", meta)
     if args.json:
         report.write_json(rows, Path(args.json), meta)
     if args.junit:
@@ -409,12 +409,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # git bisect run reads 1-127 as "bad": a usage error of a step must stop it.
-        code = bisect.EXIT_ABORT if self.prog.endswith(" bisect-step") else EXIT_ERROR
+        code = bisect_step.EXIT_ABORT if self.prog.endswith(" bisect-step") else EXIT_ERROR
         self.exit(code, f"s2fault: error: {message} (see {self.prog} --help)\n")
 
 
 def _bisect_args(p: argparse.ArgumentParser) -> None:
-    """The options `bisect` and `bisect-step` share (bisect.py judges with them)."""
+    """The options `bisect` and `bisect-step` share (bisect_symptom.py judges with them)."""
     p.add_argument("--mode", default="functional", choices=list(profiles.MODES),
                    help="functional: TCG at full speed; dilated: -icount time dilation")
     p.add_argument("--expect", default="any", metavar="SPEC",
@@ -432,7 +432,8 @@ def _bisect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bisect_parsers(sub: argparse._SubParsersAction[Any]) -> None:
-    """`bisect` and `bisect-step` (bisect.py); their help's epilog is bisect.py's docstring."""
+    """`bisect` and `bisect-step` (bisect.py, bisect_step.py); their help's epilog is
+    bisect.py's docstring."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("bisect", help="find the commit that brought a symptom in (git bisect)",
                        description="Bisect a kernel git repository with s2fault as the judge.",
@@ -458,7 +459,7 @@ def _add_bisect_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--dir", help="where steps are kept (default: under the s2fault cache)")
     p.add_argument("--reference-ms", type=float,
                    help="the good ref's exec-fault latency, for --expect latency>=R")
-    p.set_defaults(func=bisect.cmd_bisect_step)
+    p.set_defaults(func=bisect_step.cmd_bisect_step)
 
 
 def _add_variant_parsers(sub: argparse._SubParsersAction[Any]) -> None:
@@ -620,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "bisect-step":
                 # git bisect run reads 1-127 as "bad": a bad option must stop it.
                 print(f"s2fault: bisect-step: {e.message}", file=sys.stderr)
-                return bisect.EXIT_ABORT
+                return bisect_step.EXIT_ABORT
             raise
         code: int = args.func(args)
         return code
