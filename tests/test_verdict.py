@@ -485,3 +485,15 @@ def test_one_outcome_type_names_its_exit_code():
     assert matrix.exit_code_of([]) == matrix.exit_code_of(["error"]) == 2
     with pytest.raises(InputError, match="unknown outcome 'ok'"):
         matrix.exit_code_of(["ok"])
+
+
+def test_a_dilated_boot_that_stalled_before_init_is_run_again_a_functional_one_not():
+    """CI, full-inval-always/dilated: silent 120 s after "workingset:" during boot."""
+    text = "\n".join(REAL.splitlines()[:40]) + "\n"
+    v = verdict_of(text, outcome="timeout", reason="no output for 120 s (vm running)")
+    assert v.verdict == "error" and v.reason.startswith(verdict_mod.NEVER_REACHED_INIT)
+    assert not verdict_mod.retryable(v)  # functional: not a model's stall
+    v.profile = {"icount_shift": 7}
+    assert verdict_mod.retryable(v)
+    v.splats = [{"kind": "soft_lockup", "frames": ["x"]}]
+    assert not verdict_mod.retryable(v)  # a report before init is the kernel's

@@ -531,8 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra config fragment (kernel_configs/NAME.config or a path)")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; differing runs are flaky")
     p.add_argument("--retries", type=int, default=options.DEFAULT_RETRIES, metavar="N",
-                   help="run a cell again, up to N times, when time dilation starved the "
-                   "guest kernel's housekeeping (a model artifact, never a pass or fail; "
+                   help="run a cell again, up to N times, when the time-dilated model could "
+                   "not judge it: the guest kernel's housekeeping starved, or its boot "
+                   "stalled before init without a report (never a pass or fail; "
                    f"default {options.DEFAULT_RETRIES}, 0: never)")
     p.add_argument("--results", help="results directory (default: results/check-<time>)")
     p.add_argument("--json", help="also write the JSON report here")
