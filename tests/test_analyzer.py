@@ -85,6 +85,17 @@ def header_values(splat: Splat, role: str, want: dict[str, str] | None = None) -
     return values
 
 
+def update_from_analyzer(path: Path) -> bool:
+    """--update-goldens on one file: its header rewritten to what analyze() finds now."""
+    expected, console = parse_golden(path)
+    splats = analyze(console)
+    leads = {incident.lead for incident in group(splats).incidents}
+    return update_golden(path, [
+        header_values(s, "culprit" if i in leads else "consequence",
+                      expected[i] if i < len(expected) else None)
+        for i, s in enumerate(splats)])
+
+
 GOLDEN_LOGS = sorted(GOLDEN.glob("*.log"))
 
 
@@ -92,13 +103,8 @@ GOLDEN_LOGS = sorted(GOLDEN.glob("*.log"))
 def test_golden(path: Path, request: pytest.FixtureRequest) -> None:
     expected, console = parse_golden(path)
     splats = analyze(console)
-    if request.config.getoption("update_goldens"):
-        leads = {incident.lead for incident in group(splats).incidents}
-        actual = [header_values(s, "culprit" if i in leads else "consequence",
-                                expected[i] if i < len(expected) else None)
-                  for i, s in enumerate(splats)]
-        if update_golden(path, actual):
-            expected, console = parse_golden(path)
+    if request.config.getoption("update_goldens") and update_from_analyzer(path):
+        expected, console = parse_golden(path)
     found = "\n".join(summary_line(s) for s in splats) or "(no splats)"
     assert len(splats) == len(expected), f"{path.name}: found\n{found}"
     leads = {incident.lead for incident in group(splats).incidents}
@@ -857,44 +863,33 @@ Call trace:
 
 # --- --update-goldens -----------------------------------------------------------------
 
-def _update_like_pytest(path: Path) -> bool:
-    """What test_golden does under --update-goldens, on one file."""
-    expected, console = parse_golden(path)
-    splats = analyze(console)
-    leads = {incident.lead for incident in group(splats).incidents}
-    return update_golden(path, [
-        header_values(s, "culprit" if i in leads else "consequence",
-                      expected[i] if i < len(expected) else None)
-        for i, s in enumerate(splats)])
-
-
 def test_update_goldens_puts_back_what_the_analyzer_says(tmp_path: Path) -> None:
     original = (GOLDEN / "arm64-interleaved-atomic-sleep-and-lockdep.log").read_bytes()
     path = tmp_path / "g.log"
     # A passing golden is left alone, byte for byte.
     path.write_bytes(original)
-    assert not _update_like_pytest(path) and path.read_bytes() == original
+    assert not update_from_analyzer(path) and path.read_bytes() == original
     # A wrong value is corrected, comments and the keys chosen kept.
     path.write_bytes(original.replace(b"SUBTYPE: invalid_wait_context",
                                       b"SUBTYPE: held_lock_freed", 1))
-    assert _update_like_pytest(path) and path.read_bytes() == original
+    assert update_from_analyzer(path) and path.read_bytes() == original
     # A splat the header lacks gets a block; a block for a splat not found goes.
     head, _, console = original.partition(b"\n\n")
     fewer = head.rsplit(b"\n---\n", 1)[0] + b"\n\n" + console
     path.write_bytes(fewer)
-    assert _update_like_pytest(path)
+    assert update_from_analyzer(path)
     blocks, _ = parse_golden(path)
     assert len(blocks) == 4 and blocks[3] == {
         "KIND": "lockdep", "FUNCTION": "add_fault_range", "TASK": "s2fault-vmm"}
     more = head + b"\n---\nKIND: kasan\nFUNCTION: nowhere\n\n" + console
     path.write_bytes(more)
-    assert _update_like_pytest(path) and path.read_bytes() == original
+    assert update_from_analyzer(path) and path.read_bytes() == original
     # A clean console's header becomes EXPECT: none, and back.
     path.write_bytes(head + b"\n\n[    1.000000] Booting Linux\n")
-    assert _update_like_pytest(path)
+    assert update_from_analyzer(path)
     assert parse_golden(path)[0] == [] and b"EXPECT: none" in path.read_bytes()
     path.write_bytes(b"# a comment\nEXPECT: none\n\n" + console)
-    assert _update_like_pytest(path)
+    assert update_from_analyzer(path)
     blocks, _ = parse_golden(path)
     assert [b["KIND"] for b in blocks] == ["lockdep", "lockdep", "atomic_sleep", "lockdep"]
     assert path.read_bytes().startswith(b"# a comment\nKIND: lockdep\n")
