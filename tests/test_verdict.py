@@ -497,3 +497,20 @@ def test_a_dilated_boot_that_stalled_before_init_is_run_again_a_functional_one_n
     assert verdict_mod.retryable(v)
     v.splats = [{"kind": "soft_lockup", "frames": ["x"]}]
     assert not verdict_mod.retryable(v)  # a report before init is the kernel's
+
+
+def test_softirq_work_counts_when_the_analyzer_names_the_interrupted_function():
+    """CI5, full-inval-always/dilated: kworker "stuck" with handle_softirqs on top of its
+    printed trace; the analyzer's frames start below the interrupt, at complete()."""
+    lines = ["[ 267.7] watchdog: BUG: soft lockup - CPU#0 stuck for 5s! [kworker/0:0:8]",
+             "[ 267.7] Call trace:", "[ 267.7]  handle_softirqs+0xe0/0x4a4",
+             "[ 267.7]  __do_softirq+0x10/0x18", "[ 267.7]  call_on_irq_stack+0x30/0x4c",
+             "[ 267.7]  el1_interrupt+0x34/0x48", "[ 267.7]  complete+0x7c/0x8c",
+             "[ 267.7]  process_one_work+0x204/0x5b0"]
+    splat = _lockup(["complete", "process_one_work"], lines=[1, len(lines)])
+    assert verdict_mod.starved_housekeeping([splat]) is None
+    reason = verdict_mod.starved_housekeeping([splat], "\n".join(lines))
+    assert reason and "in complete on CPU#4 from softirq" in reason
+    # A report with a fault-path frame in its own (analyzer's) frames keeps its say.
+    culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
+    assert verdict_mod.starved_housekeeping([splat, culprit], "\n".join(lines)) is None

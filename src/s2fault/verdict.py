@@ -110,19 +110,42 @@ def stopper_knock_on(splat: dict[str, Any]) -> bool:
             and not any(_PATH_UNDER_TEST.match(f) for f in splat.get("frames") or []))
 
 
-def starved_housekeeping(splats: list[dict[str, Any]]) -> str | None:
+_TRACE_FRAME = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([A-Za-z0-9_.$]+)\+0x")
+
+
+def _as_printed(splat: dict[str, Any], lines: list[str]) -> dict[str, Any]:
+    """`splat` with the frames of its call trace as the kernel printed them: the analyzer's
+    frames start below interrupt machinery, which is where softirq work shows (CI5:
+    "soft lockup in complete", the trace's top handle_softirqs)."""
+    start, end = (splat.get("lines") or [0, 0])[:2]
+    frames, seen = [], False
+    for line in lines[max(start - 1, 0):end]:
+        if "Call trace:" in line:
+            seen = True
+            continue
+        m = _TRACE_FRAME.match(line) if seen else None
+        if m:
+            frames.append(m.group(1))
+    return splat | {"frames": frames} if frames else splat
+
+
+def starved_housekeeping(splats: list[dict[str, Any]],
+                         text: str | None = None) -> str | None:
     """The reason for a dilated run whose only reports are lockups and stalls in softirq
     housekeeping or of stopper threads (frame-less stall summaries aside), None for any
     other run."""
     if not splats or any(s.get("kind") not in ("soft_lockup", "rcu_stall") for s in splats):
         return None
     named = [s for s in splats if s.get("frames")]
-    if not named or not all(housekeeping_lockup(s) or stopper_knock_on(s) for s in named):
+    lines = text.splitlines() if text is not None else []
+    if not named or not all(housekeeping_lockup(s) or stopper_knock_on(s)
+                            or housekeeping_lockup(_as_printed(s, lines)) for s in named):
         return None
     first = named[0]
     where = first.get("function") or first["frames"][0]
     cpu = f" on CPU#{first['cpu']}" if first.get("cpu") is not None else ""
-    context = "from softirq" if housekeeping_lockup(first) else "in the stopper thread"
+    context = ("in the stopper thread" if stopper_knock_on(first) and not
+               housekeeping_lockup(_as_printed(first, lines)) else "from softirq")
     return (f"{MODEL_STARVED}: {len(named)} report(s), the first a {first['kind']} in "
             f"{where}{cpu} {context}, none in the fault path (a model artifact, not a "
             "result about the kernel)")
@@ -203,7 +226,7 @@ def judge(run: MachineRun, text: str, workload: ConsoleLines,
     pre = preconditions(workload)
     v = Verdict("error", "", splats, summary, pre, run.to_dict(), runner=runner)
     v.verdict, v.reason = _decide(run, text, workload, splats, pre, watchdog_thresh, runner)
-    starved = starved_housekeeping(splats) if dilated else None
+    starved = starved_housekeeping(splats, text) if dilated else None
     coherent = (workload.result or {}).get("coherent")
     if starved and v.verdict == "fail" and coherent is not False:
         v.verdict, v.reason = "error", starved
