@@ -55,8 +55,9 @@ from typing import TextIO
 
 from . import console
 from .catalogue import FAMILIES, Family
+from .headers import find_headers
 from .incidents import Analysis, Consequence, Incident, group
-from .scanner import find_headers, scan
+from .scanner import scan
 from .splat import Splat, summary_line
 
 __all__ = [

@@ -2,8 +2,8 @@
 
 The passes, all linear in the size of the log:
 
-1. find headers: one regex search for the catalogue's scan keywords over the whole text (done
-   in C), and only the lines holding a keyword are tried against the rows;
+1. find headers (headers.py): one regex search for the catalogue's scan keywords over the
+   whole text, and only the lines holding a keyword are tried against the rows;
 2. walk each report: from its header line forward, up to the next header, collecting the
    evidence its row asks for (the culprit trace, pc/lr, held locks, who and where). A report
    may hold several stack dumps (an RCU stall prints each stalled CPU's NMI backtrace, "Task
@@ -29,7 +29,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 
 from . import console
-from .catalogue import END_PANIC, FAMILIES, PANIC_CONSEQUENCES, SCAN_KEYWORDS, Family, slug
+from .catalogue import END_PANIC, PANIC_CONSEQUENCES, Family, slug
 from .frames import (
     base_name,
     first_own,
@@ -44,6 +44,7 @@ from .frames import (
     symbol_name,
     trim,
 )
+from .headers import Header, find_headers
 from .splat import Splat
 
 MAX_REPORT_LINES = 3000  # a long lockdep circular report is ~300 lines
@@ -51,8 +52,6 @@ AFTER_TRACE_LINES = 300  # how far past the culprit trace a row's end marker may
 FOREIGN_LINES = 3  # unrelated lines (another CPU, user space) tolerated inside a trace
 PANIC_NEARBY = 40  # a panic this close after a report is that report's ending
 TRUNCATED_LINES = 4  # a log ending this close after a header may have lost the report's dump
-
-_SCAN = re.compile("|".join(re.escape(k) for k in SCAN_KEYWORDS))
 
 # Lines that end a call trace: a blank line, a rule, a section heading ("Allocated by task 41:",
 # "stack backtrace:"), or the first line of the next dump.
@@ -137,13 +136,6 @@ _WQ_FUNC = re.compile(r"(?:\d+:|\d+\*)?(?P<function>[A-Za-z_][\w.$]*)")
 
 
 @dataclass
-class _Header:
-    line: console.Line
-    family: Family
-    fields: dict[str, str | None]
-
-
-@dataclass
 class _Dump:
     """One stack dump inside a report: the report's own, or another CPU's or task's."""
 
@@ -190,44 +182,7 @@ class _Evidence:
         return self.dumps[-1]
 
 
-def _match_header(body: str) -> tuple[Family, dict[str, str | None]] | None:
-    for family in FAMILIES:
-        if family.needle in body:
-            m = family.header.search(body)
-            if m is not None:
-                return family, m.groupdict()
-    return None
-
-
-def find_headers(text: str) -> list[_Header]:
-    """Every line of `text` that starts a report, in order."""
-    headers: list[_Header] = []
-    pos = 0  # always a line start
-    number = 1  # line number of `pos`
-    size = len(text)
-    while pos < size:
-        m = _SCAN.search(text, pos)
-        if m is None:
-            break
-        hit = m.start()
-        nl = text.rfind("\n", pos, hit)
-        start = nl + 1 if nl >= 0 else pos
-        number += text.count("\n", pos, start)
-        if hit - start < console.MAX_LINE:
-            line = console.line_at(text, start, number)
-            found = _match_header(line.body)
-            if found is not None:
-                headers.append(_Header(line, found[0], found[1]))
-        end = text.find("\n", hit)
-        if end < 0:
-            break
-        # Restart at the next line: one search per line however many keywords it holds.
-        number += 1
-        pos = end + 1
-    return headers
-
-
-def _continues(header: _Header, kind: str) -> bool:
+def _continues(header: Header, kind: str) -> bool:
     allowed = header.family.continues
     return "*" in allowed or kind in allowed
 
@@ -393,7 +348,7 @@ def _collect_stall(ev: _Evidence, number: int, s: str) -> None:
 
 
 def _walk(
-    text: str, headers: list[_Header], index: int, resumed: bool = False
+    text: str, headers: list[Header], index: int, resumed: bool = False
 ) -> tuple[_Evidence, int, int]:
     """Walk the report of headers[index]; return its evidence, last line, next header index.
 
@@ -573,7 +528,7 @@ def _trace_culprit(family: Family, dump: _Dump) -> tuple[str | None, list[str]]:
     return first_own(frames), frames
 
 
-def _blame_dump(head: _Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, list[str]]:
+def _blame_dump(head: Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, list[str]]:
     """The culprit named by one dump and the frames it comes from, following the row's order."""
     for evidence in head.family.blame:
         found: str | None
@@ -602,7 +557,7 @@ def _blame_dump(head: _Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, 
     return None, dump.frames
 
 
-def _pick_dump(head: _Header, ev: _Evidence) -> tuple[_Dump, str | None, list[str]]:
+def _pick_dump(head: Header, ev: _Evidence) -> tuple[_Dump, str | None, list[str]]:
     """The dump that shows the culprit: the stalled CPU's, the locked-up CPU's, or the main one."""
     family = head.family
     candidates = [d for d in ev.dumps if d.label not in ("gp_kthread", "gp_heading")]
@@ -670,7 +625,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _start_line(text: str, head: _Header, floor: int, ev: _Evidence) -> int:
+def _start_line(text: str, head: Header, floor: int, ev: _Evidence) -> int:
     """Include the banner the kernel prints just before the header ("[ cut here ]", "===="),
     and the WARN() message printed between the two (arm64 and x86 print it first)."""
     offset = head.line.offset
@@ -692,7 +647,7 @@ def _start_line(text: str, head: _Header, floor: int, ev: _Evidence) -> int:
     return number
 
 
-def _build(text: str, head: _Header, ev: _Evidence, end: int, floor: int) -> Splat:
+def _build(text: str, head: Header, ev: _Evidence, end: int, floor: int) -> Splat:
     family = head.family
     start = _start_line(text, head, floor, ev)
     dump, function, frames = _pick_dump(head, ev)
@@ -751,7 +706,7 @@ def _build(text: str, head: _Header, ev: _Evidence, end: int, floor: int) -> Spl
     )
 
 
-def _panic_belongs(head: _Header, previous: Splat) -> bool:
+def _panic_belongs(head: Header, previous: Splat) -> bool:
     if head.line.number - previous.end_line <= PANIC_NEARBY:
         return True
     message = head.fields.get("msg") or ""
@@ -767,7 +722,7 @@ def scan(text: str) -> list[Splat]:
     splats: list[Splat] = []
     # each splat's header, the header index after its walk, whether it had no dump, and
     # its evidence
-    heads: list[tuple[_Header, int, bool, _Evidence]] = []
+    heads: list[tuple[Header, int, bool, _Evidence]] = []
     index = 0
     while index < len(headers):
         head = headers[index]
@@ -799,12 +754,12 @@ _INTERRUPT_GAP = 20
 _ANNOUNCE = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: ")
 
 
-def _interrupted(headers: list[_Header], nxt: int, end: int) -> bool:
+def _interrupted(headers: list[Header], nxt: int, end: int) -> bool:
     """The walk stopped at another report's header, right after its own lines."""
     return nxt < len(headers) and headers[nxt].line.number <= end + _INTERRUPT_GAP
 
 
-def _own_pid(head: _Header, ev: _Evidence) -> str | None:
+def _own_pid(head: Header, ev: _Evidence) -> str | None:
     """The pid of the task a report is about, as its header or its own lines name it
     ("pid: 41, name: ...", "s2fault-vmm/47 is trying to lock"), never its dump's."""
     return head.fields.get("pid") or ev.who.get("pid")
@@ -830,8 +785,8 @@ def _announced_dumps(text: str) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
-def _demultiplex(text: str, headers: list[_Header], splats: list[Splat],
-                 heads: list[tuple[_Header, int, bool, _Evidence]]) -> list[Splat]:
+def _demultiplex(text: str, headers: list[Header], splats: list[Splat],
+                 heads: list[tuple[Header, int, bool, _Evidence]]) -> list[Splat]:
     """Tell apart reports that two tasks printed at once, by task: without caller ids
     (CONFIG_PRINTK_CALLER) two CPUs' reports interleave line by line, and the pid is what
     still says whose a line is.
@@ -881,7 +836,7 @@ def _demultiplex(text: str, headers: list[_Header], splats: list[Splat],
             if number - top > MAX_REPORT_LINES or prev is None:
                 break
             # Walk the dump as the report's own, from a stand-in header on the line before.
-            stand_in = _Header(console.line_at(text, prev, number - 1), head.family, head.fields)
+            stand_in = Header(console.line_at(text, prev, number - 1), head.family, head.fields)
             later = headers[bisect_right(numbers, number - 1):]
             found, end, _ = _walk(text, [stand_in, *later], 0, resumed=True)
             dumps = [d for d in found.dumps if d.frames and d.pid == pid]
