@@ -7,8 +7,9 @@ The passes, all linear in the size of the log:
 2. walk each report: from its header line forward, up to the next header, collecting the
    evidence its row asks for (the culprit trace, pc/lr, held locks, who and where). A report
    may hold several stack dumps (an RCU stall prints each stalled CPU's NMI backtrace, "Task
-   dump for CPU N", the grace-period kthread's stack): each is a `_Dump`, and the row's
-   `pick` says which one shows the culprit;
+   dump for CPU N", the grace-period kthread's stack): each is a `Dump`, and the row's
+   `pick` says which one shows the culprit. What single lines say, and the records they fill,
+   are in evidence.py;
 3. blame: in the picked dump, the row's evidence in order. A trace that starts in the stack
    dumper was printed by the reporter on top of the code it interrupted, so it is blamed
    below its first interrupt entry (frames.interrupted_part);
@@ -26,10 +27,11 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from . import console
 from .catalogue import END_PANIC, PANIC_CONSEQUENCES, Family, slug
+from .evidence import CPU_LINE, Dump, Evidence, collect, collect_stall, dump_start, new_dump
 from .frames import (
     base_name,
     first_own,
@@ -38,10 +40,8 @@ from .frames import (
     is_plumbing,
     leaves_irq,
     parse_frame,
-    parse_lr,
     parse_pc,
     split_lead_marker,
-    symbol_name,
     trim,
 )
 from .headers import Header, find_headers
@@ -65,47 +65,11 @@ _ENDS_TRACE = re.compile(
 # foreign lines.
 _X86_REGS = re.compile(r"\s*(?:R[A-Z0-9]{1,3}|Code|FS|CS|CR2|DR\d|PKRU|EFLAGS): ")
 
-# 6.12 dump_stack_print_info(): "CPU: 1 UID: 0 PID: 41 Comm: s2fault-vmm Not tainted 6.12..."
-_CPU_LINE = re.compile(
-    r"\s*CPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<task>.{1,20}?)"
-    r"(?: (?:Not tainted|Tainted:)|\s*$)"
-)
-# rcu stall per-CPU line: "rcu: \t1-....: (5249 ticks this GP) idle=..." (6.x), "\t1-...: ("
-# (4.x), "\t1: (" (3.x).
-_RCU_CPU = re.compile(r"(?:rcu: )?\s*(?P<cpu>\d+)(?:-\S{3,5})?: \(")
-# Stalled CPUs and tasks listed inline: "{ 1-...D } 21002 jiffies" (expedited), "{ 1 P41}" (3.x).
-_RCU_BRACES = re.compile(r"\{\s*(?P<list>[^{}]{0,200}?)\s*\}")
-# PREEMPT_RCU readers blocking the grace period: "Tasks blocked on level-0 rcu_node (CPUs 0-1):
-# P41 P42" (pids, "P41/1:b..l" in 6.x).
-_RCU_TASKS = re.compile(r"Tasks blocked on level-\d+ rcu_node")
-_RCU_PID = re.compile(r"\bP(?P<pid>\d+)\b")
-_DETECTED_BY = re.compile(r"\(detected by (?P<cpu>\d+),")
-_NMI_DUMP = re.compile(
-    r"\s*NMI backtrace for cpu (?P<cpu>\d+)(?: skipped: idling at (?P<idle>\S+))?"
-)
-_TASK_DUMP = re.compile(r"\s*Task dump for CPU (?P<cpu>\d+):")
-# sched_show_task() since 5.8: "task:s2fault-vmm state:R  running task     stack:0 pid:41 ..."
-_SHOW_TASK = re.compile(
-    r"task:(?P<task>.{1,16}?)\s+state:\S.{0,40}?\bpid:\s*(?P<pid>\d+)"
-)
-# sched_show_task() before 5.8: "%-15.15s %c" then stack/pid/ppid/flags:
-#   "syz-executor3   D23624  4510   4509 0x00000004"
-#   "rcu_sched       R  running task    14504     8      2 0x80000000"
-_OLD_SHOW_TASK = re.compile(
-    r"(?P<task>\S.{0,14}) [RSDTtXZPIKN](?:\s+running task)?(?:\s+[0-9a-f]{16})?\s*\d+"
-    r"\s+(?P<pid>\d+)\s+\d+ 0x[0-9a-f]{8}\s*$"
-)
-# Headings after which the dumps are about the RCU grace-period kthread, never the culprit.
-_GP_KTHREAD = re.compile(
-    r"(?:rcu: )?\s*(?:RCU grace-period kthread stack dump:"
-    r"|Stack dump where RCU GP kthread last ran:)"
-)
 # Lines that belong to a stall report between its dumps.
 _STALL_LINE = re.compile(
     r"(?:rcu: |\t|\s+\(t=|\s+\(detected by|Sending NMI|All QSes seen|INFO: Stall ended"
     r"|Offline CPU|\S+ kthread (?:starved|timer wakeup)|\s+Unless |\s*blocking rcu_node)"
 )
-_STOPPER = re.compile(r"\s*Stopper: ")
 _STOPPER_TASK = re.compile(r"migration/\d+$")
 # arm64 4.x prints exception frames' registers inside the trace; neither a frame nor the end.
 _NEUTRAL = re.compile(
@@ -118,68 +82,8 @@ _SPIN_WAITS = re.compile(
     r"|smp_call_function\w*|on_each_cpu\w*|multi_cpu_stop|stop_machine\w*|stop_one_cpu\w*"
     r"|kick_all_cpus_sync|rcu_barrier|synchronize_rcu\w*|spin_dump|rwlock_bug"
 )
-_HELD_LOCK = re.compile(
-    r"\s*#\d+: .*?, at: (?:\[<[0-9a-f]+>\] )?(?P<function>[A-Za-z_.$][\w.$]*)\+0x"
-)
-# The lock a lockdep report is about: "ffff0000c68c8030 (&mmu->fault_ranges_mutex){+.+.}-{3:3},
-# at: add_fault_range+0x8/0x400" (4.x: " (sk_lock-AF_INET){+.+.+.}, at: [<addr>] tcp_sendmsg+...").
-_LOCK_AT = re.compile(
-    r"\s*(?:[0-9a-f]{8,16} )?\(.{1,120}?\)\{.{4,8}\}(?:-\{\d:\d\})?, at: "
-    r"(?:\[<[0-9a-f]+>\] )?(?P<function>[A-Za-z_.$][\w.$]*)\+0x"
-)
-_CALLER_IS = re.compile(r"\s*caller is (?P<function>[A-Za-z_.$][\w.$]*)\+0x")
-# Only work that is running can hog a pool; pending work is the victim, not the culprit.
-_WQ_WORK = re.compile(r"\s*in-flight: (?P<works>.*)")
 _BANNER = re.compile(r"\s*(?:-{5,}\[ cut here \]-{5,}|={5,})\s*$")
 _LOCKDEP_FILE = re.compile(r"kernel/(?:locking/)?lockdep\.c:")
-_WQ_FUNC = re.compile(r"(?:\d+:|\d+\*)?(?P<function>[A-Za-z_][\w.$]*)")
-
-
-@dataclass
-class _Dump:
-    """One stack dump inside a report: the report's own, or another CPU's or task's."""
-
-    start: int
-    # "main" (the report's own), "cpu" (NMI backtrace, Task dump for CPU N), "task"
-    # (sched_show_task), "gp_heading"/"gp_kthread" (the RCU grace-period kthread's: never blamed)
-    label: str = "main"
-    cpu: str | None = None
-    task: str | None = None
-    pid: str | None = None
-    pc: str | None = None
-    lr: str | None = None
-    idle: str | None = None  # "NMI backtrace for cpu 1 skipped: idling at ..."
-    frames: list[str] = field(default_factory=list)
-    breaks: list[int] = field(default_factory=list)  # frame indexes after "</IRQ>", "<EOI>"
-    regs_at: list[int] = field(default_factory=list)  # frames taken from in-trace x86 regs
-    stopper: bool = False
-    has_cpu_line: bool = False
-    cpu_line: int | None = None  # the line number of its "CPU: N ... PID: P" line
-
-    def has_stack(self) -> bool:
-        return bool(self.frames) or self.pc is not None or self.has_cpu_line
-
-
-@dataclass
-class _Evidence:
-    dumps: list[_Dump] = field(default_factory=list)
-    trace_last: int = 0
-    caller: str | None = None
-    lock_at: str | None = None  # where the lock a lockdep report is about was taken
-    held: list[str] = field(default_factory=list)
-    works: list[str] = field(default_factory=list)
-    who: dict[str, str] = field(default_factory=dict)  # task/pid/cpu from body lines
-    stalled_cpus: list[str] = field(default_factory=list)
-    stalled_pids: list[str] = field(default_factory=list)
-    detected_by: str | None = None
-    notes: set[str] = field(default_factory=set)  # "debug_locks": a DEBUG_LOCKS_WARN_ON message
-    last_fact: int = 0
-    end: int | None = None
-    truncated: bool = False  # the log ended within TRUNCATED_LINES of the header, before a trace
-
-    @property
-    def dump(self) -> _Dump:
-        return self.dumps[-1]
 
 
 def _continues(header: Header, kind: str) -> bool:
@@ -187,169 +91,9 @@ def _continues(header: Header, kind: str) -> bool:
     return "*" in allowed or kind in allowed
 
 
-def _new_dump(ev: _Evidence, number: int, label: str, cpu: str | None = None) -> _Dump:
-    dump = _Dump(start=number, label=label, cpu=cpu)
-    ev.dumps.append(dump)
-    return dump
-
-
-def _fresh(ev: _Evidence) -> bool:
-    """The current dump was opened by a heading ("Task dump for CPU 1:") and has no task yet."""
-    dump = ev.dump
-    return dump.label != "main" and dump.task is None and not dump.frames and dump.pc is None
-
-
-def _dump_start(ev: _Evidence, number: int, body: str) -> bool:
-    """Open a new dump if this line starts one (multi-dump reports: stalls, hard lockups)."""
-    s = body.lstrip()
-    if not s:
-        return False
-    first = s[0]
-    gp = ev.dump.label == "gp_heading"
-    if first == "N" and s.startswith("NMI backtrace for cpu"):
-        m = _NMI_DUMP.match(s)
-        if m is None:
-            return False
-        dump = ev.dump if gp else _new_dump(ev, number, "cpu")
-        dump.label = "gp_kthread" if gp else "cpu"
-        dump.cpu = m.group("cpu")
-        dump.idle = symbol_name(m.group("idle"))
-        return True
-    if first == "T" and s.startswith("Task dump for CPU"):
-        m = _TASK_DUMP.match(s)
-        if m is None:
-            return False
-        dump = ev.dump if gp else _new_dump(ev, number, "cpu")
-        dump.label = "gp_kthread" if gp else "cpu"
-        dump.cpu = m.group("cpu")
-        return True
-    if first == "t" and s.startswith("task:"):
-        m = _SHOW_TASK.match(s)
-        if m is None:
-            return False
-        _task_dump(ev, number, gp, m.group("task"), m.group("pid"))
-        return True
-    if _GP_KTHREAD.match(s):
-        _new_dump(ev, number, "gp_heading")
-        return True
-    if len(body) > 17 and body[15] == " " and "0x" in body:
-        # sched_show_task() before 5.8 pads the comm to 15 characters.
-        m = _OLD_SHOW_TASK.match(body)
-        if m is not None:
-            _task_dump(ev, number, gp, m.group("task"), m.group("pid"))
-            return True
-    return False
-
-
-def _task_dump(ev: _Evidence, number: int, gp: bool, task: str, pid: str) -> None:
-    dump = ev.dump if gp or _fresh(ev) else _new_dump(ev, number, "task")
-    if gp:
-        dump.label = "gp_kthread"
-    dump.task, dump.pid = task.strip(), pid
-
-
-def _collect(ev: _Evidence, family: Family, number: int, body: str) -> None:
-    """Take what this line says about the report (who, where, which locks)."""
-    s = body.lstrip()
-    if not s:
-        return
-    dump = ev.dump
-    first = s[0]
-    if first == "C" and s.startswith("CPU: "):
-        m = _CPU_LINE.match(s)
-        if m is not None:
-            if family.multi and dump.has_cpu_line and (dump.frames or dump.pc):
-                dump = _new_dump(ev, number, "cpu")
-            if not dump.has_cpu_line:
-                dump.has_cpu_line = True
-                dump.cpu_line = number
-                dump.cpu = dump.cpu or m.group("cpu")
-                dump.pid = dump.pid or m.group("pid")
-                task = m.group("task")
-                if task and not dump.task:
-                    dump.task = task.strip()
-            ev.last_fact = number
-    elif first in "pPR" and dump.pc is None:
-        pc = parse_pc(s)
-        if pc is not None:
-            dump.pc = pc
-            ev.last_fact = number
-    elif first in "lL" and dump.lr is None:
-        lr = parse_lr(s)
-        if lr is not None:
-            dump.lr = lr
-            ev.last_fact = number
-    elif first == "#":
-        m = _HELD_LOCK.match(s)
-        if m is not None:
-            ev.held.append(m.group("function"))
-            ev.last_fact = number
-    elif first == "c" and s.startswith("caller is "):
-        m = _CALLER_IS.match(s)
-        if m is not None and ev.caller is None:
-            ev.caller = m.group("function")
-            ev.last_fact = number
-    elif first in "f(0123456789abcdef" and ev.lock_at is None and ", at: " in s:
-        m = _LOCK_AT.match(s)
-        if m is not None:
-            ev.lock_at = m.group("function")
-    elif first == "S" and _STOPPER.match(s):
-        dump.stopper = True
-    elif first == "D" and "DEBUG_LOCKS_WARN_ON" in s:
-        ev.notes.add("debug_locks")
-    kind = family.kind
-    if kind == "workqueue_lockup" and ":" in s:
-        m = _WQ_WORK.match(s)
-        if m is not None:
-            for item in m.group("works").split(","):
-                w = _WQ_FUNC.match(item.strip())
-                if w is not None and w.group("function") != "BAR":
-                    ev.works.append(w.group("function"))
-            ev.last_fact = number
-    elif kind == "rcu_stall":
-        _collect_stall(ev, number, s)
-    for pattern in family.info:
-        if "task" in ev.who and "pid" in ev.who:
-            break
-        m = pattern.search(body)
-        if m is not None:
-            for key, value in m.groupdict().items():
-                if value and key not in ev.who:
-                    ev.who[key] = value
-            ev.last_fact = number
-
-
-def _collect_stall(ev: _Evidence, number: int, s: str) -> None:
-    """Which CPUs and tasks an RCU stall report says are stalled, and who detected it."""
-    if ev.detected_by is None and "detected by" in s:
-        m = _DETECTED_BY.search(s)
-        if m is not None:
-            ev.detected_by = m.group("cpu")
-            ev.last_fact = number
-    if "{" in s:
-        m = _RCU_BRACES.search(s)
-        if m is not None:
-            for token in m.group("list").split():
-                cpu = token.split("-", 1)[0]
-                pid = token[1:].split("/", 1)[0]
-                if cpu.isdigit():
-                    ev.stalled_cpus.append(cpu)
-                elif token.startswith("P") and pid.isdigit():
-                    ev.stalled_pids.append(pid)
-            ev.last_fact = number
-    elif ": (" in s:
-        m = _RCU_CPU.match(s)
-        if m is not None:
-            ev.stalled_cpus.append(m.group("cpu"))
-            ev.last_fact = number
-    elif "Tasks blocked on" in s and _RCU_TASKS.search(s):
-        ev.stalled_pids.extend(m.group("pid") for m in _RCU_PID.finditer(s.split(":", 1)[-1]))
-        ev.last_fact = number
-
-
 def _walk(
     text: str, headers: list[Header], index: int, resumed: bool = False
-) -> tuple[_Evidence, int, int]:
+) -> tuple[Evidence, int, int]:
     """Walk the report of headers[index]; return its evidence, last line, next header index.
 
     `resumed`: headers[index] is a stand-in just before a dump known to be the report's own
@@ -358,11 +102,11 @@ def _walk(
     head = headers[index]
     family = head.family
     kind = family.kind
-    ev = _Evidence(last_fact=head.line.number)
-    _new_dump(ev, head.line.number, "main")
+    ev = Evidence(last_fact=head.line.number)
+    new_dump(ev, head.line.number, "main")
     if kind == "rcu_stall":
         # Before 4.x the stalled CPUs are listed on the header's own line: "{ 1 P41}".
-        _collect_stall(ev, head.line.number, head.line.body)
+        collect_stall(ev, head.line.number, head.line.body)
     nxt = index + 1
     limit = headers[nxt].line.number if nxt < len(headers) else None
     armed = resumed or family.trace_after is None  # may the culprit trace start yet?
@@ -421,7 +165,7 @@ def _walk(
             if after_trace > AFTER_TRACE_LINES:
                 break
             continue
-        if family.multi and _dump_start(ev, line.number, body):
+        if family.multi and dump_start(ev, line.number, body):
             phase, seek_from, foreign, after_trace = "seek", line.number, 0, 0
             ev.last_fact = line.number
             continue
@@ -464,7 +208,7 @@ def _walk(
                 # Between dumps a stall report prints its own lines ("rcu: ...", "Sending
                 # NMI ..."); anything else for a few lines means the report is over.
                 if _STALL_LINE.match(body):
-                    _collect(ev, family, line.number, body)
+                    collect(ev, family, line.number, body)
                     ev.last_fact = line.number
                     foreign = 0
                     continue
@@ -478,9 +222,9 @@ def _walk(
             if after_trace > AFTER_TRACE_LINES:
                 break
             # Sanitizer reports name the CPU and task only after their traces.
-            _collect(ev, family, line.number, body)
+            collect(ev, family, line.number, body)
             continue
-        _collect(ev, family, line.number, body)
+        collect(ev, family, line.number, body)
         if not armed:
             if family.trace_after is not None and family.trace_after.match(body):
                 armed = True
@@ -506,7 +250,7 @@ def _walk(
     return ev, ev.end or max(ev.last_fact, ev.trace_last), nxt
 
 
-def _add_frame(dump: _Dump, name: str) -> None:
+def _add_frame(dump: Dump, name: str) -> None:
     # The unwinder may print the frame whose registers it just showed: keep one.
     frames = dump.frames
     if dump.regs_at and dump.regs_at[-1] == len(frames) - 1 and frames[-1] == name:
@@ -518,7 +262,7 @@ def _own(name: str | None) -> str | None:
     return base_name(name) if name and not is_plumbing(name) else None
 
 
-def _trace_culprit(family: Family, dump: _Dump) -> tuple[str | None, list[str]]:
+def _trace_culprit(family: Family, dump: Dump) -> tuple[str | None, list[str]]:
     """(culprit, the frames it is in) from a dump's trace."""
     frames = dump.frames
     if family.interrupted:
@@ -528,7 +272,7 @@ def _trace_culprit(family: Family, dump: _Dump) -> tuple[str | None, list[str]]:
     return first_own(frames), frames
 
 
-def _blame_dump(head: Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, list[str]]:
+def _blame_dump(head: Header, ev: Evidence, dump: Dump) -> tuple[str | None, list[str]]:
     """The culprit named by one dump and the frames it comes from, following the row's order."""
     for evidence in head.family.blame:
         found: str | None
@@ -557,7 +301,7 @@ def _blame_dump(head: Header, ev: _Evidence, dump: _Dump) -> tuple[str | None, l
     return None, dump.frames
 
 
-def _pick_dump(head: Header, ev: _Evidence) -> tuple[_Dump, str | None, list[str]]:
+def _pick_dump(head: Header, ev: Evidence) -> tuple[Dump, str | None, list[str]]:
     """The dump that shows the culprit: the stalled CPU's, the locked-up CPU's, or the main one."""
     family = head.family
     candidates = [d for d in ev.dumps if d.label not in ("gp_kthread", "gp_heading")]
@@ -589,7 +333,7 @@ def _pick_dump(head: Header, ev: _Evidence) -> tuple[_Dump, str | None, list[str
 
 
 def _knock_on(
-    family: Family, dump: _Dump, task: str | None, frames: list[str], function: str | None
+    family: Family, dump: Dump, task: str | None, frames: list[str], function: str | None
 ) -> str | None:
     """Why a lockup or stall looks like the consequence of work on another CPU, if it does."""
     if not family.interrupted:
@@ -625,7 +369,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _start_line(text: str, head: Header, floor: int, ev: _Evidence) -> int:
+def _start_line(text: str, head: Header, floor: int, ev: Evidence) -> int:
     """Include the banner the kernel prints just before the header ("[ cut here ]", "===="),
     and the WARN() message printed between the two (arm64 and x86 print it first)."""
     offset = head.line.offset
@@ -647,7 +391,7 @@ def _start_line(text: str, head: Header, floor: int, ev: _Evidence) -> int:
     return number
 
 
-def _build(text: str, head: Header, ev: _Evidence, end: int, floor: int) -> Splat:
+def _build(text: str, head: Header, ev: Evidence, end: int, floor: int) -> Splat:
     family = head.family
     start = _start_line(text, head, floor, ev)
     dump, function, frames = _pick_dump(head, ev)
@@ -722,7 +466,7 @@ def scan(text: str) -> list[Splat]:
     splats: list[Splat] = []
     # each splat's header, the header index after its walk, whether it had no dump, and
     # its evidence
-    heads: list[tuple[Header, int, bool, _Evidence]] = []
+    heads: list[tuple[Header, int, bool, Evidence]] = []
     index = 0
     while index < len(headers):
         head = headers[index]
@@ -750,7 +494,7 @@ def scan(text: str) -> list[Splat]:
 # header that close cut it short.
 _INTERRUPT_GAP = 20
 
-# The line dump_stack() starts with, found anywhere in the log (checked with _CPU_LINE).
+# The line dump_stack() starts with, found anywhere in the log (checked with CPU_LINE).
 _ANNOUNCE = re.compile(r"CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: ")
 
 
@@ -759,7 +503,7 @@ def _interrupted(headers: list[Header], nxt: int, end: int) -> bool:
     return nxt < len(headers) and headers[nxt].line.number <= end + _INTERRUPT_GAP
 
 
-def _own_pid(head: Header, ev: _Evidence) -> str | None:
+def _own_pid(head: Header, ev: Evidence) -> str | None:
     """The pid of the task a report is about, as its header or its own lines name it
     ("pid: 41, name: ...", "s2fault-vmm/47 is trying to lock"), never its dump's."""
     return head.fields.get("pid") or ev.who.get("pid")
@@ -778,7 +522,7 @@ def _announced_dumps(text: str) -> dict[str, list[tuple[int, int]]]:
         pos = start
         if number == last:
             continue
-        c = _CPU_LINE.match(console.line_at(text, start, number).body)
+        c = CPU_LINE.match(console.line_at(text, start, number).body)
         if c is not None:
             found.setdefault(c.group("pid"), []).append((number, start))
             last = number
@@ -786,7 +530,7 @@ def _announced_dumps(text: str) -> dict[str, list[tuple[int, int]]]:
 
 
 def _demultiplex(text: str, headers: list[Header], splats: list[Splat],
-                 heads: list[tuple[Header, int, bool, _Evidence]]) -> list[Splat]:
+                 heads: list[tuple[Header, int, bool, Evidence]]) -> list[Splat]:
     """Tell apart reports that two tasks printed at once, by task: without caller ids
     (CONFIG_PRINTK_CALLER) two CPUs' reports interleave line by line, and the pid is what
     still says whose a line is.
