@@ -10,9 +10,9 @@ The passes, all linear in the size of the log:
    dump for CPU N", the grace-period kthread's stack): each is a `Dump`, and the row's
    `pick` says which one shows the culprit. What single lines say, and the records they fill,
    are in evidence.py;
-3. blame: in the picked dump, the row's evidence in order. A trace that starts in the stack
-   dumper was printed by the reporter on top of the code it interrupted, so it is blamed
-   below its first interrupt entry (frames.interrupted_part);
+3. blame (blame.py): in the picked dump, the row's evidence in order. A trace that starts in
+   the stack dumper was printed by the reporter on top of the code it interrupted, so it is
+   blamed below its first interrupt entry (frames.interrupted_part);
 4. demultiplex: a report whose own task's dump is not where its walk looked (another report
    cut it short, or two CPUs printed at once and their lines interleave) takes the first
    dump further down whose "CPU: N ... PID: P" names its pid (_demultiplex).
@@ -30,14 +30,11 @@ from bisect import bisect_right
 from dataclasses import replace
 
 from . import console
-from .catalogue import END_PANIC, PANIC_CONSEQUENCES, Family, slug
+from .blame import knock_on, pick_dump
+from .catalogue import END_PANIC, PANIC_CONSEQUENCES, slug
 from .evidence import CPU_LINE, Dump, Evidence, collect, collect_stall, dump_start, new_dump
 from .frames import (
-    base_name,
-    first_own,
-    interrupted_part,
     is_marker,
-    is_plumbing,
     leaves_irq,
     parse_frame,
     parse_pc,
@@ -70,17 +67,9 @@ _STALL_LINE = re.compile(
     r"(?:rcu: |\t|\s+\(t=|\s+\(detected by|Sending NMI|All QSes seen|INFO: Stall ended"
     r"|Offline CPU|\S+ kthread (?:starved|timer wakeup)|\s+Unless |\s*blocking rcu_node)"
 )
-_STOPPER_TASK = re.compile(r"migration/\d+$")
 # arm64 4.x prints exception frames' registers inside the trace; neither a frame nor the end.
 _NEUTRAL = re.compile(
     r"\s*(?:Exception stack\(|[0-9a-f]{3,16}: [0-9a-f]{8,16}(?: [0-9a-f]{8,16}){0,3}\s*$)"
-)
-# A CPU busy in one of these is waiting for another CPU: a lockup there is a knock-on.
-_SPIN_WAITS = re.compile(
-    r"(?:native_|__pv_)?queued_(?:spin|read|write)_lock_slowpath|do_raw_(?:spin|read|write)_lock"
-    r"|_raw_(?:spin|read|write)_lock\w*|arch_(?:spin|read|write)_lock\w*|csd_lock_wait"
-    r"|smp_call_function\w*|on_each_cpu\w*|multi_cpu_stop|stop_machine\w*|stop_one_cpu\w*"
-    r"|kick_all_cpus_sync|rcu_barrier|synchronize_rcu\w*|spin_dump|rwlock_bug"
 )
 _BANNER = re.compile(r"\s*(?:-{5,}\[ cut here \]-{5,}|={5,})\s*$")
 _LOCKDEP_FILE = re.compile(r"kernel/(?:locking/)?lockdep\.c:")
@@ -258,99 +247,6 @@ def _add_frame(dump: Dump, name: str) -> None:
     frames.append(name)
 
 
-def _own(name: str | None) -> str | None:
-    return base_name(name) if name and not is_plumbing(name) else None
-
-
-def _trace_culprit(family: Family, dump: Dump) -> tuple[str | None, list[str]]:
-    """(culprit, the frames it is in) from a dump's trace."""
-    frames = dump.frames
-    if family.interrupted:
-        part = interrupted_part(frames, dump.breaks, dump.regs_at)
-        if part is not None:
-            return first_own(part), part
-    return first_own(frames), frames
-
-
-def _blame_dump(head: Header, ev: Evidence, dump: Dump) -> tuple[str | None, list[str]]:
-    """The culprit named by one dump and the frames it comes from, following the row's order."""
-    for evidence in head.family.blame:
-        found: str | None
-        frames = dump.frames
-        if evidence == "trace":
-            found, frames = _trace_culprit(head.family, dump)
-        elif evidence == "held_lock":
-            found = first_own(ev.held)
-        elif evidence == "workqueue":
-            found = first_own(ev.works)
-        elif evidence == "pc":
-            found = _own(dump.pc) or _own(dump.idle)
-            if found and (not frames or base_name(frames[0]) != found):
-                # x86 does not repeat the RIP function as the first frame of the trace.
-                frames = [found, *frames]
-        elif evidence == "lr":
-            found = _own(dump.lr)
-        elif evidence == "caller":
-            found = _own(ev.caller)
-        elif evidence == "lock_at":
-            found = _own(ev.lock_at)
-        else:
-            found = _own(head.fields.get("function"))
-        if found:
-            return found, frames
-    return None, dump.frames
-
-
-def _pick_dump(head: Header, ev: Evidence) -> tuple[Dump, str | None, list[str]]:
-    """The dump that shows the culprit: the stalled CPU's, the locked-up CPU's, or the main one."""
-    family = head.family
-    candidates = [d for d in ev.dumps if d.label not in ("gp_kthread", "gp_heading")]
-    if not candidates:
-        candidates = ev.dumps[:1]
-    wanted: list[tuple[str, str]] = []
-    if family.pick == "stalled":
-        wanted = [("cpu", c) for c in ev.stalled_cpus] + [("pid", p) for p in ev.stalled_pids]
-    elif family.pick == "cpu" and head.fields.get("cpu"):
-        wanted = [("cpu", head.fields["cpu"] or "")]
-    for key, value in wanted:
-        for dump in candidates:
-            if getattr(dump, key) == value:
-                found, frames = _blame_dump(head, ev, dump)
-                if found:
-                    return dump, found, frames
-    if family.pick == "stalled":
-        # No usable dump for a listed CPU ("All QSes seen", an idle CPU): any dump but the
-        # detecting CPU's, which only shows the detector.
-        for dump in candidates:
-            if ev.stalled_cpus and dump.cpu is not None and dump.cpu == ev.detected_by:
-                continue
-            found, frames = _blame_dump(head, ev, dump)
-            if found:
-                return dump, found, frames
-    dump = candidates[0]
-    found, frames = _blame_dump(head, ev, dump)
-    return dump, found, frames
-
-
-def _knock_on(
-    family: Family, dump: Dump, task: str | None, frames: list[str], function: str | None
-) -> str | None:
-    """Why a lockup or stall looks like the consequence of work on another CPU, if it does."""
-    if not family.interrupted:
-        return None
-    if dump.stopper or (task and _STOPPER_TASK.match(task)):
-        return "stopper thread"
-    names = [dump.pc] if dump.pc else []
-    for name in frames:
-        if function is not None and base_name(name) == function:
-            break
-        names.append(name)
-    for name in names:
-        if name and _SPIN_WAITS.fullmatch(base_name(name)):
-            return f"waiting in {base_name(name)}"
-    return None
-
-
 class _Fields(dict[str, str]):
     """Header groups for titles; a group the header did not capture prints as "?"."""
 
@@ -394,7 +290,7 @@ def _start_line(text: str, head: Header, floor: int, ev: Evidence) -> int:
 def _build(text: str, head: Header, ev: Evidence, end: int, floor: int) -> Splat:
     family = head.family
     start = _start_line(text, head, floor, ev)
-    dump, function, frames = _pick_dump(head, ev)
+    dump, function, frames = pick_dump(head, ev)
     fields = _Fields({k: v for k, v in head.fields.items() if v is not None})
     for key, value in ev.who.items():
         fields.setdefault(key, value)
@@ -445,7 +341,7 @@ def _build(text: str, head: Header, ev: Evidence, end: int, floor: int) -> Splat
         pid=_int(fields.get("pid")),
         start_line=start,
         end_line=max(end, head.line.number),
-        knock_on=_knock_on(family, dump, task, frames, function),
+        knock_on=knock_on(family, dump, task, frames, function),
         where=fields.get("where"),
     )
 
@@ -553,7 +449,7 @@ def _demultiplex(text: str, headers: list[Header], splats: list[Splat],
         head, nxt, bare, ev = heads[i]
         pid = _own_pid(head, ev)
         by_task = head.family.same_caller and pid is not None
-        dump = _pick_dump(head, ev)[0]
+        dump = pick_dump(head, ev)[0]
         if by_task and dump.cpu_line is not None and dump.pid != pid:
             wanted.append((i, pid or ""))
             continue
