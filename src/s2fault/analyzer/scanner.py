@@ -30,8 +30,9 @@ from bisect import bisect_right
 from dataclasses import replace
 
 from . import console
-from .blame import knock_on, pick_dump
-from .catalogue import END_PANIC, PANIC_CONSEQUENCES, slug
+from .assembly import assemble
+from .blame import pick_dump
+from .catalogue import END_PANIC, PANIC_CONSEQUENCES
 from .evidence import CPU_LINE, Dump, Evidence, collect, collect_stall, dump_start, new_dump
 from .frames import (
     is_marker,
@@ -39,7 +40,6 @@ from .frames import (
     parse_frame,
     parse_pc,
     split_lead_marker,
-    trim,
 )
 from .headers import Header, find_headers
 from .splat import Splat
@@ -71,8 +71,6 @@ _STALL_LINE = re.compile(
 _NEUTRAL = re.compile(
     r"\s*(?:Exception stack\(|[0-9a-f]{3,16}: [0-9a-f]{8,16}(?: [0-9a-f]{8,16}){0,3}\s*$)"
 )
-_BANNER = re.compile(r"\s*(?:-{5,}\[ cut here \]-{5,}|={5,})\s*$")
-_LOCKDEP_FILE = re.compile(r"kernel/(?:locking/)?lockdep\.c:")
 
 
 def _continues(header: Header, kind: str) -> bool:
@@ -247,105 +245,6 @@ def _add_frame(dump: Dump, name: str) -> None:
     frames.append(name)
 
 
-class _Fields(dict[str, str]):
-    """Header groups for titles; a group the header did not capture prints as "?"."""
-
-    def __missing__(self, key: str) -> str:
-        return "?"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _start_line(text: str, head: Header, floor: int, ev: Evidence) -> int:
-    """Include the banner the kernel prints just before the header ("[ cut here ]", "===="),
-    and the WARN() message printed between the two (arm64 and x86 print it first)."""
-    offset = head.line.offset
-    number = head.line.number
-    message = False
-    for back in range(1, 4):
-        prev = console.previous_line_start(text, offset)
-        if prev is None or number - back <= floor:
-            break
-        body = console.line_at(text, prev, number - back).body
-        if _BANNER.match(body):
-            if message:
-                ev.notes.add("debug_locks")
-            return number - back
-        if head.family.kind != "warning" or not body.strip():
-            break
-        message = message or "DEBUG_LOCKS_WARN_ON" in body
-        offset = prev
-    return number
-
-
-def _build(text: str, head: Header, ev: Evidence, end: int, floor: int) -> Splat:
-    family = head.family
-    start = _start_line(text, head, floor, ev)
-    dump, function, frames = pick_dump(head, ev)
-    fields = _Fields({k: v for k, v in head.fields.items() if v is not None})
-    for key, value in ev.who.items():
-        fields.setdefault(key, value)
-    if dump is not ev.dumps[0]:
-        # The culprit's dump names the stalled CPU and its task, not the detecting one.
-        for key in ("cpu", "task", "pid"):
-            value = getattr(dump, key)
-            if value:
-                fields[key] = value
-    for key in ("cpu", "pid", "task"):
-        value = getattr(ev.dumps[0], key)
-        if value:
-            fields.setdefault(key, value)
-    if ev.stalled_cpus:
-        fields.setdefault("cpu", ev.stalled_cpus[0])
-    kind, subtype_spec = family.kind, family.subtype
-    title_spec, untitled_spec = family.title, family.untitled
-    if kind == "warning" and (
-        "debug_locks" in ev.notes or _LOCKDEP_FILE.search(fields.get("where") or "")
-    ):
-        # DEBUG_LOCKS_WARN_ON() and lockdep's own WARN_ON()s are lockdep reports: the locking
-        # state went wrong, whatever line of lockdep.c noticed it.
-        kind, subtype_spec = "lockdep", "debug_locks_warn_on"
-        title_spec = "lockdep: locking bug (DEBUG_LOCKS_WARN_ON) in {function}"
-        untitled_spec = "lockdep: locking bug (DEBUG_LOCKS_WARN_ON)"
-    task = fields.get("task")
-    task = task.strip() if task else None
-    if function is not None:
-        fields["function"] = function
-        template = title_spec
-    else:
-        template = untitled_spec
-    title = template(fields) if callable(template) else template.format_map(fields)
-    if callable(subtype_spec):
-        subtype = subtype_spec(fields)
-    elif subtype_spec is not None:
-        subtype = slug(subtype_spec.format_map(fields))
-    else:
-        subtype = None
-    return Splat(
-        kind=kind,
-        subtype=subtype or None,
-        title=_one_line(title),
-        function=function,
-        frames=trim(frames) if function is not None else tuple(frames),
-        cpu=_int(fields.get("cpu")),
-        task=task or None,
-        pid=_int(fields.get("pid")),
-        start_line=start,
-        end_line=max(end, head.line.number),
-        knock_on=knock_on(family, dump, task, frames, function),
-        where=fields.get("where"),
-    )
-
-
 def _panic_belongs(head: Header, previous: Splat) -> bool:
     if head.line.number - previous.end_line <= PANIC_NEARBY:
         return True
@@ -379,7 +278,7 @@ def scan(text: str) -> list[Splat]:
                 d.has_stack() for d in ev.dumps)
             if not bare or _interrupted(headers, nxt, end):
                 floor = previous.end_line if previous is not None else 0
-                splats.append(_build(text, head, ev, end, floor))
+                splats.append(assemble(text, head, ev, end, floor))
                 heads.append((head, nxt, bare, ev))
         index = nxt
     return _demultiplex(text, headers, splats, heads)
@@ -484,7 +383,7 @@ def _demultiplex(text: str, headers: list[Header], splats: list[Splat],
                 break
             claimed.add(number)
             ev.dumps = dumps
-            rebuilt = _build(text, head, ev, end, 0)
+            rebuilt = assemble(text, head, ev, end, 0)
             out[i] = replace(rebuilt, start_line=splat.start_line,
                              cpu=rebuilt.cpu if rebuilt.cpu is not None else splat.cpu)
             break
