@@ -109,7 +109,8 @@ class Evidence:
     notes: set[str] = field(default_factory=set)  # "debug_locks": a DEBUG_LOCKS_WARN_ON message
     last_fact: int = 0
     end: int | None = None
-    truncated: bool = False  # the log ended right after the header (scanner.TRUNCATED_LINES)
+    # the log ended within walk.TRUNCATED_LINES of the header, before a trace
+    truncated: bool = False
 
     @property
     def dump(self) -> Dump:
