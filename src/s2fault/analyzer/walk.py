@@ -57,7 +57,7 @@ def walk_report(
     """Walk the report of headers[index]; return its evidence, last line, next header index.
 
     `resumed`: headers[index] is a stand-in just before a dump known to be the report's own
-    (found by its task, see _demultiplex): the culprit trace may start at once, and another
+    (found by its task, see demultiplex.py): the culprit trace may start at once, and another
     report's header printed in the middle of that trace is another CPU's line, not its end."""
     head = headers[index]
     family = head.family
