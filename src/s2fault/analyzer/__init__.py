@@ -13,10 +13,13 @@ one row (`catalogue.Family`) per family of kernel report: the cheap substring an
 that recognise its first line, the kind/subtype/title it gets, where its culprit trace starts
 (lockdep: after "stack backtrace:"), its end marker, and the order in which evidence names the
 culprit ("pc" first for lockups, "header" for KASAN, "caller" for smp_processor_id(), ...).
-`scanner` finds header lines with one keyword pass over the whole log and walks each report up
-to the next one; `frames` parses call-trace lines and holds the list of plumbing frames
-(interrupt entry, lock and debug machinery, allocators, stack dumpers) skipped when blaming;
-`console` decodes the log and splits timestamps and caller ids off each line.
+`scanner.scan` runs the passes in order: `headers` finds header lines with one keyword pass over
+the whole log; `walk` walks each report up to the next one, and `evidence` reads what its other
+lines say (more dumps, pc/lr, who, held locks); `blame` picks the culprit's dump and names the
+culprit; `assembly` makes each report a `Splat`; `demultiplex` gives reports that two tasks
+printed at once their own task's dump. `frames` parses call-trace lines and holds the list of
+plumbing frames (interrupt entry, lock and debug machinery, allocators, stack dumpers) skipped
+when blaming; `console` decodes the log and splits timestamps and caller ids off each line.
 
 A report may hold several stack dumps; the row's `pick` says whose is the culprit's (an RCU
 stall blames the stalled CPU's or task's code, never the detector's), and a trace printed by
@@ -55,8 +58,9 @@ from typing import TextIO
 
 from . import console
 from .catalogue import FAMILIES, Family
+from .headers import find_headers
 from .incidents import Analysis, Consequence, Incident, group
-from .scanner import find_headers, scan
+from .scanner import scan
 from .splat import Splat, summary_line
 
 __all__ = [
