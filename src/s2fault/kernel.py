@@ -11,38 +11,29 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import buildtree, cache, hosttools, kconfig, kernel_series, progress, source, variants
-from .errors import BuildError, InfraError, S2Error
+from . import (
+    buildtree,
+    cache,
+    hosttools,
+    kconfig,
+    kernel_series,
+    kernel_tuxmake,
+    progress,
+    source,
+    variants,
+)
+from .errors import BuildError, S2Error
 
 # Bump when the way a kernel is built changes, so old entries are not reused.
 # 2: persistent build trees (source + objects inside it), KBUILD_BUILD_VERSION pinned.
 RECIPE = "s2fault-kernel-2"
-KERNEL_IMAGE = "Image"
-BUILD_TARGET = "default"  # builds Image on the way to Image.gz (see _tuxmake)
-
-# What makes two builds of the same inputs give the same bytes. KBUILD_BUILD_VERSION:
-# kbuild otherwise numbers each link of a build directory (#1, #2, ...) into the
-# version string, so a tree built twice would differ from a fresh one. KCFLAGS:
-# tuxmake's default names the build directory's absolute path, which kbuild records in
-# every .cmd file; a tree copied elsewhere (a variant seeded from its base) would then
-# rebuild everything. Paths are relative anyway (see buildtree).
-REPRODUCIBLE_ENV = {
-    "KBUILD_BUILD_TIMESTAMP": "@0",
-    "KBUILD_BUILD_USER": "s2fault",
-    "KBUILD_BUILD_HOST": "s2fault",
-    "KBUILD_BUILD_VERSION": "1",
-    "KCFLAGS": "",
-}
 
 
 @dataclass(frozen=True)
@@ -64,18 +55,8 @@ def toolchain_id() -> str:
     return out.splitlines()[0] if out else "unknown"
 
 
-def _tuxmake_version() -> str:
-    try:
-        import tuxmake
-
-        version: str = tuxmake.__version__
-        return version
-    except (ImportError, AttributeError):
-        return "unknown"
-
-
 def build_key(src: source.Source, variant: variants.Variant, fragments: list[Path]) -> str:
-    parts: list[str | bytes] = [RECIPE, src.identity, toolchain_id(), _tuxmake_version()]
+    parts: list[str | bytes] = [RECIPE, src.identity, toolchain_id(), kernel_tuxmake.version()]
     for patch in variant.patches:
         parts += [patch.name, patch.read_bytes()]
     for frag in fragments:
@@ -94,20 +75,8 @@ def config_key(fragments: list[Path]) -> str:
 def trees_dir(src: source.Source, fragments: list[Path], cache_root: Path) -> Path:
     """The build trees of one (source, config): `base` (the source as it is) and one
     per variant, seeded from the base."""
-    key = cache.key_of(RECIPE, src.identity, config_key(fragments), _tuxmake_version())
+    key = cache.key_of(RECIPE, src.identity, config_key(fragments), kernel_tuxmake.version())
     return cache_root / "builds" / key
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One tuxmake run in a build tree."""
-
-    label: str
-    key: str
-    fragments: list[Path]
-    runtime: str
-    jobs: int
-    cache_root: Path
 
 
 def build(
@@ -150,7 +119,8 @@ def build(
         # Another run may have built it while this one waited for the lock.
         if entry.verify():
             return done(True)
-        job = _Job(variant_name, key, fragments, runtime, jobs or _jobs(), cache_root)
+        job = kernel_tuxmake.Job(variant_name, key, fragments, runtime,
+                                 jobs or kernel_tuxmake.default_jobs(), cache_root)
         trees = trees_dir(src, fragments, cache_root)
         base = buildtree.Tree(trees / "base")
         with entry.staging() as staged:
@@ -191,7 +161,7 @@ def _nearest_tree(variant: variants.Variant, trees: Path) -> buildtree.Tree | No
 
 
 def _seed(tree: buildtree.Tree, origin: buildtree.Tree, base: buildtree.Tree,
-          src: source.Source, job: _Job) -> dict[str, Any]:
+          src: source.Source, job: kernel_tuxmake.Job) -> dict[str, Any]:
     """Copy the objects of `origin` (a variant's tree, or the base, built first if it is
     not built yet) into a new variant tree."""
     with cache.locked(origin.lock_path):
@@ -207,7 +177,8 @@ def _seed(tree: buildtree.Tree, origin: buildtree.Tree, base: buildtree.Tree,
 
 
 def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, bytes | None],
-                job: _Job, staged: Path | None, donor_ok: bool = True) -> dict[str, Any]:
+                job: kernel_tuxmake.Job, staged: Path | None, donor_ok: bool = True
+                ) -> dict[str, Any]:
     """Bring the tree's source to `src` + `overlay`, build, and copy the artifacts into
     `staged` (when given). Returns what happened, for the build's metadata. A new tree
     starts from a built tree of another source when there is one (`donor_ok`)."""
@@ -231,7 +202,7 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     if need_config:
         config.unlink(missing_ok=True)  # tuxmake keeps an existing .config
     try:
-        _tuxmake(tree, job, staged, run_config=need_config)
+        kernel_tuxmake.run(tree, job, staged, run_config=need_config)
     except BuildError:
         tree.save_state(clean=True)  # a failed build ran to its end: the tree is sound
         raise
@@ -241,7 +212,7 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     return info
 
 
-def _seed_from_donor(tree: buildtree.Tree, job: _Job) -> dict[str, Any]:
+def _seed_from_donor(tree: buildtree.Tree, job: kernel_tuxmake.Job) -> dict[str, Any]:
     """Start a new tree (another git ref, a bisection) from the newest built base tree
     of the same config. Its sync then compares the two sources file by file: files
     equal in content keep the donor's objects, so kbuild compiles what differs between
@@ -287,19 +258,19 @@ def build_from_scratch(variant_name: str, workdir: Path,
     source.check_unchanged(src)
     tree = buildtree.Tree(workdir / "scratch")
     tree.remove()
-    job = _Job(f"{variant_name} (from scratch)", build_key(src, variant, fragments),
-               fragments, "null", jobs or _jobs(), cache_root)
+    job = kernel_tuxmake.Job(f"{variant_name} (from scratch)", build_key(src, variant, fragments),
+               fragments, "null", jobs or kernel_tuxmake.default_jobs(), cache_root)
     staged = workdir / "artifacts"
     staged.mkdir(parents=True, exist_ok=True)
     overlay = kernel_series.series_overlay(variant, src.tree)
     _build_tree(tree, src, overlay, job, staged, donor_ok=False)
-    return staged / KERNEL_IMAGE
+    return staged / kernel_tuxmake.KERNEL_IMAGE
 
 
 def _result(variant: str, key: str, entry: cache.Entry, cached: bool, start: float
             ) -> KernelBuild:
     return KernelBuild(
-        variant=variant, key=key, image=entry.dir / KERNEL_IMAGE,
+        variant=variant, key=key, image=entry.dir / kernel_tuxmake.KERNEL_IMAGE,
         config=entry.dir / "config", dir=entry.dir, cached=cached,
         seconds=time.monotonic() - start, metadata=entry.metadata(),
     )
@@ -315,7 +286,7 @@ def _metadata(variant: variants.Variant, src: source.Source, fragments: list[Pat
         "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
         "fragments": [f.name for f in fragments],
         "toolchain": toolchain_id(),
-        "tuxmake": _tuxmake_version(),
+        "tuxmake": kernel_tuxmake.version(),
         "build_seconds": round(time.monotonic() - start, 1),
         **extra,
     }
@@ -367,17 +338,14 @@ def build_incremental(
         build_root.mkdir(parents=True, exist_ok=True)
         progress.stage(label, "patch")
         overlay = kernel_series.series_overlay(variant, src.tree)
-        job = _Job(label, key, fragments, runtime, jobs or _jobs(), cache_root)
+        job = kernel_tuxmake.Job(label, key, fragments, runtime,
+                                 jobs or kernel_tuxmake.default_jobs(), cache_root)
         with entry.staging() as staged:
             info = _build_tree(tree, src, overlay, job, staged)
             meta = _metadata(variant, src, fragments, start,
                              incremental_build_dir=str(tree.obj), **info)
             _publish(entry, staged, meta)
     return done(False)
-
-
-def _jobs() -> int:
-    return (os.cpu_count() or 1) + 1
 
 
 def series_problems(names: list[str], src: source.Source | str | None = None,
@@ -404,98 +372,3 @@ def series_problems(names: list[str], src: source.Source | str | None = None,
         except BuildError as e:
             problems[var.name] = e.message
     return problems
-
-
-def _tuxmake(tree: buildtree.Tree, job: _Job, staged: Path | None, run_config: bool) -> None:
-    # The tuxmake of our own environment first: the version that is in the cache key.
-    beside = Path(sys.executable).parent / "tuxmake"
-    tuxmake = str(beside) if beside.exists() else shutil.which("tuxmake") or str(beside)
-    if not Path(tuxmake).exists():
-        raise InfraError("missing host tool 'tuxmake' (PyPI package: tuxmake; run 'make setup')")
-    hosttools.preflight(*hosttools.KERNEL_BUILD)
-    base = [
-        tuxmake, "--runtime", job.runtime, "--wrapper", "ccache", "--target-arch", "arm64",
-        "--toolchain", "gcc", "--kconfig", "allnoconfig", "--jobs", str(job.jobs),
-        "--kernel-image", KERNEL_IMAGE, "--directory", str(tree.src),
-        "--build-dir", str(tree.obj),
-        # Paths that still are absolute (none that kbuild writes, with this layout)
-        # become relative to the cache, so they do not split ccache by tree.
-        "--environment", f"CCACHE_BASEDIR={job.cache_root}",
-    ]
-    for name, value in REPRODUCIBLE_ENV.items():
-        base += ["--environment", f"{name}={value}"]
-    for frag in job.fragments:
-        base += ["--kconfig-add", str(frag)]
-
-    if run_config:
-        progress.stage(job.label, "config")
-        _run_tuxmake(base + ["--output-dir", str(tree.root / "out-config"), "config"], job,
-                     "config")
-    config_text = (tree.obj / ".config").read_text()
-    missing = kconfig.dropped(job.fragments, config_text)
-    if missing:
-        raise BuildError(
-            f"variant {job.label}: olddefconfig dropped requested symbols: {', '.join(missing)}"
-        )
-    progress.stage(job.label, "build")
-    # tuxmake's `default` target (plain `make`: vmlinux, Image, Image.gz), not `kernel`,
-    # which runs `make` and then `make Image`: a second walk of kbuild over a tree where
-    # nothing is left to do, measured at 4-5 s of CPU here, a third of an edit's build.
-    # The config step of this run finds .config there and does nothing.
-    _run_tuxmake(base + ["--output-dir", str(tree.root / "out-kernel"), BUILD_TARGET], job,
-                 BUILD_TARGET)
-    image = tree.obj / "arch" / "arm64" / "boot" / KERNEL_IMAGE
-    if not image.is_file():
-        raise BuildError(f"kernel build left no {KERNEL_IMAGE} in {image.parent}")
-    if staged is None:
-        return
-    shutil.copy2(image, staged / KERNEL_IMAGE)
-    shutil.copy2(tree.obj / ".config", staged / "config")
-    system_map = tree.obj / "System.map"
-    if system_map.is_file():
-        shutil.copy2(system_map, staged / "System.map")
-    with open(staged / "build.log", "w") as log:
-        for step in ("out-config", "out-kernel"):
-            part = tree.root / step / "build.log"
-            if part.is_file():
-                log.write(part.read_text(errors="replace"))
-    meta = tree.root / "out-kernel" / "metadata.json"
-    if meta.is_file():
-        shutil.copy2(meta, staged / "metadata.json")
-    reproducer = " ".join(_quote(a) for a in base + ["config", BUILD_TARGET])
-    (staged / "reproducer").write_text(reproducer + "\n")
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
-def _run_tuxmake(cmd: list[str], job: _Job, target: str) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    outdir = Path(cmd[cmd.index("--output-dir") + 1])
-    log = outdir / "build.log"
-    if r.returncode != 0 or not _target_passed(outdir, target):
-        text = log.read_text(errors="replace") if log.is_file() else r.stdout + r.stderr
-        keep = job.cache_root / "logs" / f"{job.key}-{target}.log"
-        keep.parent.mkdir(parents=True, exist_ok=True)
-        keep.write_text(text)
-        what = "configuration" if target == "config" else "build"
-        raise BuildError(f"kernel {what} failed: {_first_error(text)} (log: {keep})")
-
-
-def _target_passed(outdir: Path, target: str) -> bool:
-    try:
-        meta = json.loads((outdir / "metadata.json").read_text())
-        return bool(meta["results"]["targets"][target]["status"] == "PASS")
-    except (OSError, ValueError, KeyError):
-        return True  # no metadata: trust the exit code
-
-
-def _first_error(text: str) -> str:
-    for line in text.splitlines():
-        if re.search(r"\berror\b", line, re.IGNORECASE) and "warning" not in line.lower():
-            return line.strip()[:300]
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip()[:300] if lines else "no output"
