@@ -9,10 +9,8 @@ the binary: source identity, patch contents, fragment contents, toolchain.
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +19,8 @@ from typing import Any
 from . import (
     buildtree,
     cache,
-    hosttools,
     kconfig,
+    kernel_key,
     kernel_series,
     kernel_tuxmake,
     progress,
@@ -30,10 +28,6 @@ from . import (
     variants,
 )
 from .errors import BuildError, S2Error
-
-# Bump when the way a kernel is built changes, so old entries are not reused.
-# 2: persistent build trees (source + objects inside it), KBUILD_BUILD_VERSION pinned.
-RECIPE = "s2fault-kernel-2"
 
 
 @dataclass(frozen=True)
@@ -46,37 +40,6 @@ class KernelBuild:
     cached: bool
     seconds: float
     metadata: dict[str, Any]
-
-
-@functools.cache  # asked for by every key and metadata record: one gcc run per process
-def toolchain_id() -> str:
-    gcc = hosttools.require("aarch64-linux-gnu-gcc")
-    out = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
-    return out.splitlines()[0] if out else "unknown"
-
-
-def build_key(src: source.Source, variant: variants.Variant, fragments: list[Path]) -> str:
-    parts: list[str | bytes] = [RECIPE, src.identity, toolchain_id(), kernel_tuxmake.version()]
-    for patch in variant.patches:
-        parts += [patch.name, patch.read_bytes()]
-    for frag in fragments:
-        parts += [frag.name, frag.read_bytes()]
-    return cache.key_of(*parts)
-
-
-def config_key(fragments: list[Path]) -> str:
-    """What the config step depends on besides the source's Kconfig files."""
-    parts: list[str | bytes] = [RECIPE, toolchain_id()]
-    for frag in fragments:
-        parts += [frag.name, frag.read_bytes()]
-    return cache.key_of(*parts)
-
-
-def trees_dir(src: source.Source, fragments: list[Path], cache_root: Path) -> Path:
-    """The build trees of one (source, config): `base` (the source as it is) and one
-    per variant, seeded from the base."""
-    key = cache.key_of(RECIPE, src.identity, config_key(fragments), kernel_tuxmake.version())
-    return cache_root / "builds" / key
 
 
 def build(
@@ -107,7 +70,7 @@ def build(
     progress.stage(variant_name, "source")
     src = source.pin(src, cache_root)
     source.check_unchanged(src)
-    key = build_key(src, variant, fragments)
+    key = kernel_key.build_key(src, variant, fragments)
     entry = cache.Entry("kernels", key, cache_root)
 
     def done(cached: bool) -> KernelBuild:
@@ -121,7 +84,7 @@ def build(
             return done(True)
         job = kernel_tuxmake.Job(variant_name, key, fragments, runtime,
                                  jobs or kernel_tuxmake.default_jobs(), cache_root)
-        trees = trees_dir(src, fragments, cache_root)
+        trees = kernel_key.trees_dir(src, fragments, cache_root)
         base = buildtree.Tree(trees / "base")
         with entry.staging() as staged:
             if not variant.patches:
@@ -191,7 +154,7 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     changed = buildtree.sync(tree, src.tree, src.identity, overlay)
     info["sync_seconds"] = round(time.monotonic() - t, 2)
     info["changed_files"] = len(changed) if changed != ["*"] else "all"
-    ckey = config_key(job.fragments)
+    ckey = kernel_key.config_key(job.fragments)
     config = tree.obj / ".config"
     need_config = (not config.is_file() or tree.state().get("config_key") != ckey
                    or any(_affects_config(rel) for rel in changed))
@@ -217,7 +180,7 @@ def _seed_from_donor(tree: buildtree.Tree, job: kernel_tuxmake.Job) -> dict[str,
     of the same config. Its sync then compares the two sources file by file: files
     equal in content keep the donor's objects, so kbuild compiles what differs between
     the two sources, not the whole kernel through ccache."""
-    ckey = config_key(job.fragments)
+    ckey = kernel_key.config_key(job.fragments)
     candidates = []
     for state_file in (job.cache_root / "builds").glob("*/base/state.json"):
         donor = buildtree.Tree(state_file.parent)
@@ -258,8 +221,9 @@ def build_from_scratch(variant_name: str, workdir: Path,
     source.check_unchanged(src)
     tree = buildtree.Tree(workdir / "scratch")
     tree.remove()
-    job = kernel_tuxmake.Job(f"{variant_name} (from scratch)", build_key(src, variant, fragments),
-               fragments, "null", jobs or kernel_tuxmake.default_jobs(), cache_root)
+    job = kernel_tuxmake.Job(f"{variant_name} (from scratch)",
+                             kernel_key.build_key(src, variant, fragments), fragments, "null",
+                             jobs or kernel_tuxmake.default_jobs(), cache_root)
     staged = workdir / "artifacts"
     staged.mkdir(parents=True, exist_ok=True)
     overlay = kernel_series.series_overlay(variant, src.tree)
@@ -285,7 +249,7 @@ def _metadata(variant: variants.Variant, src: source.Source, fragments: list[Pat
         **({"source_commit": src.commit} if src.commit else {}),
         "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
         "fragments": [f.name for f in fragments],
-        "toolchain": toolchain_id(),
+        "toolchain": kernel_key.toolchain_id(),
         "tuxmake": kernel_tuxmake.version(),
         "build_seconds": round(time.monotonic() - start, 1),
         **extra,
@@ -323,7 +287,7 @@ def build_incremental(
     label = label or variant.name
     cache_root = cache_root or project.cache_dir()
     start = time.monotonic()
-    key = build_key(src, variant, fragments)
+    key = kernel_key.build_key(src, variant, fragments)
     entry = cache.Entry("kernels", key, cache_root)
 
     def done(cached: bool) -> KernelBuild:
