@@ -5,6 +5,10 @@ them) with the ccache wrapper, so variants that differ in a few KVM files cost
 seconds. Artifacts (Image, .config, tuxmake metadata, build log, reproducer)
 land in a content-addressed cache entry keyed by everything that can change
 the binary: source identity, patch contents, fragment contents, toolchain.
+
+Here: which persistent build tree a build happens in (seeded from which other), when
+the config step runs, and the cache entry it fills with what metadata. The series is
+applied by kernel_series, tuxmake is run by kernel_tuxmake, the keys are kernel_key's.
 """
 
 from __future__ import annotations
