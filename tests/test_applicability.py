@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import project_home
-from s2fault import kernel, matrix, variants
+from s2fault import kernel_series, matrix, variants
 from s2fault.errors import BuildError
 from s2fault.verdict import Verdict
 
@@ -61,7 +61,7 @@ def test_a_chain_is_checked_in_order_and_the_tree_stays_pristine(tree_and_home):
     _variant(home, "second", [_diff(MMU, first, second),
                               _diff("arch/arm64/kvm/new/added.c", [], ["int added;\n"])],
              base="first")
-    kernel.check_series(variants.load("second"), tree)
+    kernel_series.check_series(variants.load("second"), tree)
     assert (tree / MMU).read_text() == "".join(ORIGINAL)
     assert sorted(p.name for p in tree.rglob("*")) == ["Makefile", "arch", "arm64", "kvm",
                                                       "mmu.c"]
@@ -75,21 +75,21 @@ def test_a_patch_that_does_not_apply_names_itself_and_its_hunk(tree_and_home):
     good = ORIGINAL[:1] + ["static int line_1a;\n"] + ORIGINAL[1:]
     _variant(home, "stale", [_diff(MMU, ORIGINAL, good), _diff(MMU, elsewhere, changed)])
     with pytest.raises(BuildError) as e:
-        kernel.check_series(variants.load("stale"), tree)
+        kernel_series.check_series(variants.load("stale"), tree)
     # Patch 2 of 2 fails, after patch 1 applied.
     assert e.value.message.startswith(
         f"patch stale/0002-stale.patch does not apply: Hunk #1 FAILED at 8 in {MMU}")
     _variant(home, "nofile", [_diff("arch/arm64/kvm/gone.c", ORIGINAL, good)])
     with pytest.raises(BuildError, match="nofile/0001-nofile.patch does not apply: file to "
                                          "patch not found"):
-        kernel.check_series(variants.load("nofile"), tree)
+        kernel_series.check_series(variants.load("nofile"), tree)
 
 
 def test_paths_outside_the_tree_are_never_copied(tmp_path):
     patch = tmp_path / "evil.patch"
     patch.write_text("--- a/../../etc/passwd\n+++ b/../../etc/passwd\n"
                      "diff --git a//etc/shadow b//etc/shadow\n--- a/ok/file.c\n")
-    assert kernel._touched_files(patch) == {"ok/file.c"}
+    assert kernel_series._touched_files(patch) == {"ok/file.c"}
 
 
 def test_the_matrix_does_not_build_a_series_that_does_not_apply(tree_and_home, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import mmu_line_variant_home
-from s2fault import kconfig, kernel, project, source, variants
+from s2fault import kconfig, kernel, kernel_key, kernel_series, project, source, variants
 
 # Link products and what kbuild regenerates on every link; anything else compiled by a
 # build is a file that the change reached.
@@ -72,11 +72,11 @@ def test_an_edited_series_rebuilds_one_file_and_matches_a_build_from_scratch(
 def test_the_base_tree_of_a_source_is_shared_by_its_variants(upstream_build):
     """upstream (no patches) is the base build itself; a variant's tree is its own."""
     src = source.resolve(None, project.cache_dir())
-    trees = kernel.trees_dir(src, kconfig.fragment_paths(), project.cache_dir())
+    trees = kernel_key.trees_dir(src, kconfig.fragment_paths(), project.cache_dir())
     assert Path(upstream_build.metadata["build_tree"]) == trees / "base"
     fix = kernel.build("fix-reverted")
     assert Path(fix.metadata["build_tree"]) == trees / "variant-fix-reverted"
-    overlay = kernel.series_overlay(variants.load("fix-reverted"), src.tree)
+    overlay = kernel_series.series_overlay(variants.load("fix-reverted"), src.tree)
     assert set(overlay) == {"arch/arm64/include/asm/kvm_mmu.h"}
     text = (trees / "variant-fix-reverted" / "linux" / "arch/arm64/include/asm/kvm_mmu.h")
     assert text.read_bytes() == overlay["arch/arm64/include/asm/kvm_mmu.h"]

@@ -202,8 +202,8 @@ def test_interrupted_build_publishes_nothing_and_next_build_succeeds(tmp_path):
 
 
 def _build_key(name: str, env: dict) -> str:
-    code = ("import sys; from s2fault import kconfig, kernel, project, source, variants; "
-            "print(kernel.build_key(source.resolve(None, project.cache_dir()), "
+    code = ("import sys; from s2fault import kconfig, kernel_key, project, source, variants; "
+            "print(kernel_key.build_key(source.resolve(None, project.cache_dir()), "
             "variants.load(sys.argv[1]), kconfig.fragment_paths()))")
     return subprocess.run([sys.executable, "-c", code, name], env=env, capture_output=True,
                           text=True, check=True).stdout.strip()

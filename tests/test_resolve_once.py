@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import project_home
-from s2fault import kconfig, kernel, matrix, source, variants
+from s2fault import kconfig, kernel, kernel_key, matrix, source, variants
 from s2fault.errors import InputError
 
 MMU = "arch/arm64/kvm/mmu.c"
@@ -144,7 +144,7 @@ def test_one_check_plan_resolves_its_source_once(lab, monkeypatch):
     assert pinned.commit == git(repo, "rev-parse", "topic")
     fragments = kconfig.fragment_paths()
     assert [p.name for p in (cache / "builds").iterdir()] == [
-        kernel.trees_dir(pinned, fragments, cache).name]
+        kernel_key.trees_dir(pinned, fragments, cache).name]
 
 
 def test_a_tree_edited_after_it_was_resolved_is_not_built(lab):

@@ -479,7 +479,7 @@ def _stats_log_counts(path: Path) -> dict[str, int]:
 def test_check_at_two_commits_shares_the_store_and_the_build(tmp_path):
     from test_bisect import fixture_repo, harmless, make_history
 
-    from s2fault import kconfig, kernel, project, variants
+    from s2fault import kconfig, kernel_key, project, variants
 
     repo = fixture_repo()
     base = git(repo, "rev-parse", "base^{commit}")
@@ -490,8 +490,8 @@ def test_check_at_two_commits_shares_the_store_and_the_build(tmp_path):
     # The second commit's kernel is dropped first, so it is built (with the same config
     # as the first: the case of a user trying a new ref) and ccache has something to show.
     # Only this test builds that commit. The first commit's kernel may come from the cache.
-    key = kernel.build_key(source.Source("", f"git:{other}", repo, ""),
-                           variants.load("upstream"), kconfig.fragment_paths())
+    key = kernel_key.build_key(source.Source("", f"git:{other}", repo, ""),
+                               variants.load("upstream"), kconfig.fragment_paths())
     shutil.rmtree(cache_root / "kernels" / key, ignore_errors=True)
     runs = []
     for commit in (base, other):

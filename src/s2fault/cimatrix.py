@@ -39,7 +39,7 @@ HEADER = """\
 """
 GITHUB_NOTE = """\
 # Cache keys change with what the cached files are made of: the Debian source package's
-# version, the cross toolchain's, and the build recipe (patches, fragments, kernel.py).
+# version, the cross toolchain's, and the build recipe (patches, fragments, kernel*.py).
 """
 GITLAB_NOTE = """\
 # GitLab caches only paths inside the project directory, so the kernel cache and
@@ -53,7 +53,8 @@ GITLAB_NOTE = """\
 SOURCE_PACKAGE = "linux-source-6.12"
 TOOLCHAIN_PACKAGES = ("gcc-aarch64-linux-gnu", "binutils-aarch64-linux-gnu")
 RECIPE_FILES = ("patches/**", "kernel_configs/**", "src/s2fault/kernel.py",
-                "src/s2fault/kconfig.py", "pyproject.toml")
+                "src/s2fault/kernel_key.py", "src/s2fault/kernel_series.py",
+                "src/s2fault/kernel_tuxmake.py", "src/s2fault/kconfig.py", "pyproject.toml")
 
 # Stock x86_64 runners; ci/setup-host.sh is written for Debian 12, so every job runs in it.
 RUNNER = "ubuntu-latest"

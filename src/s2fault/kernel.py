@@ -5,45 +5,33 @@ them) with the ccache wrapper, so variants that differ in a few KVM files cost
 seconds. Artifacts (Image, .config, tuxmake metadata, build log, reproducer)
 land in a content-addressed cache entry keyed by everything that can change
 the binary: source identity, patch contents, fragment contents, toolchain.
+
+Here: which persistent build tree a build happens in (seeded from which other), when
+the config step runs, and the cache entry it fills with what metadata. The series is
+applied by kernel_series, tuxmake is run by kernel_tuxmake, the keys are kernel_key's.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import buildtree, cache, hosttools, kconfig, progress, source, variants
-from .errors import BuildError, InfraError, S2Error
-
-# Bump when the way a kernel is built changes, so old entries are not reused.
-# 2: persistent build trees (source + objects inside it), KBUILD_BUILD_VERSION pinned.
-RECIPE = "s2fault-kernel-2"
-KERNEL_IMAGE = "Image"
-BUILD_TARGET = "default"  # builds Image on the way to Image.gz (see _tuxmake)
-
-# What makes two builds of the same inputs give the same bytes. KBUILD_BUILD_VERSION:
-# kbuild otherwise numbers each link of a build directory (#1, #2, ...) into the
-# version string, so a tree built twice would differ from a fresh one. KCFLAGS:
-# tuxmake's default names the build directory's absolute path, which kbuild records in
-# every .cmd file; a tree copied elsewhere (a variant seeded from its base) would then
-# rebuild everything. Paths are relative anyway (see buildtree).
-REPRODUCIBLE_ENV = {
-    "KBUILD_BUILD_TIMESTAMP": "@0",
-    "KBUILD_BUILD_USER": "s2fault",
-    "KBUILD_BUILD_HOST": "s2fault",
-    "KBUILD_BUILD_VERSION": "1",
-    "KCFLAGS": "",
-}
+from . import (
+    buildtree,
+    cache,
+    kconfig,
+    kernel_key,
+    kernel_series,
+    kernel_tuxmake,
+    progress,
+    source,
+    variants,
+)
+from .errors import BuildError, S2Error
 
 
 @dataclass(frozen=True)
@@ -56,59 +44,6 @@ class KernelBuild:
     cached: bool
     seconds: float
     metadata: dict[str, Any]
-
-
-@functools.cache  # asked for by every key and metadata record: one gcc run per process
-def toolchain_id() -> str:
-    gcc = hosttools.require("aarch64-linux-gnu-gcc")
-    out = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout
-    return out.splitlines()[0] if out else "unknown"
-
-
-def _tuxmake_version() -> str:
-    try:
-        import tuxmake
-
-        version: str = tuxmake.__version__
-        return version
-    except (ImportError, AttributeError):
-        return "unknown"
-
-
-def build_key(src: source.Source, variant: variants.Variant, fragments: list[Path]) -> str:
-    parts: list[str | bytes] = [RECIPE, src.identity, toolchain_id(), _tuxmake_version()]
-    for patch in variant.patches:
-        parts += [patch.name, patch.read_bytes()]
-    for frag in fragments:
-        parts += [frag.name, frag.read_bytes()]
-    return cache.key_of(*parts)
-
-
-def config_key(fragments: list[Path]) -> str:
-    """What the config step depends on besides the source's Kconfig files."""
-    parts: list[str | bytes] = [RECIPE, toolchain_id()]
-    for frag in fragments:
-        parts += [frag.name, frag.read_bytes()]
-    return cache.key_of(*parts)
-
-
-def trees_dir(src: source.Source, fragments: list[Path], cache_root: Path) -> Path:
-    """The build trees of one (source, config): `base` (the source as it is) and one
-    per variant, seeded from the base."""
-    key = cache.key_of(RECIPE, src.identity, config_key(fragments), _tuxmake_version())
-    return cache_root / "builds" / key
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One tuxmake run in a build tree."""
-
-    label: str
-    key: str
-    fragments: list[Path]
-    runtime: str
-    jobs: int
-    cache_root: Path
 
 
 def build(
@@ -139,7 +74,7 @@ def build(
     progress.stage(variant_name, "source")
     src = source.pin(src, cache_root)
     source.check_unchanged(src)
-    key = build_key(src, variant, fragments)
+    key = kernel_key.build_key(src, variant, fragments)
     entry = cache.Entry("kernels", key, cache_root)
 
     def done(cached: bool) -> KernelBuild:
@@ -151,8 +86,9 @@ def build(
         # Another run may have built it while this one waited for the lock.
         if entry.verify():
             return done(True)
-        job = _Job(variant_name, key, fragments, runtime, jobs or _jobs(), cache_root)
-        trees = trees_dir(src, fragments, cache_root)
+        job = kernel_tuxmake.Job(variant_name, key, fragments, runtime,
+                                 jobs or kernel_tuxmake.default_jobs(), cache_root)
+        trees = kernel_key.trees_dir(src, fragments, cache_root)
         base = buildtree.Tree(trees / "base")
         with entry.staging() as staged:
             if not variant.patches:
@@ -160,7 +96,7 @@ def build(
                     info = _build_tree(base, src, {}, job, staged)
             else:
                 progress.stage(variant_name, "patch")
-                overlay = series_overlay(variant, src.tree)
+                overlay = kernel_series.series_overlay(variant, src.tree)
                 tree = buildtree.Tree(trees / f"variant-{variant.name}")
                 with cache.locked(tree.lock_path):
                     info = {}
@@ -192,7 +128,7 @@ def _nearest_tree(variant: variants.Variant, trees: Path) -> buildtree.Tree | No
 
 
 def _seed(tree: buildtree.Tree, origin: buildtree.Tree, base: buildtree.Tree,
-          src: source.Source, job: _Job) -> dict[str, Any]:
+          src: source.Source, job: kernel_tuxmake.Job) -> dict[str, Any]:
     """Copy the objects of `origin` (a variant's tree, or the base, built first if it is
     not built yet) into a new variant tree."""
     with cache.locked(origin.lock_path):
@@ -208,7 +144,8 @@ def _seed(tree: buildtree.Tree, origin: buildtree.Tree, base: buildtree.Tree,
 
 
 def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, bytes | None],
-                job: _Job, staged: Path | None, donor_ok: bool = True) -> dict[str, Any]:
+                job: kernel_tuxmake.Job, staged: Path | None, donor_ok: bool = True
+                ) -> dict[str, Any]:
     """Bring the tree's source to `src` + `overlay`, build, and copy the artifacts into
     `staged` (when given). Returns what happened, for the build's metadata. A new tree
     starts from a built tree of another source when there is one (`donor_ok`)."""
@@ -221,7 +158,7 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     changed = buildtree.sync(tree, src.tree, src.identity, overlay)
     info["sync_seconds"] = round(time.monotonic() - t, 2)
     info["changed_files"] = len(changed) if changed != ["*"] else "all"
-    ckey = config_key(job.fragments)
+    ckey = kernel_key.config_key(job.fragments)
     config = tree.obj / ".config"
     need_config = (not config.is_file() or tree.state().get("config_key") != ckey
                    or any(_affects_config(rel) for rel in changed))
@@ -232,7 +169,7 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     if need_config:
         config.unlink(missing_ok=True)  # tuxmake keeps an existing .config
     try:
-        _tuxmake(tree, job, staged, run_config=need_config)
+        kernel_tuxmake.run(tree, job, staged, run_config=need_config)
     except BuildError:
         tree.save_state(clean=True)  # a failed build ran to its end: the tree is sound
         raise
@@ -242,12 +179,12 @@ def _build_tree(tree: buildtree.Tree, src: source.Source, overlay: dict[str, byt
     return info
 
 
-def _seed_from_donor(tree: buildtree.Tree, job: _Job) -> dict[str, Any]:
+def _seed_from_donor(tree: buildtree.Tree, job: kernel_tuxmake.Job) -> dict[str, Any]:
     """Start a new tree (another git ref, a bisection) from the newest built base tree
     of the same config. Its sync then compares the two sources file by file: files
     equal in content keep the donor's objects, so kbuild compiles what differs between
     the two sources, not the whole kernel through ccache."""
-    ckey = config_key(job.fragments)
+    ckey = kernel_key.config_key(job.fragments)
     candidates = []
     for state_file in (job.cache_root / "builds").glob("*/base/state.json"):
         donor = buildtree.Tree(state_file.parent)
@@ -271,26 +208,6 @@ def _affects_config(rel: str) -> bool:
     return rel == "*" or Path(rel).name.startswith("Kconfig") or rel.startswith("scripts/kconfig/")
 
 
-def series_overlay(variant: variants.Variant, tree: Path) -> dict[str, bytes | None]:
-    """The content of every file the variant's series touches, once applied to `tree`
-    (None: the series deletes it). The series is applied with patch(1), as it always
-    was, to copies of only those files: `tree` stays pristine. Raises BuildError
-    naming the patch and hunk that does not apply."""
-    if not variant.patches:
-        return {}
-    touched = sorted(set().union(*(_touched_files(p) for p in variant.patches)))
-    with tempfile.TemporaryDirectory(prefix="s2fault-apply-") as scratch_name:
-        scratch = Path(scratch_name)
-        for rel in touched:
-            original = tree / rel
-            if original.is_file() and not original.is_symlink():
-                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(original, scratch / rel)
-        apply_series(variant, scratch)
-        return {rel: (scratch / rel).read_bytes() if (scratch / rel).is_file() else None
-                for rel in touched}
-
-
 def build_from_scratch(variant_name: str, workdir: Path,
                        src: source.Source | str | None = None,
                        fragment_names: list[str] | None = None,
@@ -308,18 +225,20 @@ def build_from_scratch(variant_name: str, workdir: Path,
     source.check_unchanged(src)
     tree = buildtree.Tree(workdir / "scratch")
     tree.remove()
-    job = _Job(f"{variant_name} (from scratch)", build_key(src, variant, fragments),
-               fragments, "null", jobs or _jobs(), cache_root)
+    job = kernel_tuxmake.Job(f"{variant_name} (from scratch)",
+                             kernel_key.build_key(src, variant, fragments), fragments, "null",
+                             jobs or kernel_tuxmake.default_jobs(), cache_root)
     staged = workdir / "artifacts"
     staged.mkdir(parents=True, exist_ok=True)
-    _build_tree(tree, src, series_overlay(variant, src.tree), job, staged, donor_ok=False)
-    return staged / KERNEL_IMAGE
+    overlay = kernel_series.series_overlay(variant, src.tree)
+    _build_tree(tree, src, overlay, job, staged, donor_ok=False)
+    return staged / kernel_tuxmake.KERNEL_IMAGE
 
 
 def _result(variant: str, key: str, entry: cache.Entry, cached: bool, start: float
             ) -> KernelBuild:
     return KernelBuild(
-        variant=variant, key=key, image=entry.dir / KERNEL_IMAGE,
+        variant=variant, key=key, image=entry.dir / kernel_tuxmake.KERNEL_IMAGE,
         config=entry.dir / "config", dir=entry.dir, cached=cached,
         seconds=time.monotonic() - start, metadata=entry.metadata(),
     )
@@ -334,8 +253,8 @@ def _metadata(variant: variants.Variant, src: source.Source, fragments: list[Pat
         **({"source_commit": src.commit} if src.commit else {}),
         "patches": [str(p.relative_to(p.parents[1])) for p in variant.patches],
         "fragments": [f.name for f in fragments],
-        "toolchain": toolchain_id(),
-        "tuxmake": _tuxmake_version(),
+        "toolchain": kernel_key.toolchain_id(),
+        "tuxmake": kernel_tuxmake.version(),
         "build_seconds": round(time.monotonic() - start, 1),
         **extra,
     }
@@ -372,7 +291,7 @@ def build_incremental(
     label = label or variant.name
     cache_root = cache_root or project.cache_dir()
     start = time.monotonic()
-    key = build_key(src, variant, fragments)
+    key = kernel_key.build_key(src, variant, fragments)
     entry = cache.Entry("kernels", key, cache_root)
 
     def done(cached: bool) -> KernelBuild:
@@ -386,61 +305,15 @@ def build_incremental(
             return done(True)
         build_root.mkdir(parents=True, exist_ok=True)
         progress.stage(label, "patch")
-        overlay = series_overlay(variant, src.tree)
-        job = _Job(label, key, fragments, runtime, jobs or _jobs(), cache_root)
+        overlay = kernel_series.series_overlay(variant, src.tree)
+        job = kernel_tuxmake.Job(label, key, fragments, runtime,
+                                 jobs or kernel_tuxmake.default_jobs(), cache_root)
         with entry.staging() as staged:
             info = _build_tree(tree, src, overlay, job, staged)
             meta = _metadata(variant, src, fragments, start,
                              incremental_build_dir=str(tree.obj), **info)
             _publish(entry, staged, meta)
     return done(False)
-
-
-def _jobs() -> int:
-    return (os.cpu_count() or 1) + 1
-
-
-def apply_series(variant: variants.Variant, tree: Path) -> None:
-    """Apply the variant's patch chain; a patch that does not apply names its hunk."""
-    patch_bin = hosttools.require("patch")
-    for patch in variant.patches:
-        r = subprocess.run(
-            [patch_bin, "-p1", "--forward", "--batch", "--no-backup-if-mismatch", "-i", str(patch)],
-            cwd=tree, capture_output=True, text=True,
-        )
-        if r.returncode != 0:
-            raise BuildError(
-                f"patch {patch.parent.name}/{patch.name} does not apply: {_patch_failure(r.stdout)}"
-            )
-
-
-def check_series(variant: variants.Variant, tree: Path) -> None:
-    """Check that the variant's whole chain applies to `tree`, without building.
-
-    The same patch(1) run as the build, so fuzz and offsets are judged alike, but on
-    copies of only the files the chain touches: milliseconds, not a copy of 80k files.
-    A later patch sees what the earlier ones did, as in the build. Raises BuildError
-    naming the patch and the hunk."""
-    series_overlay(variant, tree)
-
-
-def _touched_files(patch: Path) -> set[str]:
-    """Paths (after -p1) a patch names; a stray match is harmless, it just is not copied."""
-    names: set[str] = set()
-    for line in patch.read_text(errors="replace").splitlines():
-        m = re.match(r"diff --git a/(\S+) b/(\S+)$", line)
-        if m:
-            names.update(m.groups())
-            continue
-        m = re.match(r"(?:---|\+\+\+) ([^\t]+)", line)
-        if m and m.group(1).strip() != "/dev/null" and "/" in m.group(1):
-            names.add(m.group(1).strip().split("/", 1)[1])
-            continue
-        m = re.match(r"(?:rename|copy) from (\S+)$", line)
-        if m:
-            names.add(m.group(1))
-    # Never outside the tree, whatever a hostile patch says.
-    return {n for n in names if not n.startswith("/") and ".." not in Path(n).parts}
 
 
 def series_problems(names: list[str], src: source.Source | str | None = None,
@@ -463,119 +336,7 @@ def series_problems(names: list[str], src: source.Source | str | None = None,
             continue
         progress.stage(var.name, "apply check")
         try:
-            check_series(var, src.tree)
+            kernel_series.check_series(var, src.tree)
         except BuildError as e:
             problems[var.name] = e.message
     return problems
-
-
-def _patch_failure(output: str) -> str:
-    current = "?"
-    for line in output.splitlines():
-        m = re.match(r"patching file (\S+)", line)
-        if m:
-            current = m.group(1)
-        m = re.match(r"(Hunk #\d+ FAILED at \d+)", line)
-        if m:
-            return f"{m.group(1)} in {current}"
-        if "can't find file to patch" in line or "No file to patch" in line:
-            return f"file to patch not found ({line.strip()})"
-        if "Reversed (or previously applied) patch detected" in line:
-            return f"already applied to {current}"
-    tail = [line for line in output.splitlines() if line.strip()]
-    return tail[-1] if tail else "patch failed"
-
-
-def _tuxmake(tree: buildtree.Tree, job: _Job, staged: Path | None, run_config: bool) -> None:
-    # The tuxmake of our own environment first: the version that is in the cache key.
-    beside = Path(sys.executable).parent / "tuxmake"
-    tuxmake = str(beside) if beside.exists() else shutil.which("tuxmake") or str(beside)
-    if not Path(tuxmake).exists():
-        raise InfraError("missing host tool 'tuxmake' (PyPI package: tuxmake; run 'make setup')")
-    hosttools.preflight(*hosttools.KERNEL_BUILD)
-    base = [
-        tuxmake, "--runtime", job.runtime, "--wrapper", "ccache", "--target-arch", "arm64",
-        "--toolchain", "gcc", "--kconfig", "allnoconfig", "--jobs", str(job.jobs),
-        "--kernel-image", KERNEL_IMAGE, "--directory", str(tree.src),
-        "--build-dir", str(tree.obj),
-        # Paths that still are absolute (none that kbuild writes, with this layout)
-        # become relative to the cache, so they do not split ccache by tree.
-        "--environment", f"CCACHE_BASEDIR={job.cache_root}",
-    ]
-    for name, value in REPRODUCIBLE_ENV.items():
-        base += ["--environment", f"{name}={value}"]
-    for frag in job.fragments:
-        base += ["--kconfig-add", str(frag)]
-
-    if run_config:
-        progress.stage(job.label, "config")
-        _run_tuxmake(base + ["--output-dir", str(tree.root / "out-config"), "config"], job,
-                     "config")
-    config_text = (tree.obj / ".config").read_text()
-    missing = kconfig.dropped(job.fragments, config_text)
-    if missing:
-        raise BuildError(
-            f"variant {job.label}: olddefconfig dropped requested symbols: {', '.join(missing)}"
-        )
-    progress.stage(job.label, "build")
-    # tuxmake's `default` target (plain `make`: vmlinux, Image, Image.gz), not `kernel`,
-    # which runs `make` and then `make Image`: a second walk of kbuild over a tree where
-    # nothing is left to do, measured at 4-5 s of CPU here, a third of an edit's build.
-    # The config step of this run finds .config there and does nothing.
-    _run_tuxmake(base + ["--output-dir", str(tree.root / "out-kernel"), BUILD_TARGET], job,
-                 BUILD_TARGET)
-    image = tree.obj / "arch" / "arm64" / "boot" / KERNEL_IMAGE
-    if not image.is_file():
-        raise BuildError(f"kernel build left no {KERNEL_IMAGE} in {image.parent}")
-    if staged is None:
-        return
-    shutil.copy2(image, staged / KERNEL_IMAGE)
-    shutil.copy2(tree.obj / ".config", staged / "config")
-    system_map = tree.obj / "System.map"
-    if system_map.is_file():
-        shutil.copy2(system_map, staged / "System.map")
-    with open(staged / "build.log", "w") as log:
-        for step in ("out-config", "out-kernel"):
-            part = tree.root / step / "build.log"
-            if part.is_file():
-                log.write(part.read_text(errors="replace"))
-    meta = tree.root / "out-kernel" / "metadata.json"
-    if meta.is_file():
-        shutil.copy2(meta, staged / "metadata.json")
-    reproducer = " ".join(_quote(a) for a in base + ["config", BUILD_TARGET])
-    (staged / "reproducer").write_text(reproducer + "\n")
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
-def _run_tuxmake(cmd: list[str], job: _Job, target: str) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    outdir = Path(cmd[cmd.index("--output-dir") + 1])
-    log = outdir / "build.log"
-    if r.returncode != 0 or not _target_passed(outdir, target):
-        text = log.read_text(errors="replace") if log.is_file() else r.stdout + r.stderr
-        keep = job.cache_root / "logs" / f"{job.key}-{target}.log"
-        keep.parent.mkdir(parents=True, exist_ok=True)
-        keep.write_text(text)
-        what = "configuration" if target == "config" else "build"
-        raise BuildError(f"kernel {what} failed: {_first_error(text)} (log: {keep})")
-
-
-def _target_passed(outdir: Path, target: str) -> bool:
-    try:
-        meta = json.loads((outdir / "metadata.json").read_text())
-        return bool(meta["results"]["targets"][target]["status"] == "PASS")
-    except (OSError, ValueError, KeyError):
-        return True  # no metadata: trust the exit code
-
-
-def _first_error(text: str) -> str:
-    for line in text.splitlines():
-        if re.search(r"\berror\b", line, re.IGNORECASE) and "warning" not in line.lower():
-            return line.strip()[:300]
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip()[:300] if lines else "no output"

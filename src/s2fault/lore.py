@@ -12,38 +12,31 @@ a variant nobody looked at into a silent pass.
 
 The folder is written beside its final place and renamed into it, so a failed
 import leaves nothing half-written under patches/.
+
+Here: the import itself, the patch files and the folder's publication. The mail
+side (b4, the lore fetch, the headers) is lore_mail's; the variant.toml, lore_toml's.
 """
 
 from __future__ import annotations
 
 import argparse
-import email.parser
 import email.policy
-import json
-import logging
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import textwrap
-import tomllib
-import urllib.parse
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from . import hosttools, project, variants
+from . import hosttools, lore_mail, lore_toml, project, variants
 from .errors import InfraError, InputError
 
-B4_PACKAGE = "b4"  # PyPI
-# What b4 names its output in the scratch folder (b4 am -n).
-SLUG = "series"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # The body of a git-format-patch file ends its commit message at this line.
 PATCH_SEPARATOR = "---"
-TRAILER_RE = re.compile(r"^[A-Z][A-Za-z-]*-by: ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -64,20 +57,6 @@ class ImportedVariant:
     revision: int
     b4_version: str
     expectations_from: str | None  # None: the template, not judged until filled in
-
-
-def b4_command() -> str:
-    """b4 of s2fault's own environment first (its version goes into the provenance)."""
-    beside = Path(sys.executable).parent / "b4"
-    path = str(beside) if beside.exists() else shutil.which("b4")
-    if not path:
-        raise InfraError(f"missing tool 'b4' (PyPI package: {B4_PACKAGE}; run 'make setup')")
-    return path
-
-
-def b4_version(b4: str) -> str:
-    r = subprocess.run([b4, "--version"], capture_output=True, text=True)
-    return r.stdout.strip() or "unknown"
 
 
 def add_variant(
@@ -102,154 +81,38 @@ def add_variant(
         if base == name:
             raise InputError(f"variant {name} cannot be its own base")
         variants.load(base)  # names the valid ones when it is unknown
-    expectations = _expectations_like(expect_like) if expect_like else None
+    expectations = lore_toml.expectations_like(expect_like) if expect_like else None
     if mbox is not None and not mbox.exists():  # b4 also reads a maildir
         raise InputError(f"mbox {mbox} does not exist")
-    b4 = b4_command()
+    b4 = lore_mail.b4_command()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".b4-", dir=root) as scratch_name:
         scratch = Path(scratch_name)
         if msgid is not None:
-            msgid, mbox = fetch_thread(msgid, scratch / "thread.mbox")
-            origin = f"lore {_lore_host()} <{msgid}>"
+            msgid, mbox = lore_mail.fetch_thread(msgid, scratch / "thread.mbox")
+            origin = f"lore {lore_mail.lore_host()} <{msgid}>"
         else:
             assert mbox is not None  # exactly one of mbox and msgid
             origin = f"mbox {mbox.resolve()}"
         assert mbox is not None
         what = f"thread <{msgid}>" if msgid else f"mbox {mbox}"
-        messages, cover = _b4_am(b4, mbox, scratch / "am", msgid, what)
+        messages, cover = lore_mail.b4_am(b4, mbox, scratch / "am", msgid, what)
         staged = scratch / "variant"
         staged.mkdir()
         patches = _write_patches(messages, staged)
-        revision = _revision(messages[0], cover)
+        revision = lore_mail.revision(messages[0], cover)
         imported = ImportedVariant(
             name=name, folder=dest, patches=tuple(patches), origin=origin,
-            cover=_clean_msgid(cover) if cover is not None else None, revision=revision,
-            b4_version=b4_version(b4), expectations_from=expect_like,
+            cover=lore_mail.clean_msgid(cover) if cover is not None else None,
+            revision=revision,
+            b4_version=lore_mail.b4_version(b4), expectations_from=expect_like,
         )
-        text = variant_toml(imported, _description(messages[0], cover), base, expectations)
-        _validate(text, expect_like)
+        text = lore_toml.variant_toml(imported, lore_mail.description(messages[0], cover),
+                                      base, expectations)
+        lore_toml.validate(text, expect_like)
         (staged / "variant.toml").write_text(text)
         _publish(staged, dest, force)
     return imported
-
-
-def _lore_host() -> str:
-    try:
-        import b4
-    except ImportError:
-        return "lore.kernel.org"
-    return urllib.parse.urlsplit(str(b4.get_main_config().get("midmask", ""))).netloc
-
-
-def fetch_thread(msgid: str, dest: Path) -> tuple[str, Path]:
-    """(message-id, mbox file) of the thread of `msgid` from lore (or wherever git config
-    b4.midmask points), through b4's own lore client; one line when the archive cannot
-    be reached. `msgid` may be <id>, id, or a lore URL (b4 reads it as lore does)."""
-    try:
-        import b4
-        import liblore
-    except ImportError as e:
-        raise InfraError(f"b4 is not importable ({e}; PyPI package: {B4_PACKAGE})") from e
-    # Their failures are reported here in one line; their retry chatter is not.
-    for logger_name in ("b4", "liblore"):
-        logging.getLogger(logger_name).addHandler(logging.NullHandler())
-        logging.getLogger(logger_name).propagate = False
-    b4.setup_config(argparse.Namespace(config=None))
-    msgid = b4.parse_msgid(msgid)
-    host = _lore_host()
-    node = b4.get_lore_node()
-    try:
-        data = node.get_mbox_by_msgid(msgid, nocache=True)
-    except liblore.RemoteError as e:
-        status = getattr(e, "status_code", None)
-        if status == 404:
-            raise InputError(f"message <{msgid}> not found on {host}") from e
-        if status is None:
-            raise InfraError(f"cannot reach {host}: {_short_reason(str(e))}; "
-                             "use --from-mbox") from e
-        raise InfraError(f"{host} answered HTTP {status} for <{msgid}>; use --from-mbox") from e
-    except (OSError, ValueError) as e:  # a body that is not gzip, a local failure
-        raise InfraError(f"thread <{msgid}> from {host} cannot be read: {e}") from e
-    if not data:
-        raise InputError(f"message <{msgid}> not found on {host}")
-    dest.write_bytes(data)
-    return msgid, dest
-
-
-def _short_reason(text: str) -> str:
-    """The cause inside requests' nested connection errors, e.g. 'Connection refused'."""
-    m = re.search(r"\[Errno -?\d+\] ([^)'\"]+)", text)
-    if m:
-        return m.group(1).strip()
-    for phrase in ("timed out", "Name or service not known", "Connection refused"):
-        if phrase in text:
-            return phrase
-    return text.strip()[-160:]
-
-
-def _b4_am(b4: str, mbox: Path, outdir: Path, msgid: str | None, what: str
-           ) -> tuple[list[EmailMessage], EmailMessage | None]:
-    """Let b4 choose the series (newest revision, in order, trailers applied); as a
-    maildir, which unlike b4's mbox output needs no From-line unescaping."""
-    cmd = [b4, "--offline-mode", "--no-stdin", "--no-interactive", "am", "--use-local-mbox",
-           str(mbox), "--outdir", str(outdir), "--no-cache", "--mbox-name", SLUG,
-           "--save-as-maildir"]
-    if msgid:
-        cmd.append(msgid)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    maildir = outdir / f"{SLUG}.maildir"
-    emls = sorted((maildir / "new").glob("*.eml")) if maildir.is_dir() else []
-    if r.returncode != 0 or not emls:
-        lines = [ln.strip() for ln in (r.stderr + r.stdout).splitlines() if ln.strip()
-                 and "OFFLINE mode" not in ln and not ln.startswith("Analyzing")]
-        why = lines[-1] if lines else "b4 found no messages"
-        if r.returncode == 0 and not emls:
-            why = "no patches in it" if not lines else why.rstrip(".").lower()
-        raise InputError(f"{what}: {why}")
-    parser = email.parser.BytesParser(policy=email.policy.default)
-    messages = [parser.parsebytes(p.read_bytes()) for p in emls]
-    missing = _missing_patches(messages)
-    if missing:
-        raise InputError(f"{what}: the series is incomplete (no patch {missing})")
-    cover_file = outdir / f"{SLUG}.cover"
-    cover = parser.parsebytes(cover_file.read_bytes()) if cover_file.is_file() else None
-    return messages, cover
-
-
-def _missing_patches(messages: list[EmailMessage]) -> str:
-    """'2/3' when b4 found patches 1/3 and 3/3 only: a partial series builds, and a
-    verdict on it would be about a kernel nobody posted."""
-    counters = set()
-    total = 0
-    for msg in messages:
-        m = re.search(r"\[[^]]*?\b(\d+)/(\d+)\b[^]]*\]", str(msg.get("Subject", "")))
-        if m:
-            counters.add(int(m.group(1)))
-            total = max(total, int(m.group(2)))
-    gaps = [n for n in range(1, total + 1) if n not in counters]
-    return ", ".join(f"{n}/{total}" for n in gaps)
-
-
-def _clean_msgid(msg: EmailMessage) -> str:
-    return str(msg.get("Message-Id", "")).strip().strip("<>")
-
-
-def _bare_subject(subject: str) -> str:
-    """'[PATCH v2 3/7] KVM: arm64: x' -> 'KVM: arm64: x'."""
-    subject = " ".join(subject.split())
-    return re.sub(r"^(\s*(re:|\[[^]]*\]))+\s*", "", subject, flags=re.IGNORECASE)
-
-
-def _revision(first: EmailMessage, cover: EmailMessage | None) -> int:
-    for msg in (cover, first):
-        if msg is None:
-            continue
-        m = re.search(r"^\s*\[[^]]*\bv(\d+)\b[^]]*\]", str(msg.get("Subject", "")),
-                      re.IGNORECASE)
-        if m:
-            return int(m.group(1))
-    return 1
 
 
 def _write_patches(messages: list[EmailMessage], folder: Path) -> list[ImportedPatch]:
@@ -260,15 +123,16 @@ def _write_patches(messages: list[EmailMessage], folder: Path) -> list[ImportedP
     for n, msg in enumerate(messages, 1):
         info, body, diff = _mailinfo(git, msg, folder)
         if "diff --git " not in diff and "\n+++ " not in "\n" + diff:
-            raise InputError(f"message <{_clean_msgid(msg)}> ({info.get('Subject', '?')}) "
-                             "has no diff")
-        subject = info.get("Subject", "").strip() or _bare_subject(str(msg.get("Subject", "")))
+            raise InputError(f"message <{lore_mail.clean_msgid(msg)}> "
+                             f"({info.get('Subject', '?')}) has no diff")
+        subject = (info.get("Subject", "").strip()
+                   or lore_mail.bare_subject(str(msg.get("Subject", ""))))
         prefix = "[PATCH]" if total == 1 else f"[PATCH {n}/{total}]"
         author = info.get("Email", "")
         if info.get("Author"):
             author = f"{info['Author']} <{author}>"
         name = f"{n:04d}-{_file_slug(subject)}.patch"
-        msgid = _clean_msgid(msg)
+        msgid = lore_mail.clean_msgid(msg)
         head = [
             "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001",
             f"From: {author}",
@@ -285,7 +149,7 @@ def _write_patches(messages: list[EmailMessage], folder: Path) -> list[ImportedP
         (folder / name).write_text(text)
         series.append(name)
         out.append(ImportedPatch(name, subject, msgid, tuple(
-            ln for ln in body.splitlines() if TRAILER_RE.match(ln))))
+            ln for ln in body.splitlines() if lore_mail.TRAILER_RE.match(ln))))
     (folder / "series").write_text("\n".join(series) + "\n")
     return out
 
@@ -299,7 +163,7 @@ def _mailinfo(git: str, msg: EmailMessage, scratch: Path) -> tuple[dict[str, str
                        capture_output=True)
     try:
         if r.returncode != 0:
-            raise InputError(f"message <{_clean_msgid(msg)}>: git mailinfo failed: "
+            raise InputError(f"message <{lore_mail.clean_msgid(msg)}>: git mailinfo failed: "
                              f"{r.stderr.decode(errors='replace').strip()}")
         info = {}
         for line in r.stdout.decode(errors="replace").splitlines():
@@ -322,136 +186,6 @@ def _file_slug(subject: str) -> str:
 def _fold(header: str, width: int = 78) -> str:
     lines = textwrap.wrap(header, width=width, break_long_words=False, break_on_hyphens=False)
     return "\n ".join(lines) if lines else header
-
-
-def _description(first: EmailMessage, cover: EmailMessage | None) -> str:
-    """The cover letter's subject and first paragraph (else the first patch's)."""
-    msg = cover if cover is not None else first
-    subject = _bare_subject(str(msg.get("Subject", "")))
-    text = ""
-    body = msg.get_body(preferencelist=("plain",))
-    if body is not None:
-        content = body.get_content()
-        for para in re.split(r"\n\s*\n", content.split("\n---\n", 1)[0]):
-            para = " ".join(para.split())
-            if para and "*** BLURB HERE ***" not in para and not TRAILER_RE.match(para):
-                text = para
-                break
-    words = f"{subject}. {text}" if text else subject
-    return words if len(words) <= 800 else words[:797].rsplit(" ", 1)[0] + " ..."
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: JSON's escapes are TOML's, except that TOML wants DEL escaped."""
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_paragraph(text: str) -> str:
-    """A long one-paragraph string as a multi-line TOML string, wrapped with line-ending
-    backslashes (which TOML removes together with the newline and the next indent)."""
-    escaped = toml_string(" ".join(text.split()))[1:-1]
-    lines = textwrap.wrap(escaped, width=90, break_long_words=False, break_on_hyphens=False)
-    return '"""\\\n' + " \\\n".join(lines) + '"""'
-
-
-EXPECT_TEMPLATE = """\
-# What this variant must show in each mode: see patches/README.md and the other
-# variants. Until the line below is deleted, `s2fault check` builds and runs it but
-# judges nothing ("could not judge: expectations of NAME not filled in").
-#
-# [expect.functional]           # TCG at full speed
-# clean = true                  # no splat at all, or:
-# splats = [
-#     { kind = "lockdep", subtype = "invalid_wait_context", in_frames = ["FUNCTION"] },
-# ]
-# clean = false
-# latency_ratio_min = 10.0      # max exec-fault latency against the reference's, same run
-# latency_reference = "upstream"
-#
-# [expect.dilated]              # -icount time dilation: lockups show up here
-# clean = true                  # or:
-# splats = [
-#     { kind = "soft_lockup", function = ["icache_inval_pou"], task = "s2fault-vmm" },
-# ]
-# clean = false
-"""
-
-
-def variant_toml(v: ImportedVariant, description: str, base: str | None,
-                 expectations: str | None) -> str:
-    lines = [f"description = {_toml_paragraph(description)}"]
-    if base:
-        lines.append(f"base = {toml_string(base)}")
-    if expectations is None:
-        lines += ["", EXPECT_TEMPLATE.replace("NAME", v.name).rstrip("\n"),
-                  f"{variants.FILLED_KEY} = false"]
-    lines += [
-        "",
-        "# Where the series came from (s2fault variant add, with b4).",
-        "[provenance]",
-        f"origin = {toml_string(v.origin)}",
-        f"b4 = {toml_string(v.b4_version)}",
-        f"revision = {v.revision}",
-    ]
-    if v.cover:
-        lines.append(f"cover = {toml_string(v.cover)}")
-    lines.append("message_ids = [")
-    lines += [f"    {toml_string(p.message_id)},  # {p.file}" for p in v.patches]
-    lines.append("]")
-    trailers = sorted({t for p in v.patches for t in p.trailers if not t.startswith("Signed")})
-    if trailers:
-        lines.append("trailers = [")
-        lines += [f"    {toml_string(t)}," for t in trailers]
-        lines.append("]")
-    if expectations is not None:
-        lines += ["", f"# Expectations copied from {v.expectations_from}.", expectations.strip()]
-    return "\n".join(lines) + "\n"
-
-
-def _expectations_like(name: str) -> str:
-    """The [expect.*] tables of variant `name`, as written there (comments included)."""
-    var = variants.load(name)
-    sections = expect_sections((var.folder / "variant.toml").read_text())
-    if not sections.strip():
-        raise InputError(f"variant {name} declares no [expect.*] tables to copy")
-    return sections
-
-
-def expect_sections(text: str) -> str:
-    """The [expect...] tables of a TOML text, each with the comment lines just above it."""
-    out: list[str] = []
-    pending: list[str] = []  # comments and blank lines that may belong to the next table
-    keep = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("[") and not stripped.startswith("[["):
-            keep = re.match(r"\[\s*expect\s*[.\]]", stripped) is not None
-            if keep:
-                while pending and not pending[0].strip():
-                    pending.pop(0)
-                out += ([""] if out else []) + pending + [line]
-            pending = []
-            continue
-        if not stripped or stripped.startswith("#"):
-            pending.append(line)
-            continue
-        if keep:
-            out += pending
-            out.append(line)
-        pending = []
-    return "\n".join(out).strip("\n") + "\n" if out else ""
-
-
-def _validate(text: str, expect_like: str | None) -> None:
-    """What is written must load, and copied expectations must mean what they meant."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:  # a bug here, not the user's input
-        raise InfraError(f"variant.toml written for the import does not parse: {e}") from e
-    if expect_like:
-        source = tomllib.loads((project.patches_dir() / expect_like / "variant.toml").read_text())
-        if data.get("expect") != source.get("expect"):
-            raise InfraError(f"expectations copied from {expect_like} changed in the copy")
 
 
 def _publish(staged: Path, dest: Path, force: bool) -> None:
