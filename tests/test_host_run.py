@@ -24,7 +24,7 @@ from conftest import edit_marker_line as _edit
 from s2fault import hostrun, matrix, variants, workload
 from s2fault import profile as profiles
 from s2fault.machine import MachineRun
-from s2fault.verdict import HOST_DIC, NO_LOCKDEP, Verdict, judge
+from s2fault.verdict import HOST_DIC, NO_LOCKDEP, Outcome, Verdict, judge
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -88,15 +88,15 @@ def test_a_nested_host_that_wedged_before_host_run_answered_is_the_kernels_failu
     assert v.verdict == "fail", v.reason
     assert "the workload did not finish" in v.reason and "hugepage" not in v.reason
     exp = variants.load("interval-tree-v1").expectation("functional")
-    match, _, why = matrix.compare(exp, v, None)
-    assert match is True, why
+    outcome, _, why = matrix.compare(exp, v, None)
+    assert outcome is Outcome.PASS, why
 
 
 def test_lockdep_expectations_on_a_host_without_lockdep_are_never_passed():
     v = _host_verdict(_edit(REAL, "S2FAULT-INIT", debug_locks=None))
     exp = variants.load("interval-tree-v1").expectation("functional")
-    match, _, why = matrix.compare(exp, v, None)
-    assert match is None and why.startswith(NO_LOCKDEP)
+    outcome, _, why = matrix.compare(exp, v, None)
+    assert outcome is Outcome.ERROR and why.startswith(NO_LOCKDEP)
 
 
 def test_dic_on_the_host_is_not_applicable_in_the_issue_s_words():

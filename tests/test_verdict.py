@@ -11,7 +11,7 @@ from conftest import edit_marker_line
 from s2fault import matrix, variants, workload, workloads
 from s2fault import verdict as verdict_mod
 from s2fault.machine import MachineRun
-from s2fault.verdict import judge
+from s2fault.verdict import Outcome, judge
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -123,9 +123,9 @@ def test_compare_declared_against_observed():
     lockup = variants.Expectation(
         splats=(variants.SplatSpec("soft_lockup", function=("icache_inval_pou",)),), clean=False)
     ok = verdict_of(REAL)
-    assert matrix.compare(clean, ok, None)[0] is True
+    assert matrix.compare(clean, ok, None)[0] is Outcome.PASS
     m, _, why = matrix.compare(lockup, ok, None)
-    assert m is False and "expected but not seen: soft_lockup in icache_inval_pou" in why
+    assert m is Outcome.FAIL and "expected but not seen: soft_lockup in icache_inval_pou" in why
 
 
 def test_latency_ratio_against_reference():
@@ -134,10 +134,10 @@ def test_latency_ratio_against_reference():
         REAL, exec_fault_us=[600.0] + [1.0] * 7)))
     slow = verdict_of(edit_result(REAL, exec_fault_us=[35000.0] * 8))
     fast = verdict_of(edit_result(REAL, exec_fault_us=[900.0] * 8))
-    assert matrix.compare(ratio, slow, ref)[0] is True
+    assert matrix.compare(ratio, slow, ref)[0] is Outcome.PASS
     m, observed, why = matrix.compare(ratio, fast, ref)
-    assert m is False and "1.5x upstream" in why and "max 0.9 ms" in observed
-    assert matrix.compare(ratio, slow, None)[0] is None
+    assert m is Outcome.FAIL and "1.5x upstream" in why and "max 0.9 ms" in observed
+    assert matrix.compare(ratio, slow, None)[0] is Outcome.ERROR
 
 
 def test_flaky_cell_is_marked_not_averaged():
@@ -145,7 +145,7 @@ def test_flaky_cell_is_marked_not_averaged():
     c = matrix.Cell("upstream", "functional", exp)
     c.verdicts = [verdict_of(REAL), verdict_of(edit_result(REAL, coherent=False))]
     matrix._compare_all([c])
-    assert c.match is False and c.flaky and c.why.startswith("flaky: matched in 1/2")
+    assert c.outcome is Outcome.FAIL and c.flaky and c.why.startswith("flaky: matched in 1/2")
     assert matrix.exit_code([c]) == 1
 
 
@@ -182,9 +182,9 @@ def test_an_expected_lockup_without_a_detector_never_matches():
     v = verdict_of(text)
     assert v.preconditions["softlockup_detector"] is False
     m, _, why = matrix.compare(lockup, v, None)
-    assert m is None and "CONFIG_SOFTLOCKUP_DETECTOR" in why
+    assert m is Outcome.ERROR and "CONFIG_SOFTLOCKUP_DETECTOR" in why
     assert verdict_of(REAL).preconditions["softlockup_detector"] is True
-    assert matrix.compare(lockup, verdict_of(REAL), None)[0] is False  # expected, not seen
+    assert matrix.compare(lockup, verdict_of(REAL), None)[0] is Outcome.FAIL  # expected, not seen
 
 
 def test_cell_outcomes_and_exit_codes():
@@ -261,13 +261,13 @@ def test_declared_livelock_and_failure_count_are_compared():
     fine = verdict_of(injected(edit_result(
         REAL, fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
     livelock = _exp(stuck=True, injected_failures=1, clean=False)
-    assert matrix.compare(livelock, stuck, None)[0] is True
-    match, _, why = matrix.compare(livelock, fine, None)
-    assert match is False and "every vCPU came back" in why
-    match, _, why = matrix.compare(_exp(injected_failures=1), stuck, None)
-    assert match is False and "never came back" in why
-    match, observed, why = matrix.compare(_exp(injected_failures=0), fine, None)
-    assert match is False and "expected 0" in why and "1 injected failure(s)" in observed
+    assert matrix.compare(livelock, stuck, None)[0] is Outcome.PASS
+    outcome, _, why = matrix.compare(livelock, fine, None)
+    assert outcome is Outcome.FAIL and "every vCPU came back" in why
+    outcome, _, why = matrix.compare(_exp(injected_failures=1), stuck, None)
+    assert outcome is Outcome.FAIL and "never came back" in why
+    outcome, observed, why = matrix.compare(_exp(injected_failures=0), fine, None)
+    assert outcome is Outcome.FAIL and "expected 0" in why and "1 injected failure(s)" in observed
 
 
 def test_splat_where_pattern_names_where_the_report_comes_from():
@@ -320,10 +320,10 @@ def test_a_livelock_that_needs_a_race_may_be_declared_either_way():
     splat = [{"kind": "atomic_sleep", "in_frames": ["add_fault_range"]}]
     may = _exp(stuck="may", splats=splat)
     assert may.stuck is None and "may be stuck" in may.describe()
-    assert matrix.compare(may, fine, None)[0] is True
-    assert matrix.compare(may, stuck, None)[0] is True
-    match, _, why = matrix.compare(_exp(splats=splat), stuck, None)
-    assert match is False and "vCPU(s) 0 never came back" in why
+    assert matrix.compare(may, fine, None)[0] is Outcome.PASS
+    assert matrix.compare(may, stuck, None)[0] is Outcome.PASS
+    outcome, _, why = matrix.compare(_exp(splats=splat), stuck, None)
+    assert outcome is Outcome.FAIL and "vCPU(s) 0 never came back" in why
     with pytest.raises(Exception, match=r"stuck must be true, false or \"may\", not 'sometimes'"):
         _exp(stuck="sometimes")
 
@@ -386,8 +386,8 @@ def test_the_known_bad_model_run_still_fails_on_its_culprit():
     assert v.verdict == "fail", v.reason
     assert "icache_inval_pou" in v.reason and not verdict_mod.retryable(v)
     exp = variants.load("fix-reverted").expectation("altra-max")
-    match, _, why = matrix.compare(exp, v, None)
-    assert match is True, why
+    outcome, _, why = matrix.compare(exp, v, None)
+    assert outcome is Outcome.PASS, why
 
 
 def _lockup(frames, kind="soft_lockup", **kw):
@@ -448,8 +448,8 @@ def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monke
     from s2fault import runner
     from s2fault.verdict import MODEL_STARVED, Verdict
 
-    answers = [Verdict("error", f"{MODEL_STARVED}: ..."), Verdict("error", f"{MODEL_STARVED}: ..."),
-               Verdict("pass", "clean")]
+    answers = [Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."),
+               Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."), Verdict(Outcome.PASS, "clean")]
     calls = []
 
     def run_kernel(image, prof, outdir, label, config, extra_initramfs=None):

@@ -12,6 +12,7 @@ from test_verdict import verdict_of
 
 from s2fault import matrix, profile, variants, workload, workloads
 from s2fault.errors import InputError
+from s2fault.verdict import Outcome
 
 # A real 5-round capture (the fix-reverted kernel, functional, no splat).
 REAL = (Path(__file__).parent / "golden" / "real-arm64-fix-reverted-functional.log").read_text()
@@ -112,11 +113,11 @@ def test_slope_ratio_against_the_reference():
     ref = matrix.Cell("upstream", "functional", variants.Expectation(),
                       workload="many-blocks")
     ref.verdicts.append(run(300.0))
-    ok, observed, _ = matrix.compare(exp, run(150000.0), ref)
-    assert ok is True and "ms/block" in observed
-    bad, _, why = matrix.compare(exp, run(900.0), ref)
-    assert bad is False and "cost per block" in why and "expected >= 10x" in why
-    assert matrix.compare(exp, run(150000.0), None)[0] is None
+    passed, observed, _ = matrix.compare(exp, run(150000.0), ref)
+    assert passed is Outcome.PASS and "ms/block" in observed
+    failed, _, why = matrix.compare(exp, run(900.0), ref)
+    assert failed is Outcome.FAIL and "cost per block" in why and "expected >= 10x" in why
+    assert matrix.compare(exp, run(150000.0), None)[0] is Outcome.ERROR
 
 
 def test_splat_in_too_few_processes_is_a_mismatch():
@@ -129,9 +130,9 @@ def test_splat_in_too_few_processes_is_a_mismatch():
     # Two vCPU threads of one VMM process are one process.
     v.splats = [dict(lockup, pid=43), dict(lockup, pid=44)]
     m, _, why = matrix.compare(exp, v, None)
-    assert m is False and "seen in 1 process(es) (VM 0)" in why
+    assert m is Outcome.FAIL and "seen in 1 process(es) (VM 0)" in why
     v.splats.append(dict(lockup, pid=46))
-    assert matrix.compare(exp, v, None)[0] is True
+    assert matrix.compare(exp, v, None)[0] is Outcome.PASS
 
 
 def test_stale_execution_is_a_failure_naming_the_round():

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import variants
 from .errors import InputError
+from .verdict import Outcome
 
 if TYPE_CHECKING:  # the run stage loads when a step runs, not with the CLI
     from .verdict import Verdict
@@ -72,7 +73,7 @@ class Symptom:
             if seen:
                 more = f" (x{len(seen)})" if len(seen) > 1 else ""
                 return BAD, f"{seen[0].get('title') or seen[0]['kind']}{more}"
-        if v.verdict in ("error", "skip"):  # a skip is this machine's, not the commit's
+        if v.verdict in (Outcome.ERROR, Outcome.SKIP):  # this machine's, not the commit's
             return ERROR, v.reason
         if self.latency_ratio:
             ms = v.workload.get("exec_fault_ms", {}).get("max")
@@ -87,9 +88,9 @@ class Symptom:
             if not _workload_finished(v, self.splat.kind):
                 return UNSURE, f"no {self.splat.describe()}, but the workload did not get " \
                     f"far enough to show one ({v.reason})"
-            other = f" (other: {v.reason})" if v.verdict == "fail" else ""
+            other = f" (other: {v.reason})" if v.verdict is Outcome.FAIL else ""
             return GOOD, f"no {self.splat.describe()}{other}"
-        if v.verdict == "fail":
+        if v.verdict is Outcome.FAIL:
             return BAD, v.reason
         return GOOD, v.reason
 

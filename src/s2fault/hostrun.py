@@ -31,7 +31,7 @@ from . import workload as workload_lines
 from .errors import InfraError, InputError, NotApplicable
 from .machine import MachineRun
 from .verdict import HOST_DIC as DIC_REASON
-from .verdict import NO_LOCKDEP, Verdict, judge
+from .verdict import NO_LOCKDEP, Outcome, Verdict, judge
 
 RUNNER = "host-run"
 VMM = "s2fault-vmm"
@@ -324,14 +324,14 @@ def run(prof: profiles.Profile, outdir: Path) -> Verdict:
     outdir.mkdir(parents=True, exist_ok=True)
     if facts.dic:
         # Nothing is reserved or run: the path under test does not exist on this CPU.
-        return _finish(Verdict("skip", DIC_REASON), facts, prof, outdir, None)
+        return _finish(Verdict(Outcome.SKIP, DIC_REASON), facts, prof, outdir, None)
     with HostChanges() as changes:
         for path in SYSCTLS:
             changes.remember(path)
         try:
             pages = reserve_hugepages(changes, facts.block_bytes, prof.hugepages)
         except NotApplicable as e:
-            return _finish(Verdict("skip", e.message), facts, prof, outdir, None)
+            return _finish(Verdict(Outcome.SKIP, e.message), facts, prof, outdir, None)
         saved = list(changes.saved)
         v = _run_vmm(vmm, prof, facts, pages, outdir)
     # What the host holds now, beside what it held: the evidence that it was put back.
@@ -339,7 +339,7 @@ def run(prof: profiles.Profile, outdir: Path) -> Verdict:
         str(path): {"before": value, "after": _read_text(path)} for path, value in saved}
     if changes.problems:
         v.reason += "; " + "; ".join(changes.problems)
-        v.verdict = "error" if v.verdict == "pass" else v.verdict
+        v.verdict = Outcome.ERROR if v.verdict is Outcome.PASS else v.verdict
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
 

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,13 +34,15 @@ class Cell:
     mode: str
     declared: variants.Expectation
     verdicts: list[Verdict] = field(default_factory=list)
-    match: bool | None = None  # None: could not judge
     observed: str = ""
     why: str = ""
     flaky: bool = False
     build: dict[str, Any] = field(default_factory=dict)
     workload: str = workloads.DEFAULT
-    outcome: str = "error"  # pass | fail | skip | error, set when judged
+    # Set when judged (_compare): pass (every run as declared), fail (a run was not),
+    # skip or error (no run could be judged). Before that: error, or skip when the
+    # cell could not run here.
+    outcome: Outcome = Outcome.ERROR
     vcpus: int | None = None  # as asked; None: the mode's default (names the cell)
     pages: str | None = None
     retried: list[dict[str, Any]] = field(default_factory=list)  # attempts run again, and why
@@ -87,7 +89,8 @@ class Cell:
             "workload_name": self.workload,  # "workload" is the run's measurements
             "declared": self.declared.to_dict(),
             "observed": self.observed,
-            "match": self.match,
+            # check.json's older encoding of the outcome: None when not judged
+            "match": _MATCH_JSON.get(self.outcome),
             "why": self.why,
             "flaky": self.flaky,
             "runs": len(self.verdicts),
@@ -108,6 +111,9 @@ class Cell:
             "versions": {"s2fault": __version__, "qemu": None, "cpu": None, "kernel": None}
             | (v.versions if v else {}),
         }
+
+
+_MATCH_JSON = {Outcome.PASS: True, Outcome.FAIL: False}
 
 
 def stable_id(variant: str, workload: str, mode: str, vcpus: int | None = None,
@@ -362,7 +368,7 @@ def _run_cell(cell: Cell, prof: profiles.Profile, wl: workloads.Workload,
             cell.verdicts.append(v)
         except S2Error as e:
             cell.why = e.message
-            cell.outcome = e.kind if e.kind == "skip" else "error"
+            cell.outcome = Outcome.SKIP if e.kind == "skip" else Outcome.ERROR
             break
 
 
@@ -383,47 +389,47 @@ def _compare_all(cells: list[Cell]) -> None:
     by_key = {(c.variant, c.workload, c.mode): c for c in cells}
     for cell in cells:
         _compare(cell, by_key)
-        cell.outcome = _outcome(cell)
 
 
-def _outcome(cell: Cell) -> str:
-    if cell.match is True:
-        return "pass"
-    if cell.match is False:
-        return "fail"
-    skipped = cell.verdicts and all(v.verdict == "skip" for v in cell.verdicts)
-    if skipped or (not cell.verdicts and cell.outcome == "skip"):
-        return "skip"
-    return "error"
+def _not_judged(cell: Cell) -> Outcome:
+    """A cell none of whose runs could be judged: a skip when each was skipped (or the
+    cell could not run here), else an error."""
+    if cell.verdicts:
+        skipped = all(v.verdict is Outcome.SKIP for v in cell.verdicts)
+    else:
+        skipped = cell.outcome is Outcome.SKIP
+    return Outcome.SKIP if skipped else Outcome.ERROR
 
 
 def _compare(cell: Cell, by_key: dict[tuple[str, str, str], Cell]) -> None:
     ref = cell.declared.latency_reference
     ref_cell = by_key.get((ref, cell.workload, cell.mode)) if ref else None
     if cell.declared.unfilled:  # imported, not declared yet: show what it did, judge nothing
-        cell.match = None
+        cell.outcome = _not_judged(cell)
         cell.observed = observed_summary(cell.verdict) if cell.verdict else "not run"
         cell.why = cell.why or f"could not judge: expectations of {cell.variant} not filled in"
         return
-    outcomes = [compare(cell.declared, v, ref_cell) for v in cell.verdicts]
-    if not outcomes:
-        cell.match = None
+    runs = [compare(cell.declared, v, ref_cell) for v in cell.verdicts]
+    if not runs:
+        cell.outcome = _not_judged(cell)
         cell.observed = "not run"
         return
-    matches = {m for m, _, _ in outcomes}
-    cell.observed = outcomes[-1][1]
-    if matches == {True}:
-        cell.match, cell.why = True, ""
-    elif None in matches and len(matches) == 1:
-        cell.match, cell.why = None, outcomes[-1][2]
+    seen = {o for o, _, _ in runs}
+    cell.observed = runs[-1][1]
+    if seen == {Outcome.PASS}:
+        cell.outcome, cell.why = Outcome.PASS, ""
+    elif Outcome.PASS not in seen and Outcome.FAIL not in seen:
+        cell.outcome, cell.why = _not_judged(cell), runs[-1][2]
     else:
-        failing = [w for m, _, w in outcomes if m is False]
-        cell.match = False
-        cell.why = failing[0] if failing else outcomes[-1][2]
-        if True in matches:
+        # A run that was not as declared, or runs as declared beside runs that could
+        # not be judged: neither is a pass.
+        failing = [w for o, _, w in runs if o is Outcome.FAIL]
+        cell.outcome = Outcome.FAIL
+        cell.why = failing[0] if failing else runs[-1][2]
+        if Outcome.PASS in seen:
             cell.flaky = True
-            n_ok = sum(1 for m, _, _ in outcomes if m is True)
-            cell.why = f"flaky: matched in {n_ok}/{len(outcomes)} runs; {cell.why}"
+            n_ok = sum(1 for o, _, _ in runs if o is Outcome.PASS)
+            cell.why = f"flaky: matched in {n_ok}/{len(runs)} runs; {cell.why}"
 
 
 def observed_summary(v: Verdict, ref_ms: float | None = None,
@@ -431,7 +437,7 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
     parts = [_splat_key(s) for s in v.splats]
     uniq = list(dict.fromkeys(parts))
     text = ", ".join(uniq[:4]) + (f" +{len(uniq) - 4}" if len(uniq) > 4 else "")
-    text = text or ("clean" if v.verdict == "pass" else v.verdict)
+    text = text or ("clean" if v.verdict is Outcome.PASS else v.verdict)
     ms = v.workload.get("exec_fault_ms", {}).get("max")
     if ms is not None:
         text += f"; max {ms:g} ms"
@@ -475,70 +481,76 @@ def _process_of(pid: int | None, measured: dict[str, Any]) -> str:
 
 def compare(
     exp: variants.Expectation, v: Verdict, ref_cell: Cell | None
-) -> tuple[bool | None, str, str]:
-    """(match, observed summary, why) for one run against its declared expectation."""
+) -> tuple[Outcome, str, str]:
+    """(outcome, observed summary, why) for one run against its declared expectation:
+    pass when it is as declared, fail when it is not, skip or error when it cannot
+    be judged (the run was skipped; it could not be judged, or the declaration cannot
+    be checked on it)."""
     ref_ms = ref_cell.max_latency_ms() if ref_cell else None
     ref_slope = ref_cell.slope_ms() if ref_cell else None
     observed = observed_summary(v, ref_ms, ref_slope)
-    if v.verdict in ("error", "skip"):
-        return None, observed, v.reason
+    if v.verdict in (Outcome.ERROR, Outcome.SKIP):
+        return v.verdict, observed, v.reason
     lacking = _lacking_detector(exp, v)
     if lacking:
-        return None, observed, lacking
+        return Outcome.ERROR, observed, lacking
     stuck = v.workload.get("stuck_vcpus") or []
     if exp.stuck is not None and bool(stuck) != exp.stuck:
-        return False, observed, (
+        return Outcome.FAIL, observed, (
             f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
             if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")
     # A vCPU stuck in its fault returned no value: that is the livelock, not a stale
     # I-cache; a wrong value is incoherence whatever else happened.
     if v.workload.get("coherent") is False and (not stuck or v.workload.get("stale")):
-        return False, observed, v.reason
+        return Outcome.FAIL, observed, v.reason
     if exp.injected_failures is not None:
         injected = (v.workload.get("fault_injection") or {}).get("failures")
         if injected is None:
-            return None, observed, "fault injection reported no failure count"
+            return Outcome.ERROR, observed, "fault injection reported no failure count"
         if injected != exp.injected_failures:
-            return False, observed, (
+            return Outcome.FAIL, observed, (
                 f"{injected} allocation(s) failed by fault injection in the fault path, "
                 f"expected {exp.injected_failures}")
     missing = [s.describe() for s in exp.splats if not any(s.matches(x) for x in v.splats)]
     if missing:
-        return False, observed, "expected but not seen: " + "; ".join(missing)
+        return Outcome.FAIL, observed, "expected but not seen: " + "; ".join(missing)
     for spec in exp.splats:
         seen = {_process_of(x.get("pid"), v.workload) for x in v.splats if spec.matches(x)}
         if len(seen) < spec.processes_min:
-            return False, observed, (
+            return Outcome.FAIL, observed, (
                 f"{spec.describe()}: seen in {len(seen)} process(es) "
                 f"({', '.join(sorted(seen))})")
     if exp.clean:
         extra = [x for x in v.splats if not any(s.matches(x) for s in exp.splats)]
         if extra:
-            return False, observed, f"unexpected {extra[0]['kind']}: {extra[0]['title']}"
+            return Outcome.FAIL, observed, f"unexpected {extra[0]['kind']}: {extra[0]['title']}"
     if exp.latency_ratio_min:
         ms = v.workload.get("exec_fault_ms", {}).get("max")
         if ms is None:
-            return None, observed, "no exec-fault latency measured"
+            return Outcome.ERROR, observed, "no exec-fault latency measured"
         if not ref_ms:
-            return None, observed, f"reference {exp.latency_reference} has no latency in this run"
+            return Outcome.ERROR, observed, (
+                f"reference {exp.latency_reference} has no latency in this run")
         if ms / ref_ms < exp.latency_ratio_min:
-            return False, observed, (
+            return Outcome.FAIL, observed, (
                 f"exec-fault latency {ms:g} ms is {ms / ref_ms:.1f}x {exp.latency_reference}'s "
                 f"{ref_ms:g} ms, expected >= {exp.latency_ratio_min:g}x"
             )
     if exp.slope_ratio_min:
         slope = v.workload.get("blocks", {}).get("slope_ms")
         if slope is None:
-            return None, observed, "no per-block cost measured (a many-blocks run needs >= 2)"
+            return Outcome.ERROR, observed, (
+                "no per-block cost measured (a many-blocks run needs >= 2)")
         if not ref_slope:
-            return None, observed, f"reference {exp.latency_reference} has no slope in this run"
+            return Outcome.ERROR, observed, (
+                f"reference {exp.latency_reference} has no slope in this run")
         if slope / ref_slope < exp.slope_ratio_min:
-            return False, observed, (
+            return Outcome.FAIL, observed, (
                 f"cost per block {slope:g} ms is {slope / ref_slope:.1f}x "
                 f"{exp.latency_reference}'s {ref_slope:g} ms, expected >= "
                 f"{exp.slope_ratio_min:g}x"
             )
-    return True, observed, ""
+    return Outcome.PASS, observed, ""
 
 
 def _lacking_detector(exp: variants.Expectation, v: Verdict) -> str:
@@ -566,7 +578,7 @@ def exit_code(cells: list[Cell]) -> int:
     return exit_code_of([c.outcome for c in cells])
 
 
-def exit_code_of(outcomes: list[str]) -> int:
+def exit_code_of(outcomes: Sequence[str]) -> int:
     """The worst outcome's exit code: a failure, then an error (or no outcome at all);
     skips alone exit as a skip, skips beside passes as a pass."""
     unknown = sorted(set(outcomes) - set(OUTCOMES))
@@ -582,7 +594,7 @@ def exit_code_of(outcomes: list[str]) -> int:
     return Outcome.PASS.exit_code
 
 
-def summary_line(outcomes: list[str]) -> str:
+def summary_line(outcomes: Sequence[str]) -> str:
     """"PASS: 3 pass, 1 skip of 4 cells": the word is the exit code's, the counts each
     outcome's, so a skip is never hidden inside a pass."""
     word = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_ERROR: "ERROR",
@@ -610,7 +622,7 @@ def table(cells: list[Cell]) -> str:
     for r in rows:
         lines.append("  ".join(r[i][:60].ljust(widths[i]) for i in range(n)) + "  " + r[n])
     for c in cells:
-        if c.outcome != "pass" and c.why:
+        if c.outcome is not Outcome.PASS and c.why:
             where = f"{c.variant}/{c.workload}/{c.mode}" if show_wl else f"{c.variant}/{c.mode}"
             lines.append(f"{where}: {c.why}")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+from .verdict import Outcome
 
 # The JSON's shape. 2: "schema_version", each cell's "test_id", "outcome" and
 # "versions" (s2fault, QEMU, CPU model, kernel release).
@@ -47,11 +48,13 @@ def load_json(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def _status(row: dict[str, Any]) -> str:
-    """pass | fail | skip | error (a row of schema 1 has only "match")."""
+    """pass | fail | skip | error (a row of schema 1 has only "match": True, False, or
+    None when not judged). A string, not yet an Outcome: an unknown one is named where
+    the exit code is taken (matrix.exit_code_of)."""
     if row.get("outcome"):
         outcome: str = row["outcome"]
         return outcome
-    return {True: "pass", False: "fail", None: "error"}[row["match"]]
+    return {True: Outcome.PASS, False: Outcome.FAIL, None: Outcome.ERROR}[row["match"]]
 
 
 def _workload(row: dict[str, Any]) -> str:
@@ -117,15 +120,15 @@ def write_junit(rows: list[dict[str, Any]], path: Path) -> None:
         case.set("time", f"{seconds:.2f}")
         status = _status(row)
         message = f"declared: {row['declared']['summary']}; observed: {row['observed']}"
-        if status == "fail":
+        if status == Outcome.FAIL:
             failures += 1
             el = ET.SubElement(case, "failure", message=row["why"] or message)
             el.text = message
-        elif status == "error":
+        elif status == Outcome.ERROR:
             errors += 1
             el = ET.SubElement(case, "error", message=row["why"] or row.get("reason", ""))
             el.text = message
-        elif status == "skip":
+        elif status == Outcome.SKIP:
             skipped += 1
             ET.SubElement(case, "skipped", message=_reason(row))
         out = ET.SubElement(case, "system-out")
@@ -141,11 +144,11 @@ def _result_line(status: str, number: int, name: str, reason: str, dash: str) ->
     """TAP/KTAP: a skip is "ok ... # SKIP reason"; an error is "not ok ... # error"
     (kselftest's ksft_test_result_error), a fail a plain "not ok"."""
     reason = reason.replace("#", "no.")  # a '#' would start another directive
-    if status == "pass":
+    if status == Outcome.PASS:
         return f"ok {number} {dash}{name}"
-    if status == "skip":
+    if status == Outcome.SKIP:
         return f"ok {number} {dash}{name} # SKIP {reason}"
-    if status == "error":
+    if status == Outcome.ERROR:
         return f"not ok {number} {dash}{name} # error {reason}"
     return f"not ok {number} {dash}{name}"
 
@@ -157,7 +160,7 @@ def write_tap(rows: list[dict[str, Any]], path: Path) -> None:
         status = _status(row)
         lines += [f"# {test_id(row)}: {m}" for m in _measurements(row)]
         lines.append(_result_line(status, i, test_id(row), _reason(row), "- "))
-        if status == "fail":
+        if status == Outcome.FAIL:
             lines += ["  ---", f"  declared: {row['declared']['summary']!r}",
                       f"  observed: {row['observed']!r}", f"  why: {row['why']!r}", "  ..."]
     _atomic_write(path, "\n".join(lines) + "\n")
@@ -180,14 +183,14 @@ def write_ktap(rows: list[dict[str, Any]], path: Path) -> None:
                                                ""))
         statuses = [_status(r) for r in cells]
         counts = ", ".join(f"{statuses.count(o)} {o}"
-                           for o in ("pass", "fail", "skip", "error") if o in statuses)
+                           for o in Outcome if o in statuses)
         lines.append(f"# {variant}: {counts}")
-        if set(statuses) == {"skip"}:
-            suite_status, why = "skip", "every subtest skipped"
-        elif "fail" in statuses or "error" in statuses:
-            suite_status, why = "fail", ""
+        if set(statuses) == {Outcome.SKIP}:
+            suite_status, why = Outcome.SKIP, "every subtest skipped"
+        elif Outcome.FAIL in statuses or Outcome.ERROR in statuses:
+            suite_status, why = Outcome.FAIL, ""
         else:
-            suite_status, why = "pass", ""
+            suite_status, why = Outcome.PASS, ""
         lines.append(_result_line(suite_status, n, variant, why, ""))
     _atomic_write(path, "\n".join(lines) + "\n")
 
@@ -290,7 +293,7 @@ def report_main(results_dir: str) -> int:
         return EXIT_ERROR
     _, summary = _summary(rows)
     for row in rows:
-        if _status(row) != "pass":
+        if _status(row) != Outcome.PASS:
             print(f"{test_id(row)}: {_RESULT[_status(row)]}: "
                   f"{row.get('why') or row.get('reason')}")
     print(summary)

@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__, guest, image, machine, progress, project, stacktrace, workload
 from . import profile as profiles
 from .errors import S2Error
-from .verdict import Verdict, judge
+from .verdict import Outcome, Verdict, judge
 
 
 def new_run_dir(parent: Path | None, label: str) -> Path:
@@ -113,9 +113,9 @@ def _host_run_verdict(result: machine.MachineRun, text: str, prof: profiles.Prof
                 return v
     v = judge(result, text, workload.parse(text), prof.watchdog_thresh,
               runner=profiles.HOST_RUN)
-    if v.verdict != "fail":
+    if v.verdict is not Outcome.FAIL:
         errors = "; ".join(workload.parse(text).errors) or result.reason
-        v.verdict, v.reason = "error", (
+        v.verdict, v.reason = Outcome.ERROR, (
             f"could not judge: host-run in the nested host printed no verdict ({errors})")
     return v
 

@@ -160,7 +160,7 @@ NEVER_REACHED_INIT = "could not judge: the guest never reached init"
 def retryable(v: Verdict) -> bool:
     """A run worth running again: the model failed, not the kernel or the set-up. A
     starved model, or a time-dilated boot that stalled before init without a report."""
-    if v.verdict != "error":
+    if v.verdict is not Outcome.ERROR:
         return False
     if v.reason.startswith(MODEL_STARVED):
         return True
@@ -170,7 +170,7 @@ def retryable(v: Verdict) -> bool:
 
 @dataclass
 class Verdict:
-    verdict: str
+    verdict: Outcome
     reason: str
     splats: list[dict[str, Any]] = field(default_factory=list)
     workload: dict[str, Any] = field(default_factory=dict)
@@ -185,7 +185,7 @@ class Verdict:
 
     @property
     def exit_code(self) -> int:
-        return Outcome(self.verdict).exit_code
+        return self.verdict.exit_code
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -204,9 +204,9 @@ class Verdict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         """A verdict another process judged (host-run inside the nested host)."""
-        names = ("verdict", "reason", "splats", "workload", "preconditions", "machine",
+        names = ("reason", "splats", "workload", "preconditions", "machine",
                  "artifacts", "profile", "versions", "runner")
-        return cls(**{k: data[k] for k in names if k in data})
+        return cls(Outcome(data["verdict"]), **{k: data[k] for k in names if k in data})
 
 
 def judge(run: MachineRun, text: str, workload: ConsoleLines,
@@ -224,12 +224,12 @@ def judge(run: MachineRun, text: str, workload: ConsoleLines,
     stuck_for(splats, text, scale)
     summary = workload.summary()
     pre = preconditions(workload)
-    v = Verdict("error", "", splats, summary, pre, run.to_dict(), runner=runner)
+    v = Verdict(Outcome.ERROR, "", splats, summary, pre, run.to_dict(), runner=runner)
     v.verdict, v.reason = _decide(run, text, workload, splats, pre, watchdog_thresh, runner)
     starved = starved_housekeeping(splats, text) if dilated else None
     coherent = (workload.result or {}).get("coherent")
-    if starved and v.verdict == "fail" and coherent is not False:
-        v.verdict, v.reason = "error", starved
+    if starved and v.verdict is Outcome.FAIL and coherent is not False:
+        v.verdict, v.reason = Outcome.ERROR, starved
     return v
 
 
@@ -393,28 +393,28 @@ def _not_armed(r: dict[str, Any], watchdog_thresh: int | None) -> bool:
 
 def _decide(run: MachineRun, text: str, w: ConsoleLines, splats: list[dict[str, Any]],
             pre: dict[str, Any], watchdog_thresh: int | None = None,
-            runner: str = "qemu") -> tuple[str, str]:
+            runner: str = "qemu") -> tuple[Outcome, str]:
     on_host = runner == "host-run"
     if run.outcome == "qemu_failed" and not text.strip():
-        return "error", f"could not judge: {run.reason}"
+        return Outcome.ERROR, f"could not judge: {run.reason}"
     refused = _refused_option(text)
     if refused:
-        return "skip", f"not applicable: {refused}"
+        return Outcome.SKIP, f"not applicable: {refused}"
     if w.init is None:
         for needle, why in _MISSING:
             if needle in text:
-                return "error", f"could not judge: {why}"
+                return Outcome.ERROR, f"could not judge: {why}"
         if splats:
-            return "fail", f"kernel failed before init: {_splat_reason(splats)}"
+            return Outcome.FAIL, f"kernel failed before init: {_splat_reason(splats)}"
         if not text.strip():
-            return "error", (
+            return Outcome.ERROR, (
                 f"could not judge: the kernel printed nothing ({run.reason}; needs "
                 "CONFIG_SERIAL_AMBA_PL011_CONSOLE=y, or it hung before the console)"
             )
-        return "error", f"{NEVER_REACHED_INIT} ({run.reason})"
+        return Outcome.ERROR, f"{NEVER_REACHED_INIT} ({run.reason})"
     init = w.init
     if not init.get("kvm"):
-        return "error", (
+        return Outcome.ERROR, (
             "could not judge: no /dev/kvm in the booted kernel (needs CONFIG_VIRTUALIZATION=y "
             "and CONFIG_KVM=y, and a CPU model with EL2)"
         )
@@ -422,11 +422,11 @@ def _decide(run: MachineRun, text: str, w: ConsoleLines, splats: list[dict[str, 
     # boots with none for it), so the boot's count says nothing about its run.
     if not init.get("hugepages_total") and not on_host:
         if _NO_HUGEPAGE_MEMORY.search(text):
-            return "skip", (
+            return Outcome.SKIP, (
                 "not applicable: the nested host had no memory for the boot-time hugepage "
                 "(\"HugeTLB: allocating ... failed\"; give it more with --memory)"
             )
-        return "error", (
+        return Outcome.ERROR, (
             "could not judge: the boot-time hugepage reservation failed (needs CONFIG_HUGETLBFS=y "
             "and enough guest memory for one block)"
         )
@@ -437,74 +437,76 @@ def _decide(run: MachineRun, text: str, w: ConsoleLines, splats: list[dict[str, 
         lockdep_note = (f" ({NO_LOCKDEP})" if init.get("debug_locks") is None else
                         " (lockdep not checked: already off before the workload)")
     elif init.get("debug_locks") is None:
-        return "error", "could not judge: lockdep is not built in (needs CONFIG_PROVE_LOCKING=y)"
+        return Outcome.ERROR, ("could not judge: lockdep is not built in "
+                               "(needs CONFIG_PROVE_LOCKING=y)")
     elif init.get("debug_locks") == 0:
         why = _splat_reason(splats) if splats else "no splat seen"
-        return "fail", (
+        return Outcome.FAIL, (
             f"lockdep was already off when the workload started (a boot-time splat: {why}); "
             "the workload was not checked"
         )
     r = w.result
     if r is None:
         if splats:
-            return "fail", f"{_splat_reason(splats)}; the workload did not finish"
+            return Outcome.FAIL, f"{_splat_reason(splats)}; the workload did not finish"
         reason = "; ".join(w.errors) if w.errors else run.reason
-        return "error", f"could not judge: the workload reported no result ({reason})"
+        return Outcome.ERROR, f"could not judge: the workload reported no result ({reason})"
     if "selftests" in r:
         # The kernel's own tests: a splat is the kernel's failure whatever they said;
         # otherwise their statuses decide (selftests.parse explains the rules).
         if splats:
-            return "fail", _splat_reason(splats)
+            return Outcome.FAIL, _splat_reason(splats)
         if _not_armed(r, watchdog_thresh):
-            return "error", UNARMED
+            return Outcome.ERROR, UNARMED
         from . import selftests
 
-        judgement: tuple[str, str] = selftests.parse(r)["judgement"]
+        judgement: tuple[Outcome, str] = selftests.parse(r)["judgement"]
         return judgement
     if r.get("dic") and on_host:
-        return "skip", HOST_DIC
+        return Outcome.SKIP, HOST_DIC
     if r.get("dic"):
-        return "skip", (
+        return Outcome.SKIP, (
             f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={r.get('ctr_el0')}): the I-cache "
             "invalidation under test never runs; pick a CPU model without DIC"
         )
     injection = r.get("fault_injection")
     if injection is not None and not injection.get("armed"):
         why = "; ".join(r.get("errors") or []) or "no reason given"
-        return "error", f"could not judge: fault injection could not be armed ({why})"
+        return Outcome.ERROR, f"could not judge: fault injection could not be armed ({why})"
     stuck = r.get("stuck_vcpus") or []
     if stuck and injection and injection.get("failures"):
         # The failure was injected under the fault handler and the vCPUs never came
         # back: the kernel turned one failed allocation into a livelock.
         also = f"; also: {_splat_reason(splats)}" if splats else ""
-        return "fail", (
+        return Outcome.FAIL, (
             f"livelock: {len(stuck)} of {r.get('vcpus')} vCPUs never came back from their "
             f"exec fault after {injection['failures']} injected allocation failure(s) under "
             f"{injection.get('window')} ({(r.get('errors') or ['timeout'])[0]}){also}")
     if stuck and splats:
         # Nothing was injected, but the kernel already reported trouble in the fault
         # path: the vCPUs lost a race there (a retry that can never succeed).
-        return "fail", (
+        return Outcome.FAIL, (
             f"livelock: {len(stuck)} of {r.get('vcpus')} vCPUs never came back from their "
             f"exec fault ({(r.get('errors') or ['timeout'])[0]}); also: {_splat_reason(splats)}")
     if r.get("errors"):
         # A vCPU that never reported (timeout, KVM error) is not an incoherent I-cache;
         # with a splat on the console the kernel is to blame, without one nobody is.
         if splats:
-            return "fail", f"{_splat_reason(splats)}; workload error: {r['errors'][0]}"
-        return "error", f"could not judge: workload error: {r['errors'][0]}"
+            return Outcome.FAIL, f"{_splat_reason(splats)}; workload error: {r['errors'][0]}"
+        return Outcome.ERROR, f"could not judge: workload error: {r['errors'][0]}"
     if r.get("coherent") is False:
-        return "fail", _incoherent(w, r)
+        return Outcome.FAIL, _incoherent(w, r)
     if splats:
-        return "fail", _splat_reason(splats)
+        return Outcome.FAIL, _splat_reason(splats)
     if _not_armed(r, watchdog_thresh):
-        return "error", UNARMED
+        return Outcome.ERROR, UNARMED
     if pre["exec_faults_taken"] is False:
-        return "error", "could not judge: no execute-permission fault was observed on the block"
+        return Outcome.ERROR, ("could not judge: no execute-permission fault was observed "
+                               "on the block")
     if run.outcome not in ("exited",):
-        return "error", f"could not judge: {run.reason}"
+        return Outcome.ERROR, f"could not judge: {run.reason}"
     ms = w.summary()["exec_fault_ms"]
-    return "pass", (
+    return Outcome.PASS, (
         f"{r.get('vcpus')} vCPUs, exec fault max {ms['max']} ms, median {ms['median']} ms, "
         f"coherent{lockdep_note}"
     )

@@ -33,6 +33,7 @@ from avocado import Test
 from s2fault import kconfig, matrix, progress, project, source, workloads
 from s2fault import profile as profiles
 from s2fault.errors import S2Error
+from s2fault.verdict import Outcome
 
 # A cold kernel build takes ~10 min on a loaded 2-core machine, and a latency
 # expectation builds and runs its reference variant too; the engine's own QEMU
@@ -99,12 +100,12 @@ class ExecFault(Test):
         for line in matrix.table(cells).splitlines():
             self.log.info(line)
 
-        if cell.outcome == "pass":
+        if cell.outcome is Outcome.PASS:
             return
-        if cell.outcome == "fail":
+        if cell.outcome is Outcome.FAIL:
             self.fail(f"{where}: {cell.why} (declared: {cell.declared.describe()}; "
                       f"observed: {cell.observed})")
-        if cell.outcome == "skip":
+        if cell.outcome is Outcome.SKIP:
             self.cancel(f"{where}: {cell.why or cell.observed}")
         why = (cell.why or cell.observed).removeprefix("could not judge: ")
         self.error(f"{where}: could not judge: {why}")
