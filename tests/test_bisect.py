@@ -261,7 +261,7 @@ def test_symptom_judges_real_consoles(tmp_path):
     assert soft.judge(unfinished)[0] == "error"
     # QEMU died before printing anything: infrastructure, never good or bad.
     assert anything.judge(_judged("", tmp_path, outcome="qemu_failed"))[0] == "error"
-    ms = clean.workload["exec_fault_ms"]["max"]
+    ms = clean.workload.exec_fault_ms.max
     ratio = bisect_symptom.Symptom.parse("latency>=10")
     assert ratio.judge(clean, reference_ms=ms)[0] == "good"
     assert ratio.judge(clean, reference_ms=ms / 20)[0] == "bad"

@@ -88,7 +88,7 @@ def test_nested_mode_on_max_is_an_ordinary_run_and_not_judged_as_nested():
     assert v.reason.startswith("not applicable: kvm-arm.mode=nested was not granted")
     assert v.preconditions["dic"] == 0
     assert v.preconditions["exec_faults_taken"] is True
-    assert v.workload["coherent"] is True
+    assert v.workload.coherent is True
 
 
 def test_nested_mode_on_an_nvhe_cpu_is_a_boot_warning():

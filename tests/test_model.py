@@ -7,6 +7,7 @@ import pytest
 
 from s2fault import calibrate, profile, report_plots, variants
 from s2fault.errors import InputError
+from s2fault.measurements import Measurements
 from s2fault.verdict import _splat_reason, stuck_for
 
 
@@ -178,12 +179,12 @@ def test_a_model_run_in_the_hardware_terms():
     from s2fault import runner
 
     m = profile.hardware_model("altra-max")
-    hw = runner.hardware_equivalent(
-        {"exec_fault_ms": {"max": 2.0}, "icache": {"guest_page": 70, "by_line": 6}}, m)
-    assert hw["worst_fault_ms"] == pytest.approx(2.0 * m.scale, abs=1e-3)
-    assert hw["whole_cache_invalidations"] == 64
-    assert hw["whole_cache_ms"] == pytest.approx(64 * 0.071)
-    assert runner.hardware_equivalent({}, m)["worst_fault_priced_ms"] is None
+    hw = runner.hardware_equivalent(Measurements.from_dict(
+        {"exec_fault_ms": {"max": 2.0}, "icache": {"guest_page": 70, "by_line": 6}}), m)
+    assert hw.worst_fault_ms == pytest.approx(2.0 * m.scale, abs=1e-3)
+    assert hw.whole_cache_invalidations == 64
+    assert hw.whole_cache_ms == pytest.approx(64 * 0.071)
+    assert runner.hardware_equivalent(Measurements(), m).worst_fault_priced_ms is None
 
 
 def test_a_fitted_scale_is_written_back_to_the_profile(tmp_path, monkeypatch):

@@ -40,8 +40,8 @@ def edit_result(text: str, **changes) -> str:
 def test_real_upstream_log_passes():
     v = verdict_of(REAL)
     assert v.verdict == "pass", v.reason
-    assert v.workload["vcpus"] == 8 and v.workload["coherent"] is True
-    assert v.workload["exec_fault_ms"]["max"] == pytest.approx(27.222)
+    assert v.workload.vcpus == 8 and v.workload.coherent is True
+    assert v.workload.exec_fault_ms.max == pytest.approx(27.222)
     assert v.preconditions["exec_faults_taken"] is True
 
 
@@ -228,7 +228,7 @@ def test_stuck_vcpus_after_an_injected_failure_are_a_livelock():
     assert v.verdict == "fail"
     assert v.reason.startswith("livelock: 8 of 8 vCPUs never came back"), v.reason
     assert "1 injected allocation failure(s) under kvm_pgtable_walk" in v.reason
-    assert v.workload["stuck_vcpus"] == list(range(8))
+    assert v.workload.stuck_vcpus == list(range(8))
 
 
 def test_stuck_vcpus_without_an_injected_failure_cannot_be_judged():
@@ -285,8 +285,8 @@ def test_failures_are_counted_from_the_kernels_reports():
     last failure (seen on upstream with a wider filter), so the console counts."""
     text = edit_result(REAL, fault_injection={"armed": True, "window": "w", "requested": 1,
                                               "failures": 1})
-    assert verdict_of(injected(text, 2)).workload["fault_injection"]["failures"] == 2
-    assert verdict_of(text).workload["fault_injection"]["failures"] == 0
+    assert verdict_of(injected(text, 2)).workload.fault_injection.failures == 2
+    assert verdict_of(text).workload.fault_injection.failures == 0
 
 
 _MUTEX_IN_ATOMIC = ("[    2.1] BUG: sleeping function called from invalid context at "

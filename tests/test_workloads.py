@@ -84,7 +84,7 @@ def test_multi_vm_lines_are_merged_vm_by_vm():
     assert merged["vcpus"] == 16 and merged["coherent"] is True
     assert len(merged["rounds"][0]["exec_fault_us"]) == 16
     assert [p["vm"] for p in merged["per_vm"]] == [0, 1]
-    assert 500.0 in w.summary()["exec_fault_ms"]["per_round_max"]
+    assert 500.0 in w.summary().exec_fault_ms.per_round_max
     assert verdict_of(console_with(r0, r1)).verdict == "pass"
     # A VM that printed nothing is not a pass.
     v = verdict_of(console_with(r0))
@@ -96,10 +96,10 @@ def test_many_blocks_cost_and_slope():
     # 3 rounds: round 0 is a warm-up and is left out.
     costs = [[90000.0] * 4, [1000.0, 2000.0, 3000.0, 4000.0], [1000.0, 2000.0, 3000.0, 4000.0]]
     r["rounds"] = [dict(r["rounds"][0], block_fault_us=[row, [None] * 4]) for row in costs]
-    s = workload.parse(console_with(r)).summary()["blocks"]
-    assert s["cost_ms"] == [1.0, 2.0, 3.0, 4.0]
-    assert s["cumulative_ms"] == [1.0, 3.0, 6.0, 10.0]
-    assert s["slope_ms"] == 3.0
+    s = workload.parse(console_with(r)).summary().blocks
+    assert s.cost_ms == [1.0, 2.0, 3.0, 4.0]
+    assert s.cumulative_ms == [1.0, 3.0, 6.0, 10.0]
+    assert s.slope_ms == 3.0
     assert workload.slope([5.0]) is None
 
 
@@ -143,7 +143,7 @@ def test_stale_execution_is_a_failure_naming_the_round():
     v = verdict_of(console_with(r))
     assert v.verdict == "fail"
     assert v.reason.startswith("incoherent: round 3: vCPU 5 executed the previous round's code")
-    assert v.workload["stale"][0]["round"] == 3
+    assert v.workload.stale[0].round == 3
 
 
 def test_storm_side_is_summarised():
@@ -152,9 +152,9 @@ def test_storm_side_is_summarised():
         rd["storm_max_us"] = [None] * 4 + [120.0, 80.0, 95.0, 110.0]
         rd["storm_mean_us"] = [None] * 4 + [40.0] * 4
         rd["storm_range_bytes"] = 1 << 20
-    s = workload.parse(console_with(r)).summary()["storm"]
-    assert s == {"vcpus": 4, "iteration_max_ms": 0.12, "iteration_mean_ms": 0.04,
-                 "range_bytes": 1 << 20}
+    s = workload.parse(console_with(r)).summary().storm
+    assert s.to_dict() == {"vcpus": 4, "iteration_max_ms": 0.12, "iteration_mean_ms": 0.04,
+                           "range_bytes": 1 << 20}
 
 
 def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):

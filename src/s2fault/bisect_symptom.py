@@ -76,7 +76,7 @@ class Symptom:
         if v.verdict in (Outcome.ERROR, Outcome.SKIP):  # this machine's, not the commit's
             return ERROR, v.reason
         if self.latency_ratio:
-            ms = v.workload.get("exec_fault_ms", {}).get("max")
+            ms = v.exec_fault_max_ms
             if ms is None:
                 return UNSURE, f"no exec-fault latency measured ({v.reason})"
             if not reference_ms:
@@ -97,7 +97,7 @@ class Symptom:
 
 def _workload_finished(v: Verdict, kind: str) -> bool:
     """Did the run get far enough that a missing splat means something?"""
-    if v.workload.get("vcpus") is None:  # no result line: it never finished
+    if v.workload is None or v.workload.vcpus is None:  # no result line: it never finished
         return False
     # With lockdep already off before the workload, no lockdep splat could be printed.
     return not (kind == "lockdep" and v.preconditions.get("debug_locks_before") == 0)

@@ -233,7 +233,7 @@ def split_runs(variant: str, counts: list[int], text: str, splats: list[dict[str
         worst = median = None
         if result and int(result.get("vcpus") or 0) == n:
             ms = workload._latency(result.get("rounds") or [result], "exec_fault_us")
-            worst, median = ms["max"], ms["median"]
+            worst, median = ms.max, ms.median
         run_icache = None
         if isinstance(icache, dict) and isinstance(previous_icache, dict):
             run_icache = {k: int(icache.get(k) or 0) - int(previous_icache.get(k) or 0)

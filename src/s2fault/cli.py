@@ -208,7 +208,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_verdict(v: Verdict, prefix: str = "") -> None:
-    ms = v.workload.get("exec_fault_ms", {})
     print(f"{prefix}{v.verdict.upper()}: {v.reason}")
     for key, value in v.versions.items():
         if key == "s2fault" or value is None:
@@ -224,8 +223,8 @@ def _print_verdict(v: Verdict, prefix: str = "") -> None:
             print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
     if v.artifacts.get("frames_not_decoded"):
         print(f"  frames not decoded: {v.artifacts['frames_not_decoded']}")
-    if ms.get("per_vcpu"):
-        print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
+    if v.workload and v.workload.exec_fault_ms.per_vcpu:
+        print(f"  exec-fault latency per vCPU (ms): {v.workload.exec_fault_ms.per_vcpu}")
     # host-run on a host has no reproducer: nothing was booted
     for label, key in (("console", "console_log"), ("reproducer", "reproducer")):
         if v.artifacts.get(key):

@@ -20,6 +20,7 @@ from typing import Any
 from . import __version__, kernel, progress, project, runner, source, variants, workloads
 from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+from .measurements import Measurements
 from .options import DEFAULT_RETRIES
 from .verdict import NO_LOCKDEP, OUTCOMES, Outcome, Verdict, retryable
 
@@ -60,17 +61,13 @@ class Cell:
         return stable_id(self.variant, self.workload, self.mode, self.vcpus, self.pages)
 
     def max_latency_ms(self) -> float | None:
-        values = [
-            v.workload.get("exec_fault_ms", {}).get("max")
-            for v in self.verdicts
-            if v.workload.get("exec_fault_ms", {}).get("max") is not None
-        ]
+        values = [ms for v in self.verdicts if (ms := v.exec_fault_max_ms) is not None]
         return max(values) if values else None
 
     def slope_ms(self) -> float | None:
         """many-blocks: the cost of one more executable block (max over runs)."""
-        values = [v.workload.get("blocks", {}).get("slope_ms") for v in self.verdicts]
-        values = [x for x in values if x is not None]
+        values = [v.workload.blocks.slope_ms for v in self.verdicts
+                  if v.workload and v.workload.blocks and v.workload.blocks.slope_ms is not None]
         return max(values) if values else None
 
     def splat_counts(self) -> dict[str, int]:
@@ -100,7 +97,7 @@ class Cell:
             "verdict": v.verdict if v else "error",
             "reason": v.reason if v else self.why,
             "splats": v.splats if v else [],
-            "workload": v.workload if v else {},
+            "workload": v.workload.to_dict() if v and v.workload else {},
             "preconditions": v.preconditions if v else {},
             "artifacts": v.artifacts if v else {},
             "profile": v.profile if v else {},
@@ -438,44 +435,45 @@ def observed_summary(v: Verdict, ref_ms: float | None = None,
     uniq = list(dict.fromkeys(parts))
     text = ", ".join(uniq[:4]) + (f" +{len(uniq) - 4}" if len(uniq) > 4 else "")
     text = text or ("clean" if v.verdict is Outcome.PASS else v.verdict)
-    ms = v.workload.get("exec_fault_ms", {}).get("max")
+    measured = v.workload or Measurements()
+    ms = v.exec_fault_max_ms
     if ms is not None:
         text += f"; max {ms:g} ms"
         if ref_ms:
             text += f" ({ms / ref_ms:.1f}x)"
-    hw = v.workload.get("hardware_equivalent") or {}
-    if hw.get("worst_fault_ms") is not None:
-        text += f" = {hw['worst_fault_ms']:g} ms hw-eq"
-        if hw.get("whole_cache_invalidations"):
-            text += (f" (+{hw['whole_cache_invalidations']} whole-cache inval. = "
-                     f"{hw['whole_cache_ms']:g} ms)")
-    slope = v.workload.get("blocks", {}).get("slope_ms")
+    hw = measured.hardware_equivalent
+    if hw and hw.worst_fault_ms is not None:
+        text += f" = {hw.worst_fault_ms:g} ms hw-eq"
+        if hw.whole_cache_invalidations:
+            text += (f" (+{hw.whole_cache_invalidations} whole-cache inval. = "
+                     f"{hw.whole_cache_ms:g} ms)")
+    slope = measured.blocks.slope_ms if measured.blocks else None
     if slope is not None:
         text += f"; {slope:g} ms/block"
         if ref_slope:
             text += f" ({slope / ref_slope:.1f}x)"
-    storm = v.workload.get("storm", {}).get("iteration_max_ms")
+    storm = measured.storm.iteration_max_ms if measured.storm else None
     if storm is not None:
         text += f"; storm {storm:g} ms/iter"
-    injected = (v.workload.get("fault_injection") or {}).get("failures")
+    injected = measured.fault_injection.failures if measured.fault_injection else None
     if injected is not None:
         text += f"; {injected} injected failure(s)"
-    stuck = v.workload.get("stuck_vcpus")
+    stuck = measured.stuck_vcpus
     if stuck:
         text += f"; {len(stuck)} vCPU(s) stuck"
-    tests = v.workload.get("selftests")
+    tests = measured.selftests
     if tests:
         counts = Counter(t.get("status") for t in tests)
         text += "; selftests " + " ".join(f"{k} {n}" for k, n in sorted(counts.items()))
     return text
 
 
-def _process_of(pid: int | None, measured: dict[str, Any]) -> str:
+def _process_of(pid: int | None, measured: Measurements) -> str:
     """The VMM process a splat's task id belongs to: a lockup report names the vCPU
     thread, and each VMM process reports its pid and its vCPU threads' ids."""
-    for vm in measured.get("per_vm") or []:
-        if pid is not None and (pid == vm.get("pid") or pid in (vm.get("vcpu_tids") or [])):
-            return f"VM {vm.get('vm')}"
+    for vm in measured.per_vm:
+        if pid is not None and (pid == vm.pid or pid in vm.vcpu_tids):
+            return f"VM {vm.vm}"
     return f"pid {pid}"
 
 
@@ -494,17 +492,18 @@ def compare(
     lacking = _lacking_detector(exp, v)
     if lacking:
         return Outcome.ERROR, observed, lacking
-    stuck = v.workload.get("stuck_vcpus") or []
+    measured = v.workload or Measurements()
+    stuck = measured.stuck_vcpus
     if exp.stuck is not None and bool(stuck) != exp.stuck:
         return Outcome.FAIL, observed, (
             f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
             if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")
     # A vCPU stuck in its fault returned no value: that is the livelock, not a stale
     # I-cache; a wrong value is incoherence whatever else happened.
-    if v.workload.get("coherent") is False and (not stuck or v.workload.get("stale")):
+    if measured.coherent is False and (not stuck or measured.stale):
         return Outcome.FAIL, observed, v.reason
     if exp.injected_failures is not None:
-        injected = (v.workload.get("fault_injection") or {}).get("failures")
+        injected = measured.fault_injection.failures if measured.fault_injection else None
         if injected is None:
             return Outcome.ERROR, observed, "fault injection reported no failure count"
         if injected != exp.injected_failures:
@@ -515,7 +514,7 @@ def compare(
     if missing:
         return Outcome.FAIL, observed, "expected but not seen: " + "; ".join(missing)
     for spec in exp.splats:
-        seen = {_process_of(x.get("pid"), v.workload) for x in v.splats if spec.matches(x)}
+        seen = {_process_of(x.get("pid"), measured) for x in v.splats if spec.matches(x)}
         if len(seen) < spec.processes_min:
             return Outcome.FAIL, observed, (
                 f"{spec.describe()}: seen in {len(seen)} process(es) "
@@ -525,7 +524,7 @@ def compare(
         if extra:
             return Outcome.FAIL, observed, f"unexpected {extra[0]['kind']}: {extra[0]['title']}"
     if exp.latency_ratio_min:
-        ms = v.workload.get("exec_fault_ms", {}).get("max")
+        ms = v.exec_fault_max_ms
         if ms is None:
             return Outcome.ERROR, observed, "no exec-fault latency measured"
         if not ref_ms:
@@ -537,7 +536,7 @@ def compare(
                 f"{ref_ms:g} ms, expected >= {exp.latency_ratio_min:g}x"
             )
     if exp.slope_ratio_min:
-        slope = v.workload.get("blocks", {}).get("slope_ms")
+        slope = measured.blocks.slope_ms if measured.blocks else None
         if slope is None:
             return Outcome.ERROR, observed, (
                 "no per-block cost measured (a many-blocks run needs >= 2)")

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+from .measurements import Measurements
 from .verdict import Outcome
 
 # The JSON's shape. 2: "schema_version", each cell's "test_id", "outcome" and
@@ -57,6 +58,11 @@ def _status(row: dict[str, Any]) -> str:
     return {True: Outcome.PASS, False: Outcome.FAIL, None: Outcome.ERROR}[row["match"]]
 
 
+def _measured(row: dict[str, Any]) -> Measurements:
+    """What the cell's last run measured (its "workload"); nothing, for a cell not run."""
+    return Measurements.from_dict(row.get("workload") or {})
+
+
 def _workload(row: dict[str, Any]) -> str:
     return row.get("workload_name") or "exec-fault"
 
@@ -87,9 +93,9 @@ def _is_dilated(row: dict[str, Any]) -> bool:
 def _measurements(row: dict[str, Any]) -> list[str]:
     """What the cell measured and declared, for diagnostic lines (never in a name)."""
     lines = [f"declared: {row['declared']['summary']}", f"observed: {row['observed']}"]
-    ms = (row.get("workload") or {}).get("exec_fault_ms") or {}
-    if ms.get("max") is not None:
-        lines.append(f"exec_fault_max_ms: {ms['max']}")
+    ms = _measured(row).exec_fault_ms.max
+    if ms is not None:
+        lines.append(f"exec_fault_max_ms: {ms}")
     if _is_dilated(row):
         lines.append("model: time dilation (-icount), not a hardware measurement")
     versions = row.get("versions") or {}

@@ -20,6 +20,7 @@ from typing import Any
 from . import analyzer
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP
 from .machine import MachineRun
+from .measurements import Measurements
 from .workload import ConsoleLines
 
 
@@ -173,7 +174,7 @@ class Verdict:
     verdict: Outcome
     reason: str
     splats: list[dict[str, Any]] = field(default_factory=list)
-    workload: dict[str, Any] = field(default_factory=dict)
+    workload: Measurements | None = None  # None: nothing was run (JSON {})
     preconditions: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
@@ -187,12 +188,17 @@ class Verdict:
     def exit_code(self) -> int:
         return self.verdict.exit_code
 
+    @property
+    def exec_fault_max_ms(self) -> float | None:
+        """The run's exec-fault latency (Latency.max); None when none was measured."""
+        return self.workload.exec_fault_ms.max if self.workload else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
             "reason": self.reason,
             "splats": self.splats,
-            "workload": self.workload,
+            "workload": self.workload.to_dict() if self.workload is not None else {},
             "preconditions": self.preconditions,
             "machine": self.machine,
             "artifacts": self.artifacts,
@@ -204,9 +210,11 @@ class Verdict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         """A verdict another process judged (host-run inside the nested host)."""
-        names = ("reason", "splats", "workload", "preconditions", "machine",
-                 "artifacts", "profile", "versions", "runner")
-        return cls(Outcome(data["verdict"]), **{k: data[k] for k in names if k in data})
+        names = ("reason", "splats", "preconditions", "machine", "artifacts", "profile",
+                 "versions", "runner")
+        measured = data.get("workload")
+        return cls(Outcome(data["verdict"]), **{k: data[k] for k in names if k in data},
+                   workload=Measurements.from_dict(measured) if measured else None)
 
 
 def judge(run: MachineRun, text: str, workload: ConsoleLines,
@@ -222,10 +230,11 @@ def judge(run: MachineRun, text: str, workload: ConsoleLines,
     are then the model's failure (MODEL_STARVED), an error."""
     splats = culprit_first(analyzer.analyze_console(text))
     stuck_for(splats, text, scale)
-    summary = workload.summary()
+    measured = workload.summary()
     pre = preconditions(workload)
-    v = Verdict(Outcome.ERROR, "", splats, summary, pre, run.to_dict(), runner=runner)
-    v.verdict, v.reason = _decide(run, text, workload, splats, pre, watchdog_thresh, runner)
+    v = Verdict(Outcome.ERROR, "", splats, measured, pre, run.to_dict(), runner=runner)
+    v.verdict, v.reason = _decide(run, text, workload, measured, splats, pre, watchdog_thresh,
+                                  runner)
     starved = starved_housekeeping(splats, text) if dilated else None
     coherent = (workload.result or {}).get("coherent")
     if starved and v.verdict is Outcome.FAIL and coherent is not False:
@@ -370,20 +379,20 @@ def _refused_option(text: str) -> str | None:
     return None
 
 
-def _incoherent(w: ConsoleLines, r: dict[str, Any]) -> str:
+def _incoherent(measured: Measurements, r: dict[str, Any]) -> str:
     """Name the first round in which a vCPU executed something other than what the VMM
     had just written, and whether it was the previous round's code (stale I-cache)."""
-    stale = w.summary()["stale"]
+    stale = measured.stale
     if not stale:
         return (f"incoherent: {r.get('values_ok')}/{r.get('vcpus')} vCPUs ran the code the "
                 "VMM wrote")
     first = stale[0]
-    what = ("the previous round's code" if first.get("got") == first.get("previous")
+    what = ("the previous round's code" if first.got == first.previous
             else "neither this round's nor the previous round's code")
-    vm = f"VM {first['vm']} " if first.get("vm") is not None else ""
-    rounds = sorted({s["round"] for s in stale})
-    return (f"incoherent: round {first['round']}: {vm}vCPU {first.get('vcpu')} executed {what} "
-            f"(got {first.get('got')}, expected {first.get('expected')}); stale executions: "
+    vm = f"VM {first.vm} " if first.vm is not None else ""
+    rounds = sorted({s.round for s in stale})
+    return (f"incoherent: round {first.round}: {vm}vCPU {first.vcpu} executed {what} "
+            f"(got {first.got}, expected {first.expected}); stale executions: "
             f"{len(stale)} in round(s) {', '.join(map(str, rounds))}")
 
 
@@ -391,8 +400,8 @@ def _not_armed(r: dict[str, Any], watchdog_thresh: int | None) -> bool:
     return bool(watchdog_thresh) and not r.get("watchdog_armed")
 
 
-def _decide(run: MachineRun, text: str, w: ConsoleLines, splats: list[dict[str, Any]],
-            pre: dict[str, Any], watchdog_thresh: int | None = None,
+def _decide(run: MachineRun, text: str, w: ConsoleLines, measured: Measurements,
+            splats: list[dict[str, Any]], pre: dict[str, Any], watchdog_thresh: int | None = None,
             runner: str = "qemu") -> tuple[Outcome, str]:
     on_host = runner == "host-run"
     if run.outcome == "qemu_failed" and not text.strip():
@@ -495,7 +504,7 @@ def _decide(run: MachineRun, text: str, w: ConsoleLines, splats: list[dict[str, 
             return Outcome.FAIL, f"{_splat_reason(splats)}; workload error: {r['errors'][0]}"
         return Outcome.ERROR, f"could not judge: workload error: {r['errors'][0]}"
     if r.get("coherent") is False:
-        return Outcome.FAIL, _incoherent(w, r)
+        return Outcome.FAIL, _incoherent(measured, r)
     if splats:
         return Outcome.FAIL, _splat_reason(splats)
     if _not_armed(r, watchdog_thresh):
@@ -505,8 +514,8 @@ def _decide(run: MachineRun, text: str, w: ConsoleLines, splats: list[dict[str, 
                                "on the block")
     if run.outcome not in ("exited",):
         return Outcome.ERROR, f"could not judge: {run.reason}"
-    ms = w.summary()["exec_fault_ms"]
+    ms = measured.exec_fault_ms
     return Outcome.PASS, (
-        f"{r.get('vcpus')} vCPUs, exec fault max {ms['max']} ms, median {ms['median']} ms, "
+        f"{r.get('vcpus')} vCPUs, exec fault max {ms.max} ms, median {ms.median} ms, "
         f"coherent{lockdep_note}"
     )
