@@ -86,8 +86,8 @@ def test_nested_mode_on_max_is_an_ordinary_run_and_not_judged_as_nested():
     # The workload ran clean, but not with what was asked: never a pass for "nested".
     assert v.verdict == "skip", v.reason
     assert v.reason.startswith("not applicable: kvm-arm.mode=nested was not granted")
-    assert v.preconditions["dic"] == 0
-    assert v.preconditions["exec_faults_taken"] is True
+    assert v.preconditions.dic == 0
+    assert v.preconditions.exec_faults_taken is True
     assert v.workload.coherent is True
 
 

@@ -42,7 +42,7 @@ def test_real_upstream_log_passes():
     assert v.verdict == "pass", v.reason
     assert v.workload.vcpus == 8 and v.workload.coherent is True
     assert v.workload.exec_fault_ms.max == pytest.approx(27.222)
-    assert v.preconditions["exec_faults_taken"] is True
+    assert v.preconditions.exec_faults_taken is True
 
 
 def test_dic_set_is_not_applicable_never_pass():
@@ -67,7 +67,7 @@ def test_vcpu_that_never_reported_is_not_judged_incoherent():
                        errors=["timeout after 60 s in round 1 of 5: vcpus 0,1 did not finish"])
     v = verdict_of(text)
     assert v.verdict == "error" and "timeout after 60 s" in v.reason
-    assert v.preconditions["exec_faults_taken"] is None
+    assert v.preconditions.exec_faults_taken is None
 
 
 def test_failed_hugepage_reservation_is_infrastructure():
@@ -180,10 +180,10 @@ def test_an_expected_lockup_without_a_detector_never_matches():
     lockup = variants.Expectation(splats=(variants.SplatSpec("soft_lockup"),), clean=False)
     text = edit_marker_line(REAL, "S2FAULT-POST", soft_watchdog=None)
     v = verdict_of(text)
-    assert v.preconditions["softlockup_detector"] is False
+    assert v.preconditions.softlockup_detector is False
     m, _, why = matrix.compare(lockup, v, None)
     assert m is Outcome.ERROR and "CONFIG_SOFTLOCKUP_DETECTOR" in why
-    assert verdict_of(REAL).preconditions["softlockup_detector"] is True
+    assert verdict_of(REAL).preconditions.softlockup_detector is True
     assert matrix.compare(lockup, verdict_of(REAL), None)[0] is Outcome.FAIL  # expected, not seen
 
 

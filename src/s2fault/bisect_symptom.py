@@ -100,7 +100,8 @@ def _workload_finished(v: Verdict, kind: str) -> bool:
     if v.workload is None or v.workload.vcpus is None:  # no result line: it never finished
         return False
     # With lockdep already off before the workload, no lockdep splat could be printed.
-    return not (kind == "lockdep" and v.preconditions.get("debug_locks_before") == 0)
+    off = v.preconditions is not None and v.preconditions.debug_locks_before == 0
+    return not (kind == "lockdep" and off)
 
 
 def decide(judgements: list[tuple[str, str]], repeat: int) -> tuple[str, str]:

@@ -22,7 +22,7 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from . import workload as workload_lines
 from .errors import InfraError, InputError, NotApplicable
 from .machine import MachineRun
 from .verdict import HOST_DIC as DIC_REASON
-from .verdict import NO_LOCKDEP, Outcome, Verdict, judge
+from .verdict import NO_LOCKDEP, HostPreconditions, Outcome, Verdict, judge
 
 RUNNER = "host-run"
 VMM = "s2fault-vmm"
@@ -335,8 +335,9 @@ def run(prof: profiles.Profile, outdir: Path) -> Verdict:
         saved = list(changes.saved)
         v = _run_vmm(vmm, prof, facts, pages, outdir)
     # What the host holds now, beside what it held: the evidence that it was put back.
-    v.preconditions["restored"] = {
-        str(path): {"before": value, "after": _read_text(path)} for path, value in saved}
+    if v.host_preconditions is not None:
+        v.host_preconditions = replace(v.host_preconditions, restored={
+            str(path): {"before": value, "after": _read_text(path)} for path, value in saved})
     if changes.problems:
         v.reason += "; " + "; ".join(changes.problems)
         v.verdict = Outcome.ERROR if v.verdict is Outcome.PASS else v.verdict
@@ -429,8 +430,7 @@ def _finish(v: Verdict, facts: HostFacts, prof: profiles.Profile, outdir: Path,
     from . import __version__
 
     v.runner = RUNNER
-    v.preconditions = v.preconditions | {"host": facts.to_dict(), "lockdep": facts.lockdep,
-                                         "dic": facts.dic}
+    v.host_preconditions = HostPreconditions(facts.to_dict(), facts.lockdep, facts.dic)
     v.profile = prof.to_dict() | {"page_size": facts.page_size, "runner": RUNNER}
     v.versions = {"s2fault": __version__, "qemu": None, "cpu": cpu_id(facts.machine),
                   "kernel": facts.kernel}

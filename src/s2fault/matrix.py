@@ -22,7 +22,7 @@ from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
 from .measurements import Measurements
 from .options import DEFAULT_RETRIES
-from .verdict import NO_LOCKDEP, OUTCOMES, Outcome, Verdict, retryable
+from .verdict import NO_LOCKDEP, OUTCOMES, Outcome, Preconditions, Verdict, retryable
 
 # The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
 # JUnit, TAP, KTAP and Avocado each say in their own terms.
@@ -77,7 +77,12 @@ class Cell:
         return dict(counts)
 
     def to_dict(self) -> dict[str, Any]:
-        v = self.verdict
+        # The last run's verdict, as its result.json says it; a cell never run has none
+        # (who ran it: None, not known).
+        run = self.verdict.to_dict() if self.verdict else {
+            "verdict": Outcome.ERROR, "reason": self.why, "splats": [], "workload": {},
+            "preconditions": {}, "artifacts": {}, "profile": {}, "versions": {},
+            "runner": None}
         return {
             "test_id": self.test_id,
             "outcome": self.outcome,
@@ -94,19 +99,19 @@ class Cell:
             "retried": self.retried,
             "run_seconds": round(sum(v.machine.get("seconds") or 0 for v in self.verdicts), 2),
             "splat_counts": self.splat_counts(),
-            "verdict": v.verdict if v else "error",
-            "reason": v.reason if v else self.why,
-            "splats": v.splats if v else [],
-            "workload": v.workload.to_dict() if v and v.workload else {},
-            "preconditions": v.preconditions if v else {},
-            "artifacts": v.artifacts if v else {},
-            "profile": v.profile if v else {},
+            "verdict": run["verdict"],
+            "reason": run["reason"],
+            "splats": run["splats"],
+            "workload": run["workload"],
+            "preconditions": run["preconditions"],
+            "artifacts": run["artifacts"],
+            "profile": run["profile"],
             "build": self.build,
             # who ran the workload: qemu (init ran the VMM) or host-run
-            "runner": v.runner if v else None,
+            "runner": run["runner"],
             # Every cell names them, also one that never booted (None: not known).
             "versions": {"s2fault": __version__, "qemu": None, "cpu": None, "kernel": None}
-            | (v.versions if v else {}),
+            | run["versions"],
         }
 
 
@@ -555,16 +560,16 @@ def compare(
 def _lacking_detector(exp: variants.Expectation, v: Verdict) -> str:
     """An expected splat the kernel has no detector for can never be seen, so the cell
     cannot pass or fail: it is an error naming the option."""
-    pre = v.preconditions or {}
+    pre = v.preconditions or Preconditions()
     kinds = {s.kind for s in exp.splats}
-    if "soft_lockup" in kinds and pre.get("softlockup_detector") is False:
+    if "soft_lockup" in kinds and pre.softlockup_detector is False:
         return ("could not judge: soft_lockup is expected but the kernel has no soft-lockup "
                 "detector (needs CONFIG_SOFTLOCKUP_DETECTOR=y)")
-    if "lockdep" in kinds and v.runner == "host-run" and not pre.get("debug_locks_before"):
+    if "lockdep" in kinds and v.runner == "host-run" and not pre.debug_locks_before:
         # A host's production kernel: lockdep expectations are never passed.
         return (f"{NO_LOCKDEP}: a lockdep report is expected but the host kernel has "
                 "no lockdep (or it was off before the workload)")
-    if "lockdep" in kinds and pre.get("debug_locks_before") is None:
+    if "lockdep" in kinds and pre.debug_locks_before is None:
         return ("could not judge: a lockdep report is expected but lockdep is not built in "
                 "(needs CONFIG_PROVE_LOCKING=y)")
     return ""

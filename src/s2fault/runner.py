@@ -78,9 +78,7 @@ def run_kernel(
         "page_size": kernel.page_size,
         "model_note": _model_note(prof),
     }
-    v.versions = versions(profiles.cpu_model(prof), v.preconditions.get("kernel_release")
-                          or (v.preconditions.get("host") or {}).get("kernel")
-                          or _release_in(text))
+    v.versions = versions(profiles.cpu_model(prof), v.kernel_release or _release_in(text))
     v.artifacts = ({"host_run": v.artifacts} if prof.runner == profiles.HOST_RUN else {}) | {
         "dir": str(outdir),
         "console_log": str(result.console_log),

@@ -169,13 +169,82 @@ def retryable(v: Verdict) -> bool:
     return dilated and v.reason.startswith(NEVER_REACHED_INIT) and not v.splats
 
 
+@dataclass(frozen=True)
+class Preconditions:
+    """What a run needs of the kernel and the machine, as its console showed it
+    (preconditions()): None where the console did not say."""
+
+    booted: bool = False  # init ran
+    kvm: bool | None = None  # /dev/kvm
+    hugepages_total: int | None = None  # the boot-time reservation
+    hugepage_kb: int | None = None
+    debug_locks_before: int | None = None  # lockdep before the workload; None: no lockdep
+    debug_locks_after: int | None = None
+    dic: int | None = None  # CTR_EL0.DIC: 1, the invalidation under test never runs
+    exec_faults_taken: bool | None = None
+    watchdog_armed: bool | None = None
+    # /proc/sys/kernel/soft_watchdog exists only with CONFIG_SOFTLOCKUP_DETECTOR.
+    softlockup_detector: bool | None = None
+    kernel_release: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "booted": self.booted,
+            "kvm": self.kvm,
+            "hugepages_total": self.hugepages_total,
+            "hugepage_kb": self.hugepage_kb,
+            "debug_locks_before": self.debug_locks_before,
+            "debug_locks_after": self.debug_locks_after,
+            "dic": self.dic,
+            "exec_faults_taken": self.exec_faults_taken,
+            "watchdog_armed": self.watchdog_armed,
+            "softlockup_detector": self.softlockup_detector,
+            "kernel_release": self.kernel_release,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preconditions:
+        return cls(bool(d.get("booted")), d.get("kvm"), d.get("hugepages_total"),
+                   d.get("hugepage_kb"), d.get("debug_locks_before"), d.get("debug_locks_after"),
+                   d.get("dic"), d.get("exec_faults_taken"), d.get("watchdog_armed"),
+                   d.get("softlockup_detector"), d.get("kernel_release"))
+
+
+@dataclass(frozen=True)
+class HostPreconditions:
+    """What host-run adds to a verdict's preconditions: the host as it read it before
+    the run (hostrun.HostFacts.to_dict()), its lockdep and DIC, and the settings the
+    run changed, read back afterwards (`restored`: path -> before, after)."""
+
+    host: dict[str, Any]
+    lockdep: str
+    dic: bool
+    restored: dict[str, Any] | None = None
+
+    @property
+    def kernel(self) -> str | None:
+        release: str | None = self.host.get("kernel")
+        return release
+
+    def to_dict(self) -> dict[str, Any]:
+        restored = {"restored": self.restored} if self.restored is not None else {}
+        return {"host": self.host, "lockdep": self.lockdep, "dic": self.dic} | restored
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HostPreconditions:
+        return cls(d.get("host") or {}, d.get("lockdep") or "", bool(d.get("dic")),
+                   d.get("restored"))
+
+
 @dataclass
 class Verdict:
     verdict: Outcome
     reason: str
     splats: list[dict[str, Any]] = field(default_factory=list)
     workload: Measurements | None = None  # None: nothing was run (JSON {})
-    preconditions: dict[str, Any] = field(default_factory=dict)
+    # None: nothing was judged (host-run found a reason not to run first). check.json
+    # writes host-run's additions (host_preconditions) in "preconditions" too.
+    preconditions: Preconditions | None = None
     machine: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
@@ -183,10 +252,19 @@ class Verdict:
     # Who ran the workload: "qemu" (nested, the kernel booted under QEMU) or "host-run"
     # (the running kernel of an arm64 host, or `s2fault run --via host-run`).
     runner: str = "qemu"
+    host_preconditions: HostPreconditions | None = None
 
     @property
     def exit_code(self) -> int:
         return self.verdict.exit_code
+
+    @property
+    def kernel_release(self) -> str | None:
+        """The kernel that ran, as the run reported it: the booted kernel's release, or
+        host-run's host's."""
+        if self.preconditions and self.preconditions.kernel_release:
+            return self.preconditions.kernel_release
+        return self.host_preconditions.kernel if self.host_preconditions else None
 
     @property
     def exec_fault_max_ms(self) -> float | None:
@@ -199,7 +277,9 @@ class Verdict:
             "reason": self.reason,
             "splats": self.splats,
             "workload": self.workload.to_dict() if self.workload is not None else {},
-            "preconditions": self.preconditions,
+            # host-run's DIC replaces the console's, in its place
+            "preconditions": (self.preconditions.to_dict() if self.preconditions else {})
+            | (self.host_preconditions.to_dict() if self.host_preconditions else {}),
             "machine": self.machine,
             "artifacts": self.artifacts,
             "profile": self.profile,
@@ -210,11 +290,13 @@ class Verdict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         """A verdict another process judged (host-run inside the nested host)."""
-        names = ("reason", "splats", "preconditions", "machine", "artifacts", "profile",
-                 "versions", "runner")
+        names = ("reason", "splats", "machine", "artifacts", "profile", "versions", "runner")
         measured = data.get("workload")
+        pre = data.get("preconditions") or {}
         return cls(Outcome(data["verdict"]), **{k: data[k] for k in names if k in data},
-                   workload=Measurements.from_dict(measured) if measured else None)
+                   workload=Measurements.from_dict(measured) if measured else None,
+                   preconditions=Preconditions.from_dict(pre) if "booted" in pre else None,
+                   host_preconditions=HostPreconditions.from_dict(pre) if "host" in pre else None)
 
 
 def judge(run: MachineRun, text: str, workload: ConsoleLines,
@@ -259,22 +341,21 @@ def stuck_for(splats: list[dict[str, Any]], text: str, scale: float | None) -> N
             s["stuck_hw_s"] = round(int(m.group(1)) * scale, 1)
 
 
-def preconditions(w: ConsoleLines) -> dict[str, Any]:
+def preconditions(w: ConsoleLines) -> Preconditions:
     init, r, post = w.init or {}, w.result or {}, w.post or {}
-    return {
-        "booted": w.init is not None,
-        "kvm": init.get("kvm"),
-        "hugepages_total": init.get("hugepages_total"),
-        "hugepage_kb": init.get("hugepage_kb"),
-        "debug_locks_before": init.get("debug_locks"),
-        "debug_locks_after": post.get("debug_locks"),
-        "dic": r.get("dic"),
-        "exec_faults_taken": _exec_faults_taken(r),
-        "watchdog_armed": r.get("watchdog_armed"),
-        # /proc/sys/kernel/soft_watchdog exists only with CONFIG_SOFTLOCKUP_DETECTOR.
-        "softlockup_detector": (post.get("soft_watchdog") is not None) if w.post else None,
-        "kernel_release": init.get("kernel"),
-    }
+    return Preconditions(
+        booted=w.init is not None,
+        kvm=init.get("kvm"),
+        hugepages_total=init.get("hugepages_total"),
+        hugepage_kb=init.get("hugepage_kb"),
+        debug_locks_before=init.get("debug_locks"),
+        debug_locks_after=post.get("debug_locks"),
+        dic=r.get("dic"),
+        exec_faults_taken=_exec_faults_taken(r),
+        watchdog_armed=r.get("watchdog_armed"),
+        softlockup_detector=(post.get("soft_watchdog") is not None) if w.post else None,
+        kernel_release=init.get("kernel"),
+    )
 
 
 def _exec_faults_taken(r: dict[str, Any]) -> bool | None:
@@ -401,7 +482,7 @@ def _not_armed(r: dict[str, Any], watchdog_thresh: int | None) -> bool:
 
 
 def _decide(run: MachineRun, text: str, w: ConsoleLines, measured: Measurements,
-            splats: list[dict[str, Any]], pre: dict[str, Any], watchdog_thresh: int | None = None,
+            splats: list[dict[str, Any]], pre: Preconditions, watchdog_thresh: int | None = None,
             runner: str = "qemu") -> tuple[Outcome, str]:
     on_host = runner == "host-run"
     if run.outcome == "qemu_failed" and not text.strip():
@@ -509,7 +590,7 @@ def _decide(run: MachineRun, text: str, w: ConsoleLines, measured: Measurements,
         return Outcome.FAIL, _splat_reason(splats)
     if _not_armed(r, watchdog_thresh):
         return Outcome.ERROR, UNARMED
-    if pre["exec_faults_taken"] is False:
+    if pre.exec_faults_taken is False:
         return Outcome.ERROR, ("could not judge: no execute-permission fault was observed "
                                "on the block")
     if run.outcome not in ("exited",):
