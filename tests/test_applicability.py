@@ -12,7 +12,7 @@ import pytest
 from conftest import project_home
 from s2fault import kernel_series, matrix, variants
 from s2fault.errors import BuildError
-from s2fault.verdict import Outcome, Verdict
+from s2fault.verdict import Outcome, ReportedSplat, Verdict
 
 ORIGINAL = [f"static int line_{i};\n" for i in range(1, 21)]
 
@@ -110,7 +110,8 @@ def test_the_matrix_does_not_build_a_series_that_does_not_apply(tree_and_home, t
 def test_expectations_not_filled_in_are_never_judged():
     unfilled = variants.Expectation(unfilled=True)
     clean = Verdict(Outcome.PASS, "clean")
-    splat = Verdict(Outcome.FAIL, "lockdep", splats=[{"kind": "lockdep", "title": "BUG"}])
+    splat = Verdict(Outcome.FAIL, "lockdep",
+                    splats=[ReportedSplat.from_dict({"kind": "lockdep", "title": "BUG"})])
     cells = [matrix.Cell("imported", "functional", unfilled, verdicts=[clean]),
              matrix.Cell("imported", "dilated", unfilled, verdicts=[splat])]
     matrix.judge_cells(cells)

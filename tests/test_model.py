@@ -8,7 +8,7 @@ import pytest
 from s2fault import calibrate, profile, report_plots, variants
 from s2fault.errors import InputError
 from s2fault.measurements import Measurements
-from s2fault.verdict import _splat_reason, stuck_for
+from s2fault.verdict import ReportedSplat, _splat_reason, stuck_for
 
 
 def test_every_mode_is_a_file_and_the_matrix_knows_it():
@@ -121,10 +121,12 @@ def test_whole_cache_invalidations_are_entries_minus_line_by_line():
 
 def test_stuck_for_in_model_and_hardware_seconds():
     text = "x\n[   70.1] watchdog: BUG: soft lockup - CPU#3 stuck for 23s! [s2fault-vmm:60]\n"
-    splats = [{"kind": "soft_lockup", "title": "soft lockup in icache_inval_pou",
-               "function": "icache_inval_pou", "frames": [], "lines": [2, 2]}]
-    stuck_for(splats, text, 0.94)
-    assert splats[0]["stuck_s"] == 23 and splats[0]["stuck_hw_s"] == 21.6
+    splats = [ReportedSplat.from_dict({"kind": "soft_lockup",
+                                       "title": "soft lockup in icache_inval_pou",
+                                       "function": "icache_inval_pou", "frames": [],
+                                       "lines": [2, 2]})]
+    splats = stuck_for(splats, text, 0.94)
+    assert splats[0].stuck_s == 23 and splats[0].stuck_hw_s == 21.6
     assert "stuck for 23 s model, 21.6 s hardware-equivalent" in _splat_reason(splats)
 
 
@@ -134,7 +136,7 @@ def test_the_culprit_leads_the_reason():
                 "frames": ["sched_balance_update_blocked_averages"]}
     culprit = {"kind": "soft_lockup", "title": "soft lockup in icache_inval_pou",
                "function": "icache_inval_pou", "frames": ["icache_inval_pou"]}
-    reason = _splat_reason([knock_on, culprit])
+    reason = _splat_reason([ReportedSplat.from_dict(knock_on), ReportedSplat.from_dict(culprit)])
     assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou"), reason
     assert reason.endswith("(+1 more)")
 
@@ -162,8 +164,8 @@ def test_a_sweep_console_splits_into_points():
         result(2, 1240000),
         'S2FAULT-POST {"icache": {"guest_page": 7, "by_line": 7}}',
     ]
-    splats = [{"kind": "soft_lockup", "function": "icache_inval_pou", "lines": [4, 4],
-               "stuck_s": 23}]
+    splats = [ReportedSplat.from_dict({"kind": "soft_lockup", "function": "icache_inval_pou",
+                                       "lines": [4, 4], "stuck_s": 23})]
     one, two = calibrate.split_runs("fix-reverted", [1, 2], "\n".join(lines), splats)
     assert (one.vcpus, one.worst_ms, one.splats, one.icache) == \
         (1, 615.0, [], {"guest_page": 3, "by_line": 3})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import edit_marker_line
 from s2fault import matrix, variants, workload, workloads
 from s2fault import verdict as verdict_mod
 from s2fault.machine import MachineRun
-from s2fault.verdict import Outcome, judge
+from s2fault.verdict import Outcome, ReportedSplat, judge
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -108,8 +109,8 @@ def test_splat_makes_run_fail():
     )
     text = REAL.replace("S2FAULT-POST", splat + "S2FAULT-POST")
     v = verdict_of(text)
-    assert v.verdict == "fail" and v.splats[0]["kind"] == "soft_lockup"
-    assert v.splats[0]["function"] == "icache_inval_pou"
+    assert v.verdict == "fail" and v.splats[0].kind == "soft_lockup"
+    assert v.splats[0].function == "icache_inval_pou"
 
 
 def _cell(name, exp, v):
@@ -273,9 +274,10 @@ def test_declared_livelock_and_failure_count_are_compared():
 def test_splat_where_pattern_names_where_the_report_comes_from():
     spec = _exp(splats=[{"kind": "atomic_sleep", "where": r"include/linux/sched/mm\.h"}]
                 ).splats[0]
-    alloc = {"kind": "atomic_sleep", "title": "sleeping function called from invalid "
-             "context in add_fault_range", "where": "include/linux/sched/mm.h:321"}
-    mutex = dict(alloc, where="../src/kernel/locking/mutex.c:586")
+    alloc = ReportedSplat.from_dict({
+        "kind": "atomic_sleep", "title": "sleeping function called from invalid context in "
+        "add_fault_range", "where": "include/linux/sched/mm.h:321"})
+    mutex = replace(alloc, where="../src/kernel/locking/mutex.c:586")
     assert spec.matches(alloc) and not spec.matches(mutex)
     assert spec.describe().endswith(r"at /include/linux/sched/mm\.h/")
 
@@ -336,9 +338,9 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
     from s2fault.verdict import _splat_reason, culprit_first
 
     splats = culprit_first(analyzer.analyze_console(golden.read_text()))
-    assert splats[0]["task"] == "migration/0" and splats[0]["role"] == "consequence"
-    assert splats[0]["why"] == "stopper thread" and splats[0]["consequence_of"] == 1
-    assert splats[1]["role"] == "culprit" and splats[1]["function"] == "icache_inval_pou"
+    assert splats[0].task == "migration/0" and splats[0].role == "consequence"
+    assert splats[0].why == "stopper thread" and splats[0].consequence_of == 1
+    assert splats[1].role == "culprit" and splats[1].function == "icache_inval_pou"
     reason = _splat_reason(splats)
     assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou; 3 consequence(s): "
                              "stopper thread, repeat, RCU stall on the culprit's CPU#1"), reason
@@ -347,11 +349,14 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
 def test_many_cpus_behind_one_culprit_are_counted_not_listed():
     from s2fault.verdict import _splat_reason
 
-    lead = {"kind": "soft_lockup", "title": "soft lockup in icache_inval_pou", "role": "culprit",
-            "incident": 0, "function": "icache_inval_pou"}
-    others = [dict(lead, role="consequence", why=f"lockup on another CPU (CPU#{n})")
+    lead = ReportedSplat.from_dict({"kind": "soft_lockup",
+                                    "title": "soft lockup in icache_inval_pou",
+                                    "role": "culprit", "incident": 0,
+                                    "function": "icache_inval_pou"})
+    others = [replace(lead, role="consequence", why=f"lockup on another CPU (CPU#{n})")
               for n in range(2, 64)]
-    rcu = dict(lead, kind="rcu_stall", role="consequence", why="RCU stall on the culprit's CPU#1")
+    rcu = replace(lead, kind="rcu_stall", role="consequence",
+                  why="RCU stall on the culprit's CPU#1")
     reason = _splat_reason([lead, *others, rcu])
     assert reason == ("soft_lockup: soft lockup in icache_inval_pou; 63 consequence(s): "
                       "lockup on another CPU x62, RCU stall on the culprit's CPU#1"), reason
@@ -391,8 +396,8 @@ def test_the_known_bad_model_run_still_fails_on_its_culprit():
 
 
 def _lockup(frames, kind="soft_lockup", **kw):
-    return {"kind": kind, "frames": frames, "function": frames[0] if frames else None,
-            "cpu": 4, **kw}
+    return ReportedSplat.from_dict({"kind": kind, "frames": frames,
+                                    "function": frames[0] if frames else None, "cpu": 4, **kw})
 
 
 SOFTIRQ_OVER_KVM = ["handle_softirqs", "__do_softirq", "call_on_irq_stack", "el1_interrupt",
@@ -417,10 +422,12 @@ def test_housekeeping_is_softirq_work_above_any_interrupt_entry(frames, housekee
 
 def test_any_other_report_keeps_the_run_the_kernels():
     softirq = _lockup(["handle_softirqs", "__do_softirq"])
-    stall = {"kind": "rcu_stall", "frames": [], "function": None, "cpu": None}
+    stall = ReportedSplat.from_dict({"kind": "rcu_stall", "frames": [], "function": None,
+                                     "cpu": None})
     assert verdict_mod.starved_housekeeping([softirq, stall])
     assert verdict_mod.starved_housekeeping([stall]) is None
-    lockdep = {"kind": "lockdep", "frames": ["add_fault_range"], "function": "add_fault_range"}
+    lockdep = ReportedSplat.from_dict({"kind": "lockdep", "frames": ["add_fault_range"],
+                                       "function": "add_fault_range"})
     assert verdict_mod.starved_housekeeping([softirq, lockdep]) is None
     culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
     assert verdict_mod.starved_housekeeping([softirq, culprit]) is None
@@ -495,7 +502,7 @@ def test_a_dilated_boot_that_stalled_before_init_is_run_again_a_functional_one_n
     assert not verdict_mod.retryable(v)  # functional: not a model's stall
     v.profile = {"icount_shift": 7}
     assert verdict_mod.retryable(v)
-    v.splats = [{"kind": "soft_lockup", "frames": ["x"]}]
+    v.splats = [ReportedSplat.from_dict({"kind": "soft_lockup", "frames": ["x"]})]
     assert not verdict_mod.retryable(v)  # a report before init is the kernel's
 
 

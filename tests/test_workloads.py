@@ -5,6 +5,7 @@ tests/test_workload_matrix.py runs them for real."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from test_verdict import verdict_of
 
 from s2fault import matrix, profile, variants, workload, workloads
 from s2fault.errors import InputError
-from s2fault.verdict import Outcome
+from s2fault.verdict import Outcome, ReportedSplat
 
 # A real 5-round capture (the fix-reverted kernel, functional, no splat).
 REAL = (Path(__file__).parent / "golden" / "real-arm64-fix-reverted-functional.log").read_text()
@@ -126,12 +127,13 @@ def test_splat_in_too_few_processes_is_a_mismatch():
     r0 = base_result() | {"vm": 0, "vms": 2, "pid": 39, "vcpu_tids": [43, 44]}
     r1 = base_result() | {"vm": 1, "vms": 2, "pid": 40, "vcpu_tids": [45, 46]}
     v = verdict_of(console_with(r0, r1))
-    lockup = {"kind": "soft_lockup", "title": "soft lockup", "function": "icache_inval_pou"}
+    lockup = ReportedSplat.from_dict({"kind": "soft_lockup", "title": "soft lockup",
+                                      "function": "icache_inval_pou"})
     # Two vCPU threads of one VMM process are one process.
-    v.splats = [dict(lockup, pid=43), dict(lockup, pid=44)]
+    v.splats = [replace(lockup, pid=43), replace(lockup, pid=44)]
     m, _, why = matrix.compare(exp, v, None)
     assert m is Outcome.FAIL and "seen in 1 process(es) (VM 0)" in why
-    v.splats.append(dict(lockup, pid=46))
+    v.splats.append(replace(lockup, pid=46))
     assert matrix.compare(exp, v, None)[0] is Outcome.PASS
 
 

@@ -72,7 +72,7 @@ class Symptom:
             seen = [s for s in v.splats if self.splat.matches(s)]
             if seen:
                 more = f" (x{len(seen)})" if len(seen) > 1 else ""
-                return BAD, f"{seen[0].get('title') or seen[0]['kind']}{more}"
+                return BAD, f"{seen[0].title or seen[0].kind}{more}"
         if v.verdict in (Outcome.ERROR, Outcome.SKIP):  # this machine's, not the commit's
             return ERROR, v.reason
         if self.latency_ratio:

@@ -22,7 +22,7 @@ from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
 if TYPE_CHECKING:
     from .source import Source
-    from .verdict import Verdict
+    from .verdict import ReportedSplat, Verdict
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -217,10 +217,10 @@ def _print_verdict(v: Verdict, prefix: str = "") -> None:
     from .verdict import incidents
 
     for lead, consequences in incidents(v.splats):  # culprit first, its knock-on under it
-        print(f"  {lead['kind']}: {lead['title']}")
+        print(f"  {lead.kind}: {lead.title}")
         _print_frames(lead)
         for c in consequences:
-            print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
+            print(f"    consequence ({c.why}): {c.kind}: {c.title}")
     if v.artifacts.get("frames_not_decoded"):
         print(f"  frames not decoded: {v.artifacts['frames_not_decoded']}")
     if v.workload and v.workload.exec_fault_ms.per_vcpu:
@@ -264,10 +264,10 @@ def cmd_host_run(args: argparse.Namespace) -> int:
     return matrix.exit_code([cell])
 
 
-def _print_frames(splat: dict[str, Any]) -> None:
+def _print_frames(splat: ReportedSplat) -> None:
     """A splat's frames decoded to file:line (run --build-dir with a vmlinux)."""
-    for f in splat.get("decoded", []):
-        print(f"    {f['frame']}" + (f" ({f['where']})" if f["where"] else ""))
+    for f in splat.decoded or ():
+        print(f"    {f.frame}" + (f" ({f.where})" if f.where else ""))
 
 
 def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
@@ -276,7 +276,7 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
     n = len(verdicts)
     seen: Counter[str] = Counter()
     for v in verdicts:
-        seen.update({f"{s['kind']} in {s.get('function')}" for s in v.splats})
+        seen.update({f"{s.kind} in {s.function}" for s in v.splats})
     outcomes = Counter(v.verdict for v in verdicts)
     print(f"{n} runs: " + ", ".join(f"{k} {c}/{n}" for k, c in sorted(outcomes.items())))
     for key, count in sorted(seen.items()):

@@ -22,7 +22,15 @@ from . import profile as profiles
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
 from .measurements import Measurements
 from .options import DEFAULT_RETRIES
-from .verdict import NO_LOCKDEP, OUTCOMES, Outcome, Preconditions, Verdict, retryable
+from .verdict import (
+    NO_LOCKDEP,
+    OUTCOMES,
+    Outcome,
+    Preconditions,
+    ReportedSplat,
+    Verdict,
+    retryable,
+)
 
 # The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
 # JUnit, TAP, KTAP and Avocado each say in their own terms.
@@ -128,9 +136,9 @@ def stable_id(variant: str, workload: str, mode: str, vcpus: int | None = None,
     return name
 
 
-def _splat_key(s: dict[str, Any]) -> str:
-    key: str = s["kind"] + (f":{s['subtype']}" if s.get("subtype") else "")
-    return key + (f" in {s['function']}" if s.get("function") else "")
+def _splat_key(s: ReportedSplat) -> str:
+    key = s.kind + (f":{s.subtype}" if s.subtype else "")
+    return key + (f" in {s.function}" if s.function else "")
 
 
 @dataclass(frozen=True)
@@ -519,7 +527,7 @@ def compare(
     if missing:
         return Outcome.FAIL, observed, "expected but not seen: " + "; ".join(missing)
     for spec in exp.splats:
-        seen = {_process_of(x.get("pid"), measured) for x in v.splats if spec.matches(x)}
+        seen = {_process_of(x.pid, measured) for x in v.splats if spec.matches(x)}
         if len(seen) < spec.processes_min:
             return Outcome.FAIL, observed, (
                 f"{spec.describe()}: seen in {len(seen)} process(es) "
@@ -527,7 +535,7 @@ def compare(
     if exp.clean:
         extra = [x for x in v.splats if not any(s.matches(x) for s in exp.splats)]
         if extra:
-            return Outcome.FAIL, observed, f"unexpected {extra[0]['kind']}: {extra[0]['title']}"
+            return Outcome.FAIL, observed, f"unexpected {extra[0].kind}: {extra[0].title}"
     if exp.latency_ratio_min:
         ms = v.exec_fault_max_ms
         if ms is None:

@@ -70,7 +70,12 @@ def run_kernel(
     if prof.name in profiles.MODELS and v.workload is not None:
         v.workload = dataclasses.replace(v.workload, hardware_equivalent=hardware_equivalent(
             v.workload, profiles.MODELS[prof.name]))
-    decode_note = stacktrace.decode(vmlinux, text, v.splats) if vmlinux and v.splats else None
+    decode_note = None
+    if vmlinux and v.splats:
+        decoded, decode_note = stacktrace.decode(vmlinux, text, v.splats)
+        if decoded:
+            v.splats = [dataclasses.replace(s, decoded=frames)
+                        for s, frames in zip(v.splats, decoded, strict=True)]
     v.profile = prof.to_dict() | {
         "cpu": profiles.cpu_model(prof),
         "smp": profiles.smp_for(prof),

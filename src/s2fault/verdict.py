@@ -14,13 +14,15 @@ from __future__ import annotations
 import enum
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from . import analyzer
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP
 from .machine import MachineRun
 from .measurements import Measurements
+from .stacktrace import DecodedFrame
 from .workload import ConsoleLines
 
 
@@ -84,16 +86,16 @@ _PATH_UNDER_TEST = re.compile(
     r"add_fault_range|handle_exit)")
 
 
-def housekeeping_lockup(splat: dict[str, Any]) -> bool:
+def housekeeping_lockup(splat: analyzer.Splat) -> bool:
     """A lockup or stall whose stuck context (its frames above any interrupt entry) is
     softirq work, with no frame of the path under test in it, and not a spin on a lock
     another CPU holds."""
-    if splat.get("kind") not in ("soft_lockup", "rcu_stall"):
+    if splat.kind not in ("soft_lockup", "rcu_stall"):
         return False
-    if (splat.get("knock_on") or "").startswith("waiting in"):
+    if (splat.knock_on or "").startswith("waiting in"):
         return False  # spinning on a lock another CPU holds: judged with that CPU's report
     top = []
-    for frame in splat.get("frames") or []:
+    for frame in splat.frames:
         if frame in _IRQ_ENTRY:
             break
         top.append(frame)
@@ -101,53 +103,52 @@ def housekeeping_lockup(splat: dict[str, Any]) -> bool:
             and not any(_PATH_UNDER_TEST.match(f) for f in top))
 
 
-def stopper_knock_on(splat: dict[str, Any]) -> bool:
+def stopper_knock_on(splat: analyzer.Splat) -> bool:
     """A lockup of a CPU's stopper thread (migration/N) that the analyzer calls the
     consequence of another CPU (knock_on), with no frame of the path under test: the
     watchdog's own work could not run there. Measured in the fresh-root CI (2026-11-30):
     upstream multi-vm dilated, migration/0 "stuck" in cpu_stop_should_run beside lockups
     in softirq work."""
-    return (splat.get("kind") == "soft_lockup" and splat.get("knock_on") == "stopper thread"
-            and not any(_PATH_UNDER_TEST.match(f) for f in splat.get("frames") or []))
+    return (splat.kind == "soft_lockup" and splat.knock_on == "stopper thread"
+            and not any(_PATH_UNDER_TEST.match(f) for f in splat.frames))
 
 
 _TRACE_FRAME = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?([A-Za-z0-9_.$]+)\+0x")
 
 
-def _as_printed(splat: dict[str, Any], lines: list[str]) -> dict[str, Any]:
+def _as_printed(splat: analyzer.Splat, lines: list[str]) -> analyzer.Splat:
     """`splat` with the frames of its call trace as the kernel printed them: the analyzer's
     frames start below interrupt machinery, which is where softirq work shows (CI5:
     "soft lockup in complete", the trace's top handle_softirqs)."""
-    start, end = (splat.get("lines") or [0, 0])[:2]
     frames, seen = [], False
-    for line in lines[max(start - 1, 0):end]:
+    for line in lines[max(splat.start_line - 1, 0):splat.end_line]:
         if "Call trace:" in line:
             seen = True
             continue
         m = _TRACE_FRAME.match(line) if seen else None
         if m:
             frames.append(m.group(1))
-    return splat | {"frames": frames} if frames else splat
+    return replace(splat, frames=tuple(frames)) if frames else splat
 
 
-def starved_housekeeping(splats: list[dict[str, Any]],
+def starved_housekeeping(splats: Sequence[analyzer.Splat],
                          text: str | None = None) -> str | None:
     """The reason for a dilated run whose only reports are lockups and stalls in softirq
     housekeeping or of stopper threads (frame-less stall summaries aside), None for any
     other run."""
-    if not splats or any(s.get("kind") not in ("soft_lockup", "rcu_stall") for s in splats):
+    if not splats or any(s.kind not in ("soft_lockup", "rcu_stall") for s in splats):
         return None
-    named = [s for s in splats if s.get("frames")]
+    named = [s for s in splats if s.frames]
     lines = text.splitlines() if text is not None else []
     if not named or not all(housekeeping_lockup(s) or stopper_knock_on(s)
                             or housekeeping_lockup(_as_printed(s, lines)) for s in named):
         return None
     first = named[0]
-    where = first.get("function") or first["frames"][0]
-    cpu = f" on CPU#{first['cpu']}" if first.get("cpu") is not None else ""
+    where = first.function or first.frames[0]
+    cpu = f" on CPU#{first.cpu}" if first.cpu is not None else ""
     context = ("in the stopper thread" if stopper_knock_on(first) and not
                housekeeping_lockup(_as_printed(first, lines)) else "from softirq")
-    return (f"{MODEL_STARVED}: {len(named)} report(s), the first a {first['kind']} in "
+    return (f"{MODEL_STARVED}: {len(named)} report(s), the first a {first.kind} in "
             f"{where}{cpu} {context}, none in the fault path (a model artifact, not a "
             "result about the kernel)")
 
@@ -236,11 +237,56 @@ class HostPreconditions:
                    d.get("restored"))
 
 
+@dataclass(frozen=True)
+class ReportedSplat(analyzer.Splat):
+    """A splat as a verdict reports it: the analyzer's, with its place among the
+    console's reports (culprit_first: the incident, culprit or consequence, and for a
+    consequence the culprit's index and why), how long a lockup was stuck (stuck_for),
+    and its frames decoded to file:line (stacktrace.decode, with a vmlinux)."""
+
+    incident: int | None = None
+    role: str | None = None  # "culprit" | "consequence"
+    consequence_of: int | None = None
+    why: str | None = None
+    stuck_s: int | None = None  # what the kernel printed: model seconds when dilated
+    stuck_hw_s: float | None = None  # a calibrated model's hardware-equivalent seconds
+    decoded: tuple[DecodedFrame, ...] | None = None
+
+    @classmethod
+    def of(cls, splat: analyzer.Splat) -> ReportedSplat:
+        return cls(**{f.name: getattr(splat, f.name) for f in fields(analyzer.Splat)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The analyzer's JSON, then what was added, in the order it was."""
+        added = {"incident": self.incident, "role": self.role,
+                 "consequence_of": self.consequence_of, "why": self.why,
+                 "stuck_s": self.stuck_s, "stuck_hw_s": self.stuck_hw_s,
+                 "decoded": [f.to_dict() for f in self.decoded]
+                 if self.decoded is not None else None}
+        return super().to_dict() | {k: v for k, v in added.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReportedSplat:
+        """A splat of result.json or check.json; what an older file lacks reads as
+        not known."""
+        start, end = (list(d.get("lines") or []) + [0, 0])[:2]
+        decoded = d.get("decoded")
+        return cls(
+            kind=d.get("kind") or "", subtype=d.get("subtype"), title=d.get("title") or "",
+            function=d.get("function"), frames=tuple(d.get("frames") or ()), cpu=d.get("cpu"),
+            task=d.get("task"), pid=d.get("pid"), start_line=start, end_line=end,
+            knock_on=d.get("knock_on"), where=d.get("where"), incident=d.get("incident"),
+            role=d.get("role"), consequence_of=d.get("consequence_of"), why=d.get("why"),
+            stuck_s=d.get("stuck_s"), stuck_hw_s=d.get("stuck_hw_s"),
+            decoded=tuple(DecodedFrame.from_dict(f) for f in decoded)
+            if decoded is not None else None)
+
+
 @dataclass
 class Verdict:
     verdict: Outcome
     reason: str
-    splats: list[dict[str, Any]] = field(default_factory=list)
+    splats: list[ReportedSplat] = field(default_factory=list)
     workload: Measurements | None = None  # None: nothing was run (JSON {})
     # None: nothing was judged (host-run found a reason not to run first). check.json
     # writes host-run's additions (host_preconditions) in "preconditions" too.
@@ -275,7 +321,7 @@ class Verdict:
         return {
             "verdict": self.verdict,
             "reason": self.reason,
-            "splats": self.splats,
+            "splats": [s.to_dict() for s in self.splats],
             "workload": self.workload.to_dict() if self.workload is not None else {},
             # host-run's DIC replaces the console's, in its place
             "preconditions": (self.preconditions.to_dict() if self.preconditions else {})
@@ -290,10 +336,11 @@ class Verdict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         """A verdict another process judged (host-run inside the nested host)."""
-        names = ("reason", "splats", "machine", "artifacts", "profile", "versions", "runner")
+        names = ("reason", "machine", "artifacts", "profile", "versions", "runner")
         measured = data.get("workload")
         pre = data.get("preconditions") or {}
         return cls(Outcome(data["verdict"]), **{k: data[k] for k in names if k in data},
+                   splats=[ReportedSplat.from_dict(s) for s in data.get("splats") or []],
                    workload=Measurements.from_dict(measured) if measured else None,
                    preconditions=Preconditions.from_dict(pre) if "booted" in pre else None,
                    host_preconditions=HostPreconditions.from_dict(pre) if "host" in pre else None)
@@ -310,8 +357,7 @@ def judge(run: MachineRun, text: str, workload: ConsoleLines,
     and a CPU with DIC is the host's, not a CPU model to change.
     `dilated`: the run was time-dilated (-icount); lockups only in softirq housekeeping
     are then the model's failure (MODEL_STARVED), an error."""
-    splats = culprit_first(analyzer.analyze_console(text))
-    stuck_for(splats, text, scale)
+    splats = stuck_for(culprit_first(analyzer.analyze_console(text)), text, scale)
     measured = workload.summary()
     pre = preconditions(workload)
     v = Verdict(Outcome.ERROR, "", splats, measured, pre, run.to_dict(), runner=runner)
@@ -327,18 +373,19 @@ def judge(run: MachineRun, text: str, workload: ConsoleLines,
 _STUCK = re.compile(r"stuck for (\d+)s!")
 
 
-def stuck_for(splats: list[dict[str, Any]], text: str, scale: float | None) -> None:
-    """Give each lockup report its "stuck for" in model seconds (what the kernel
-    printed) and, for a calibrated model, in hardware-equivalent seconds (k x)."""
+def stuck_for(splats: list[ReportedSplat], text: str,
+              scale: float | None) -> list[ReportedSplat]:
+    """The splats, each lockup report with its "stuck for" in model seconds (what the
+    kernel printed) and, for a calibrated model, in hardware-equivalent seconds (k x)."""
     lines = text.splitlines()
+    out = []
     for s in splats:
-        start = (s.get("lines") or [0])[0]
-        m = _STUCK.search(lines[start - 1]) if 0 < start <= len(lines) else None
-        if not m:
-            continue
-        s["stuck_s"] = int(m.group(1))
-        if scale:
-            s["stuck_hw_s"] = round(int(m.group(1)) * scale, 1)
+        m = _STUCK.search(lines[s.start_line - 1]) if 0 < s.start_line <= len(lines) else None
+        if m:
+            stuck = int(m.group(1))
+            s = replace(s, stuck_s=stuck, stuck_hw_s=round(stuck * scale, 1) if scale else None)
+        out.append(s)
+    return out
 
 
 def preconditions(w: ConsoleLines) -> Preconditions:
@@ -380,50 +427,48 @@ _INVALIDATION = frozenset({"icache_inval_pou", "stage2_attr_walker",
                            "invalidate_icache_guest_page", "stage2_map_walker_try_leaf"})
 
 
-def _names_invalidation(s: dict[str, Any]) -> bool:
-    return s.get("function") in _INVALIDATION or bool(
-        _INVALIDATION.intersection(s.get("frames") or ()))
+def _names_invalidation(s: analyzer.Splat) -> bool:
+    return s.function in _INVALIDATION or bool(_INVALIDATION.intersection(s.frames))
 
 
-def culprit_first(analysis: analyzer.Analysis) -> list[dict[str, Any]]:
-    """The console's splats as dicts, in order of appearance, each marked with its
-    incident: `role` "culprit" (an incident's lead) or "consequence" (a knock-on
-    report, with `consequence_of`, the lead's index, and `why` it was grouped there).
-    `incident` numbers the incidents in the order a reason names them: the one about the
+def culprit_first(analysis: analyzer.Analysis) -> list[ReportedSplat]:
+    """The console's splats in order of appearance, each marked with its incident:
+    `role` "culprit" (an incident's lead) or "consequence" (a knock-on report, with
+    `consequence_of`, the lead's index, and `why` it was grouped there). `incident`
+    numbers the incidents in the order a reason names them: the one about the
     invalidation first, then by first report."""
-    splats = [s.to_dict() for s in analysis.splats]
+    splats = [ReportedSplat.of(s) for s in analysis.splats]
     incidents = sorted(analysis.incidents, key=lambda inc: not _names_invalidation(
         splats[inc.lead]))
     for n, incident in enumerate(incidents):
-        splats[incident.lead] |= {"incident": n, "role": "culprit"}
+        splats[incident.lead] = replace(splats[incident.lead], incident=n, role="culprit")
         for c in incident.consequences:
-            splats[c.index] |= {"incident": n, "role": "consequence",
-                                "consequence_of": incident.lead, "why": c.why}
+            splats[c.index] = replace(splats[c.index], incident=n, role="consequence",
+                                      consequence_of=incident.lead, why=c.why)
     return splats
 
 
 _CPU_NUMBER = re.compile(r" \(CPU#\d+\)")
 
 
-def incidents(splats: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+def incidents(splats: Sequence[ReportedSplat]
+              ) -> list[tuple[ReportedSplat, list[ReportedSplat]]]:
     """The splats marked by culprit_first(), as (culprit, its consequences) in the order
     a reason names them; [] for splats that carry no marks (results of older versions)."""
-    leads = sorted((s for s in splats if s.get("role") == "culprit"),
-                   key=lambda s: s["incident"])
-    return [(lead, [c for c in splats if c.get("role") == "consequence"
-                    and c.get("incident") == lead["incident"]]) for lead in leads]
+    leads = sorted((s for s in splats if s.role == "culprit"), key=lambda s: s.incident or 0)
+    return [(lead, [c for c in splats if c.role == "consequence"
+                    and c.incident == lead.incident]) for lead in leads]
 
 
-def _stuck_text(s: dict[str, Any]) -> str:
-    if s.get("stuck_hw_s") is not None:
-        return (f" (stuck for {s['stuck_s']} s model, {s['stuck_hw_s']:g} s "
-                "hardware-equivalent)")
-    if s.get("stuck_s") is not None:
-        return f" (stuck for {s['stuck_s']} s)"
+def _stuck_text(s: ReportedSplat) -> str:
+    if s.stuck_hw_s is not None:
+        return f" (stuck for {s.stuck_s} s model, {s.stuck_hw_s:g} s hardware-equivalent)"
+    if s.stuck_s is not None:
+        return f" (stuck for {s.stuck_s} s)"
     return ""
 
 
-def _splat_reason(splats: list[dict[str, Any]]) -> str:
+def _splat_reason(splats: list[ReportedSplat]) -> str:
     """The culprit's report first; its knock-on reports summed up after it by why they
     were grouped there; then how many other reports the console holds."""
     grouped = incidents(splats)
@@ -431,12 +476,12 @@ def _splat_reason(splats: list[dict[str, Any]]) -> str:
         first, knock_on = grouped[0]
     else:  # splats not marked by culprit_first(): the one naming the invalidation
         first, knock_on = min(splats, key=lambda s: not _names_invalidation(s)), []
-    title = first["title"]
-    prefix = "" if title.startswith(first["kind"]) else f"{first['kind']}: "
+    title = first.title
+    prefix = "" if title.startswith(first.kind) else f"{first.kind}: "
     text = f"{prefix}{title}{_stuck_text(first)}"
     if knock_on:
         # 63 CPUs locked up behind one: "lockup on another CPU x63", not 63 CPU numbers.
-        whys = Counter(_CPU_NUMBER.sub("", s["why"]) for s in knock_on)
+        whys = Counter(_CPU_NUMBER.sub("", s.why or "") for s in knock_on)
         parts = [why + (f" x{n}" if n > 1 else "") for why, n in whys.items()]
         text += (f"; {len(knock_on)} consequence(s): " + ", ".join(parts[:3])
                  + (f" +{len(parts) - 3}" if len(parts) > 3 else ""))
@@ -482,7 +527,7 @@ def _not_armed(r: dict[str, Any], watchdog_thresh: int | None) -> bool:
 
 
 def _decide(run: MachineRun, text: str, w: ConsoleLines, measured: Measurements,
-            splats: list[dict[str, Any]], pre: Preconditions, watchdog_thresh: int | None = None,
+            splats: list[ReportedSplat], pre: Preconditions, watchdog_thresh: int | None = None,
             runner: str = "qemu") -> tuple[Outcome, str]:
     on_host = runner == "host-run"
     if run.outcome == "qemu_failed" and not text.strip():
