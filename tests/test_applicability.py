@@ -12,7 +12,8 @@ import pytest
 from conftest import project_home
 from s2fault import kernel_series, matrix, variants
 from s2fault.errors import BuildError
-from s2fault.verdict import Outcome, ReportedSplat, Verdict
+from s2fault.outcome import Outcome
+from s2fault.verdict import ReportedSplat, Verdict
 
 ORIGINAL = [f"static int line_{i};\n" for i in range(1, 21)]
 

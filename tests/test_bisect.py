@@ -25,8 +25,9 @@ import pytest
 from conftest import ROOT, s2fault
 from s2fault import bisect_symptom, cache, project, source, workload
 from s2fault.errors import InputError
+from s2fault.judge import judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import Verdict, judge
+from s2fault.verdict import Verdict
 
 # Fixed identity and dates: the same edits give the same commit ids on every machine.
 _GIT_ENV = {

@@ -23,8 +23,10 @@ from conftest import ROOT, s2fault
 from conftest import edit_marker_line as _edit
 from s2fault import hostrun, matrix, variants, workload
 from s2fault import profile as profiles
+from s2fault.judge import HOST_DIC, NO_LOCKDEP, judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import HOST_DIC, NO_LOCKDEP, Outcome, Verdict, judge
+from s2fault.outcome import Outcome
+from s2fault.verdict import Verdict
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()

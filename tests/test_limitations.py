@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from s2fault import analyzer, matrix, project, workload
+from s2fault import analyzer, project, workload
+from s2fault.judge import judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import judge
+from s2fault.outcome import exit_code_of
 
 DATA = Path(__file__).parent / "data"
 NESTED_MAX = (DATA / "nested-mode-console.log").read_text()
@@ -76,7 +77,7 @@ def test_the_readme_states_what_the_judge_says():
     for (word, code, reason), log in zip(claims, (NESTED_MAX, NESTED_NVHE), strict=True):
         v = _judge(log)
         assert v.verdict == word, (word, v.verdict, v.reason)
-        assert matrix.exit_code_of([v.verdict]) == int(code), (code, v.verdict)
+        assert exit_code_of([v.verdict]) == int(code), (code, v.verdict)
         assert v.reason.startswith(re.sub(r"\s+", " ", reason)), (reason, v.reason)
 
 

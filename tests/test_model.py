@@ -7,8 +7,9 @@ import pytest
 
 from s2fault import calibrate, profile, report_plots, variants
 from s2fault.errors import InputError
+from s2fault.judge import _splat_reason, stuck_for
 from s2fault.measurements import Measurements
-from s2fault.verdict import ReportedSplat, _splat_reason, stuck_for
+from s2fault.verdict import ReportedSplat
 
 
 def test_every_mode_is_a_file_and_the_matrix_knows_it():

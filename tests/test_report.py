@@ -24,8 +24,8 @@ import pytest
 from conftest import s2fault, upstream_env
 from s2fault import matrix, report, variants, workload
 from s2fault import profile as profiles
+from s2fault.judge import judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import judge
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()

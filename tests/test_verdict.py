@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import edit_marker_line
-from s2fault import matrix, variants, workload, workloads
-from s2fault import verdict as verdict_mod
+from s2fault import matrix, starved_model, variants, workload, workloads
+from s2fault.judge import NEVER_REACHED_INIT, judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import Outcome, ReportedSplat, judge
+from s2fault.outcome import Outcome, exit_code_of, summary_line
+from s2fault.verdict import ReportedSplat
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -199,7 +200,7 @@ def test_cell_outcomes_and_exit_codes():
     assert matrix.exit_code(cells[1:]) == 4  # everything skipped: KSFT_SKIP
     assert matrix.exit_code([]) == 2  # nothing judged is never a pass
     assert "SKIP" in matrix.table(cells) and "b/functional: not applicable" in matrix.table(cells)
-    assert matrix.summary_line([c.outcome for c in cells]) == "PASS: 1 pass, 1 skip of 2 cells"
+    assert summary_line([c.outcome for c in cells]) == "PASS: 1 pass, 1 skip of 2 cells"
     assert cells[1].to_dict()["test_id"] == "b.exec-fault.functional"
 
 
@@ -335,7 +336,7 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
     and the stopper thread, the repeat and RCU's stall are listed under it (JSON too)."""
     golden = Path(__file__).parent / "golden" / "arm64-dilated-cascade-culprit-second.log"
     from s2fault import analyzer
-    from s2fault.verdict import _splat_reason, culprit_first
+    from s2fault.judge import _splat_reason, culprit_first
 
     splats = culprit_first(analyzer.analyze_console(golden.read_text()))
     assert splats[0].task == "migration/0" and splats[0].role == "consequence"
@@ -347,7 +348,7 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
 
 
 def test_many_cpus_behind_one_culprit_are_counted_not_listed():
-    from s2fault.verdict import _splat_reason
+    from s2fault.judge import _splat_reason
 
     lead = ReportedSplat.from_dict({"kind": "soft_lockup",
                                     "title": "soft lockup in icache_inval_pou",
@@ -378,18 +379,18 @@ def test_upstream_starved_at_64_vcpus_is_the_models_failure_not_the_kernels():
     fault path. Under dilation that is an error worth a second boot, never a fail."""
     v = _model_verdict(STARVED)
     assert v.verdict == "error", v.reason
-    assert v.reason.startswith(verdict_mod.MODEL_STARVED)
+    assert v.reason.startswith(starved_model.MODEL_STARVED)
     assert "none in the fault path" in v.reason and "handle_softirqs" in v.reason
-    assert verdict_mod.retryable(v)
+    assert matrix.retryable(v)
     # Without dilation the same reports are the kernel's.
     v = _model_verdict(STARVED, dilated=False)
-    assert v.verdict == "fail" and not verdict_mod.retryable(v)
+    assert v.verdict == "fail" and not matrix.retryable(v)
 
 
 def test_the_known_bad_model_run_still_fails_on_its_culprit():
     v = _model_verdict(FIX_REVERTED_MODEL)
     assert v.verdict == "fail", v.reason
-    assert "icache_inval_pou" in v.reason and not verdict_mod.retryable(v)
+    assert "icache_inval_pou" in v.reason and not matrix.retryable(v)
     exp = variants.load("fix-reverted").expectation("altra-max")
     outcome, _, why = matrix.compare(exp, v, None)
     assert outcome is Outcome.PASS, why
@@ -417,35 +418,35 @@ SOFTIRQ_OVER_KVM = ["handle_softirqs", "__do_softirq", "call_on_irq_stack", "el1
     ([], False),
 ])
 def test_housekeeping_is_softirq_work_above_any_interrupt_entry(frames, housekeeping):
-    assert verdict_mod.housekeeping_lockup(_lockup(frames)) is housekeeping
+    assert starved_model.housekeeping_lockup(_lockup(frames)) is housekeeping
 
 
 def test_any_other_report_keeps_the_run_the_kernels():
     softirq = _lockup(["handle_softirqs", "__do_softirq"])
     stall = ReportedSplat.from_dict({"kind": "rcu_stall", "frames": [], "function": None,
                                      "cpu": None})
-    assert verdict_mod.starved_housekeeping([softirq, stall])
-    assert verdict_mod.starved_housekeeping([stall]) is None
+    assert starved_model.starved_housekeeping([softirq, stall])
+    assert starved_model.starved_housekeeping([stall]) is None
     lockdep = ReportedSplat.from_dict({"kind": "lockdep", "frames": ["add_fault_range"],
                                        "function": "add_fault_range"})
-    assert verdict_mod.starved_housekeeping([softirq, lockdep]) is None
+    assert starved_model.starved_housekeeping([softirq, lockdep]) is None
     culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
-    assert verdict_mod.starved_housekeeping([softirq, culprit]) is None
+    assert starved_model.starved_housekeeping([softirq, culprit]) is None
     # The fresh-root CI's upstream multi-vm: migration/0 "stuck" in cpu_stop_should_run
     # (a stopper-thread knock-on) beside softirq work; and the stopper alone.
     stopper = _lockup(["cpu_stop_should_run", "smpboot_thread_fn", "kthread"],
                       knock_on="stopper thread", task="migration/0")
-    reason = verdict_mod.starved_housekeeping([softirq, stopper])
+    reason = starved_model.starved_housekeeping([softirq, stopper])
     assert reason and "from softirq" in reason
-    reason = verdict_mod.starved_housekeeping([stopper])
+    reason = starved_model.starved_housekeeping([stopper])
     assert reason and "cpu_stop_should_run on CPU#4 in the stopper thread" in reason
     # A stopper waiting on a CPU in the fault path, or with the culprit reported, is not.
-    assert verdict_mod.starved_housekeeping([stopper, culprit]) is None
+    assert starved_model.starved_housekeeping([stopper, culprit]) is None
     waiting = _lockup(["cpu_stopper_thread", "kvm_handle_guest_abort"], knock_on="stopper thread")
-    assert verdict_mod.starved_housekeeping([waiting]) is None
+    assert starved_model.starved_housekeeping([waiting]) is None
     spin = _lockup(["queued_spin_lock_slowpath", "sched_balance_rq"],
                    knock_on="waiting in queued_spin_lock_slowpath")
-    assert verdict_mod.starved_housekeeping([spin]) is None
+    assert starved_model.starved_housekeeping([spin]) is None
 
 
 def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monkeypatch):
@@ -453,7 +454,8 @@ def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monke
     up to --retries, and each discarded attempt stays named in the cell."""
     from s2fault import profile as profiles
     from s2fault import runner
-    from s2fault.verdict import MODEL_STARVED, Verdict
+    from s2fault.starved_model import MODEL_STARVED
+    from s2fault.verdict import Verdict
 
     answers = [Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."),
                Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."), Verdict(Outcome.PASS, "clean")]
@@ -482,28 +484,28 @@ def test_one_outcome_type_names_its_exit_code():
     """The README's table: pass 0, fail 1, error 2, skip 4; an Outcome is its name in
     comparisons and JSON, so a verdict's string and the type never disagree."""
     from s2fault.errors import InputError
-    from s2fault.verdict import EXIT_CODES, Outcome
+    from s2fault.outcome import EXIT_CODES
 
     assert {o.value: o.exit_code for o in Outcome} == {"pass": 0, "fail": 1, "error": 2,
                                                        "skip": 4} == EXIT_CODES
     assert Outcome("fail") == "fail" and json.dumps(Outcome.SKIP) == '"skip"'
-    assert matrix.exit_code_of(["pass", "skip"]) == 0
-    assert matrix.exit_code_of(["skip", "error", "fail"]) == 1
-    assert matrix.exit_code_of([]) == matrix.exit_code_of(["error"]) == 2
+    assert exit_code_of(["pass", "skip"]) == 0
+    assert exit_code_of(["skip", "error", "fail"]) == 1
+    assert exit_code_of([]) == exit_code_of(["error"]) == 2
     with pytest.raises(InputError, match="unknown outcome 'ok'"):
-        matrix.exit_code_of(["ok"])
+        exit_code_of(["ok"])
 
 
 def test_a_dilated_boot_that_stalled_before_init_is_run_again_a_functional_one_not():
     """CI, full-inval-always/dilated: silent 120 s after "workingset:" during boot."""
     text = "\n".join(REAL.splitlines()[:40]) + "\n"
     v = verdict_of(text, outcome="timeout", reason="no output for 120 s (vm running)")
-    assert v.verdict == "error" and v.reason.startswith(verdict_mod.NEVER_REACHED_INIT)
-    assert not verdict_mod.retryable(v)  # functional: not a model's stall
+    assert v.verdict == "error" and v.reason.startswith(NEVER_REACHED_INIT)
+    assert not matrix.retryable(v)  # functional: not a model's stall
     v.profile = {"icount_shift": 7}
-    assert verdict_mod.retryable(v)
+    assert matrix.retryable(v)
     v.splats = [ReportedSplat.from_dict({"kind": "soft_lockup", "frames": ["x"]})]
-    assert not verdict_mod.retryable(v)  # a report before init is the kernel's
+    assert not matrix.retryable(v)  # a report before init is the kernel's
 
 
 def test_softirq_work_counts_when_the_analyzer_names_the_interrupted_function():
@@ -515,9 +517,9 @@ def test_softirq_work_counts_when_the_analyzer_names_the_interrupted_function():
              "[ 267.7]  el1_interrupt+0x34/0x48", "[ 267.7]  complete+0x7c/0x8c",
              "[ 267.7]  process_one_work+0x204/0x5b0"]
     splat = _lockup(["complete", "process_one_work"], lines=[1, len(lines)])
-    assert verdict_mod.starved_housekeeping([splat]) is None
-    reason = verdict_mod.starved_housekeeping([splat], "\n".join(lines))
+    assert starved_model.starved_housekeeping([splat]) is None
+    reason = starved_model.starved_housekeeping([splat], "\n".join(lines))
     assert reason and "in complete on CPU#4 from softirq" in reason
     # A report with a fault-path frame in its own (analyzer's) frames keeps its say.
     culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
-    assert verdict_mod.starved_housekeeping([splat, culprit], "\n".join(lines)) is None
+    assert starved_model.starved_housekeeping([splat, culprit], "\n".join(lines)) is None

@@ -13,7 +13,8 @@ from test_verdict import verdict_of
 
 from s2fault import matrix, profile, variants, workload, workloads
 from s2fault.errors import InputError
-from s2fault.verdict import Outcome, ReportedSplat
+from s2fault.outcome import Outcome
+from s2fault.verdict import ReportedSplat
 
 # A real 5-round capture (the fix-reverted kernel, functional, no splat).
 REAL = (Path(__file__).parent / "golden" / "real-arm64-fix-reverted-functional.log").read_text()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import variants
 from .errors import InputError
-from .verdict import Outcome
+from .outcome import Outcome
 
 if TYPE_CHECKING:  # the run stage loads when a step runs, not with the CLI
     from .verdict import Verdict

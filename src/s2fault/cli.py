@@ -192,9 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdicts.append(v)
         progress.clear()
         _print_verdict(v, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
-    from . import matrix
+    from .outcome import exit_code_of
 
-    code = matrix.exit_code_of([v.verdict for v in verdicts])
+    code = exit_code_of([v.verdict for v in verdicts])
     if args.repeat > 1:
         code = _repeat_summary(verdicts, code)
     if args.json:
@@ -287,6 +287,7 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import kconfig, matrix, report, report_html, variants, workloads
+    from .outcome import summary_line
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
@@ -327,7 +328,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.ktap:
         report.write_ktap(rows, Path(args.ktap))
     print(matrix.table(cells))
-    print(f"{matrix.summary_line([c.outcome for c in cells])}; results in {results}")
+    print(f"{summary_line([c.outcome for c in cells])}; results in {results}")
     return matrix.exit_code(cells)
 
 

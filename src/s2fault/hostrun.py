@@ -29,9 +29,11 @@ from typing import Any
 from . import profile as profiles
 from . import workload as workload_lines
 from .errors import InfraError, InputError, NotApplicable
+from .judge import HOST_DIC as DIC_REASON
+from .judge import NO_LOCKDEP, judge
 from .machine import MachineRun
-from .verdict import HOST_DIC as DIC_REASON
-from .verdict import NO_LOCKDEP, HostPreconditions, Outcome, Verdict, judge
+from .outcome import Outcome
+from .verdict import HostPreconditions, Verdict
 
 RUNNER = "host-run"
 VMM = "s2fault-vmm"

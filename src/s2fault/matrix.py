@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,18 +19,13 @@ from typing import Any
 
 from . import __version__, kernel, progress, project, runner, source, variants, workloads
 from . import profile as profiles
-from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+from .errors import InputError, S2Error
+from .judge import NEVER_REACHED_INIT, NO_LOCKDEP
 from .measurements import Measurements
 from .options import DEFAULT_RETRIES
-from .verdict import (
-    NO_LOCKDEP,
-    OUTCOMES,
-    Outcome,
-    Preconditions,
-    ReportedSplat,
-    Verdict,
-    retryable,
-)
+from .outcome import Outcome, exit_code_of
+from .starved_model import MODEL_STARVED
+from .verdict import Preconditions, ReportedSplat, Verdict
 
 # The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
 # JUnit, TAP, KTAP and Avocado each say in their own terms.
@@ -156,7 +151,7 @@ class RunOptions:
     workloads: tuple[str, ...] = (workloads.DEFAULT,)
     cores: int | None = None  # CPUs the run may keep busy (default: S2FAULT_CORES or all)
     # Runs again, per repetition, after a run the time-dilated model could not judge
-    # because it starved the kernel's housekeeping (verdict.retryable); each attempt is
+    # because it starved the kernel's housekeeping (retryable); each attempt is
     # kept in the cell's "retried".
     retries: int = DEFAULT_RETRIES
 
@@ -382,6 +377,17 @@ def _run_cell(cell: Cell, prof: profiles.Profile, wl: workloads.Workload,
             break
 
 
+def retryable(v: Verdict) -> bool:
+    """A run worth running again: the model failed, not the kernel or the set-up. A
+    starved model, or a time-dilated boot that stalled before init without a report."""
+    if v.verdict is not Outcome.ERROR:
+        return False
+    if v.reason.startswith(MODEL_STARVED):
+        return True
+    dilated = (v.profile or {}).get("icount_shift") is not None
+    return dilated and v.reason.startswith(NEVER_REACHED_INIT) and not v.splats
+
+
 def host_cell(v: Verdict, workload: str) -> Cell:
     """`s2fault host-run`'s one cell: the host's running kernel, which no variant
     declares, judged as a clean kernel is (named host.WORKLOAD.host-run in reports)."""
@@ -588,33 +594,6 @@ def exit_code(cells: list[Cell]) -> int:
     4 every cell was skipped (kselftest's KSFT_SKIP); else 0 (passes, maybe with
     skips, which every report names)."""
     return exit_code_of([c.outcome for c in cells])
-
-
-def exit_code_of(outcomes: Sequence[str]) -> int:
-    """The worst outcome's exit code: a failure, then an error (or no outcome at all);
-    skips alone exit as a skip, skips beside passes as a pass."""
-    unknown = sorted(set(outcomes) - set(OUTCOMES))
-    if unknown:
-        raise InputError(f"unknown outcome {unknown[0]!r} (one of {', '.join(OUTCOMES)})")
-    seen = {Outcome(o) for o in outcomes}
-    if Outcome.FAIL in seen:
-        return Outcome.FAIL.exit_code
-    if Outcome.ERROR in seen or not seen:
-        return Outcome.ERROR.exit_code
-    if seen == {Outcome.SKIP}:
-        return Outcome.SKIP.exit_code
-    return Outcome.PASS.exit_code
-
-
-def summary_line(outcomes: Sequence[str]) -> str:
-    """"PASS: 3 pass, 1 skip of 4 cells": the word is the exit code's, the counts each
-    outcome's, so a skip is never hidden inside a pass."""
-    word = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_ERROR: "ERROR",
-            EXIT_SKIP: "SKIP"}[exit_code_of(outcomes)]
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if o in outcomes)
-    if not outcomes:
-        return f"{word}: no cell was run"
-    return f"{word}: {counts} of {len(outcomes)} cell{'s' if len(outcomes) > 1 else ''}"
 
 
 def table(cells: list[Cell]) -> str:

@@ -23,7 +23,8 @@ from typing import Any
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
 from .measurements import Measurements
-from .verdict import Outcome
+from .outcome import Outcome, summary_line
+from .outcome import exit_code_of as exit_code_of_outcomes
 
 # The JSON's shape. 2: "schema_version", each cell's "test_id", "outcome" and
 # "versions" (s2fault, QEMU, CPU model, kernel release).
@@ -51,7 +52,7 @@ def load_json(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def _status(row: dict[str, Any]) -> str:
     """pass | fail | skip | error (a row of schema 1 has only "match": True, False, or
     None when not judged). A string, not yet an Outcome: an unknown one is named where
-    the exit code is taken (matrix.exit_code_of)."""
+    the exit code is taken (outcome.exit_code_of)."""
     if row.get("outcome"):
         outcome: str = row["outcome"]
         return outcome
@@ -202,15 +203,11 @@ def write_ktap(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def exit_code_of(rows: list[dict[str, Any]]) -> int:
-    """The exit-code contract over report rows (matrix.exit_code_of)."""
-    from .matrix import exit_code_of as of_outcomes
-
-    return of_outcomes([_status(r) for r in rows])
+    """The exit-code contract over report rows (outcome.exit_code_of)."""
+    return exit_code_of_outcomes([_status(r) for r in rows])
 
 
 def _summary(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    from .matrix import summary_line
-
     code = exit_code_of(rows)
     css = {EXIT_PASS: "pass", EXIT_FAIL: "fail", EXIT_ERROR: "error", EXIT_SKIP: "skip"}[code]
     return css, summary_line([_status(r) for r in rows])

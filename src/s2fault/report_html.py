@@ -90,7 +90,7 @@ def _log_links(row: dict[str, Any], html_dir: Path) -> str:
 
 def _incidents_html(splats: list[dict[str, Any]]) -> str:
     """The console's reports culprit first: each incident's lead, and under it the
-    knock-on reports with why each was grouped there (verdict.culprit_first)."""
+    knock-on reports with why each was grouped there (judge.culprit_first)."""
     grouped = incidents([ReportedSplat.from_dict(s) for s in splats])
     if not grouped:
         return ""

@@ -17,8 +17,10 @@ from typing import Any
 from . import __version__, guest, image, machine, progress, project, stacktrace, workload
 from . import profile as profiles
 from .errors import S2Error
+from .judge import judge
 from .measurements import HardwareEquivalent, Measurements
-from .verdict import Outcome, Verdict, judge
+from .outcome import Outcome
+from .verdict import Verdict
 
 
 def new_run_dir(parent: Path | None, label: str) -> Path:

@@ -26,7 +26,7 @@ from typing import Any
 from . import cache, guest, hosttools, project
 from . import source as sources
 from .errors import BuildError
-from .verdict import Outcome
+from .outcome import Outcome
 
 RECIPE = "s2fault-kvm-selftests-2"
 CROSS_COMPILE = "aarch64-linux-gnu-"

@@ -33,7 +33,7 @@ from avocado import Test
 from s2fault import kconfig, matrix, progress, project, source, workloads
 from s2fault import profile as profiles
 from s2fault.errors import S2Error
-from s2fault.verdict import Outcome
+from s2fault.outcome import Outcome
 
 # A cold kernel build takes ~10 min on a loaded 2-core machine, and a latency
 # expectation builds and runs its reference variant too; the engine's own QEMU
