@@ -11,6 +11,7 @@ import pytest
 
 from conftest import project_home
 from s2fault import kernel_series, matrix, variants
+from s2fault.cell import Cell, exit_code, judge_cells, table
 from s2fault.errors import BuildError
 from s2fault.outcome import Outcome
 from s2fault.verdict import ReportedSplat, Verdict
@@ -104,8 +105,8 @@ def test_the_matrix_does_not_build_a_series_that_does_not_apply(tree_and_home, t
         ("stale", "functional", Outcome.ERROR, {})]
     assert cells[0].why == (f"could not judge: patch stale/0001-stale.patch does not apply: "
                             f"Hunk #1 FAILED at 1 in {MMU}")
-    assert matrix.exit_code(cells) == 2
-    assert "ERROR" in matrix.table(cells)
+    assert exit_code(cells) == 2
+    assert "ERROR" in table(cells)
 
 
 def test_expectations_not_filled_in_are_never_judged():
@@ -113,11 +114,11 @@ def test_expectations_not_filled_in_are_never_judged():
     clean = Verdict(Outcome.PASS, "clean")
     splat = Verdict(Outcome.FAIL, "lockdep",
                     splats=[ReportedSplat.from_dict({"kind": "lockdep", "title": "BUG"})])
-    cells = [matrix.Cell("imported", "functional", unfilled, verdicts=[clean]),
-             matrix.Cell("imported", "dilated", unfilled, verdicts=[splat])]
-    matrix.judge_cells(cells)
+    cells = [Cell("imported", "functional", unfilled, verdicts=[clean]),
+             Cell("imported", "dilated", unfilled, verdicts=[splat])]
+    judge_cells(cells)
     for c in cells:
         assert c.outcome is Outcome.ERROR
         assert c.why == "could not judge: expectations of imported not filled in"
     assert cells[0].observed == "clean" and cells[1].observed.startswith("lockdep")
-    assert matrix.exit_code(cells) == 2
+    assert exit_code(cells) == 2

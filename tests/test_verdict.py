@@ -10,6 +10,8 @@ import pytest
 
 from conftest import edit_marker_line
 from s2fault import matrix, starved_model, variants, workload, workloads
+from s2fault.cell import Cell, compare, exit_code, judge_cells, table
+from s2fault.cores import Cores
 from s2fault.judge import NEVER_REACHED_INIT, judge
 from s2fault.machine import MachineRun
 from s2fault.outcome import Outcome, exit_code_of, summary_line
@@ -115,7 +117,7 @@ def test_splat_makes_run_fail():
 
 
 def _cell(name, exp, v):
-    c = matrix.Cell(name, "functional", exp)
+    c = Cell(name, "functional", exp)
     c.verdicts.append(v)
     return c
 
@@ -125,8 +127,8 @@ def test_compare_declared_against_observed():
     lockup = variants.Expectation(
         splats=(variants.SplatSpec("soft_lockup", function=("icache_inval_pou",)),), clean=False)
     ok = verdict_of(REAL)
-    assert matrix.compare(clean, ok, None)[0] is Outcome.PASS
-    m, _, why = matrix.compare(lockup, ok, None)
+    assert compare(clean, ok, None)[0] is Outcome.PASS
+    m, _, why = compare(lockup, ok, None)
     assert m is Outcome.FAIL and "expected but not seen: soft_lockup in icache_inval_pou" in why
 
 
@@ -136,19 +138,19 @@ def test_latency_ratio_against_reference():
         REAL, exec_fault_us=[600.0] + [1.0] * 7)))
     slow = verdict_of(edit_result(REAL, exec_fault_us=[35000.0] * 8))
     fast = verdict_of(edit_result(REAL, exec_fault_us=[900.0] * 8))
-    assert matrix.compare(ratio, slow, ref)[0] is Outcome.PASS
-    m, observed, why = matrix.compare(ratio, fast, ref)
+    assert compare(ratio, slow, ref)[0] is Outcome.PASS
+    m, observed, why = compare(ratio, fast, ref)
     assert m is Outcome.FAIL and "1.5x upstream" in why and "max 0.9 ms" in observed
-    assert matrix.compare(ratio, slow, None)[0] is Outcome.ERROR
+    assert compare(ratio, slow, None)[0] is Outcome.ERROR
 
 
 def test_flaky_cell_is_marked_not_averaged():
     exp = variants.Expectation()
-    c = matrix.Cell("upstream", "functional", exp)
+    c = Cell("upstream", "functional", exp)
     c.verdicts = [verdict_of(REAL), verdict_of(edit_result(REAL, coherent=False))]
-    matrix._compare_all([c])
+    judge_cells([c])
     assert c.outcome is Outcome.FAIL and c.flaky and c.why.startswith("flaky: matched in 1/2")
-    assert matrix.exit_code([c]) == 1
+    assert exit_code([c]) == 1
 
 
 # --- skip vs error, and the lockup detector ------------------------------------------
@@ -183,23 +185,23 @@ def test_an_expected_lockup_without_a_detector_never_matches():
     text = edit_marker_line(REAL, "S2FAULT-POST", soft_watchdog=None)
     v = verdict_of(text)
     assert v.preconditions.softlockup_detector is False
-    m, _, why = matrix.compare(lockup, v, None)
+    m, _, why = compare(lockup, v, None)
     assert m is Outcome.ERROR and "CONFIG_SOFTLOCKUP_DETECTOR" in why
     assert verdict_of(REAL).preconditions.softlockup_detector is True
-    assert matrix.compare(lockup, verdict_of(REAL), None)[0] is Outcome.FAIL  # expected, not seen
+    assert compare(lockup, verdict_of(REAL), None)[0] is Outcome.FAIL  # expected, not seen
 
 
 def test_cell_outcomes_and_exit_codes():
     clean = variants.Expectation()
     dic = verdict_of(edit_result(REAL, dic=1))
-    cells = [matrix.Cell("a", "functional", clean, [verdict_of(REAL)]),
-             matrix.Cell("b", "functional", clean, [dic])]
-    matrix.judge_cells(cells)
+    cells = [Cell("a", "functional", clean, [verdict_of(REAL)]),
+             Cell("b", "functional", clean, [dic])]
+    judge_cells(cells)
     assert [c.outcome for c in cells] == ["pass", "skip"]
-    assert matrix.exit_code(cells) == 0  # passes with a skip: kselftest's rule
-    assert matrix.exit_code(cells[1:]) == 4  # everything skipped: KSFT_SKIP
-    assert matrix.exit_code([]) == 2  # nothing judged is never a pass
-    assert "SKIP" in matrix.table(cells) and "b/functional: not applicable" in matrix.table(cells)
+    assert exit_code(cells) == 0  # passes with a skip: kselftest's rule
+    assert exit_code(cells[1:]) == 4  # everything skipped: KSFT_SKIP
+    assert exit_code([]) == 2  # nothing judged is never a pass
+    assert "SKIP" in table(cells) and "b/functional: not applicable" in table(cells)
     assert summary_line([c.outcome for c in cells]) == "PASS: 1 pass, 1 skip of 2 cells"
     assert cells[1].to_dict()["test_id"] == "b.exec-fault.functional"
 
@@ -263,12 +265,12 @@ def test_declared_livelock_and_failure_count_are_compared():
     fine = verdict_of(injected(edit_result(
         REAL, fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
     livelock = _exp(stuck=True, injected_failures=1, clean=False)
-    assert matrix.compare(livelock, stuck, None)[0] is Outcome.PASS
-    outcome, _, why = matrix.compare(livelock, fine, None)
+    assert compare(livelock, stuck, None)[0] is Outcome.PASS
+    outcome, _, why = compare(livelock, fine, None)
     assert outcome is Outcome.FAIL and "every vCPU came back" in why
-    outcome, _, why = matrix.compare(_exp(injected_failures=1), stuck, None)
+    outcome, _, why = compare(_exp(injected_failures=1), stuck, None)
     assert outcome is Outcome.FAIL and "never came back" in why
-    outcome, observed, why = matrix.compare(_exp(injected_failures=0), fine, None)
+    outcome, observed, why = compare(_exp(injected_failures=0), fine, None)
     assert outcome is Outcome.FAIL and "expected 0" in why and "1 injected failure(s)" in observed
 
 
@@ -323,9 +325,9 @@ def test_a_livelock_that_needs_a_race_may_be_declared_either_way():
     splat = [{"kind": "atomic_sleep", "in_frames": ["add_fault_range"]}]
     may = _exp(stuck="may", splats=splat)
     assert may.stuck is None and "may be stuck" in may.describe()
-    assert matrix.compare(may, fine, None)[0] is Outcome.PASS
-    assert matrix.compare(may, stuck, None)[0] is Outcome.PASS
-    outcome, _, why = matrix.compare(_exp(splats=splat), stuck, None)
+    assert compare(may, fine, None)[0] is Outcome.PASS
+    assert compare(may, stuck, None)[0] is Outcome.PASS
+    outcome, _, why = compare(_exp(splats=splat), stuck, None)
     assert outcome is Outcome.FAIL and "vCPU(s) 0 never came back" in why
     with pytest.raises(Exception, match=r"stuck must be true, false or \"may\", not 'sometimes'"):
         _exp(stuck="sometimes")
@@ -392,7 +394,7 @@ def test_the_known_bad_model_run_still_fails_on_its_culprit():
     assert v.verdict == "fail", v.reason
     assert "icache_inval_pou" in v.reason and not matrix.retryable(v)
     exp = variants.load("fix-reverted").expectation("altra-max")
-    outcome, _, why = matrix.compare(exp, v, None)
+    outcome, _, why = compare(exp, v, None)
     assert outcome is Outcome.PASS, why
 
 
@@ -470,10 +472,10 @@ def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monke
     exp = variants.load("upstream").expectation("altra-max")
     for retries, verdict, retried in ((2, "pass", 2), (1, "error", 1)):
         calls.clear()
-        cell = matrix.Cell("upstream", "altra-max", exp)
+        cell = Cell("upstream", "altra-max", exp)
         options = matrix.RunOptions(retries=retries)
         matrix._run_cell(cell, profiles.mode("altra-max"), workloads.get(workloads.DEFAULT),
-                         build, tmp_path, options, matrix.Cores(2))
+                         build, tmp_path, options, Cores(2))
         assert [v.verdict for v in cell.verdicts] == [verdict]
         assert len(cell.retried) == retried and len(calls) == retried + 1
         assert all(r["reason"].startswith(MODEL_STARVED) for r in cell.retried)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from test_verdict import verdict_of
 
-from s2fault import matrix, profile, variants, workload, workloads
+from s2fault import profile, variants, workload, workloads
+from s2fault.cell import Cell, compare
 from s2fault.errors import InputError
 from s2fault.outcome import Outcome
 from s2fault.verdict import ReportedSplat
@@ -112,14 +113,14 @@ def test_slope_ratio_against_the_reference():
         return verdict_of(console_with(r))
 
     exp = variants.Expectation(slope_ratio_min=10.0, latency_reference="upstream")
-    ref = matrix.Cell("upstream", "functional", variants.Expectation(),
+    ref = Cell("upstream", "functional", variants.Expectation(),
                       workload="many-blocks")
     ref.verdicts.append(run(300.0))
-    passed, observed, _ = matrix.compare(exp, run(150000.0), ref)
+    passed, observed, _ = compare(exp, run(150000.0), ref)
     assert passed is Outcome.PASS and "ms/block" in observed
-    failed, _, why = matrix.compare(exp, run(900.0), ref)
+    failed, _, why = compare(exp, run(900.0), ref)
     assert failed is Outcome.FAIL and "cost per block" in why and "expected >= 10x" in why
-    assert matrix.compare(exp, run(150000.0), None)[0] is Outcome.ERROR
+    assert compare(exp, run(150000.0), None)[0] is Outcome.ERROR
 
 
 def test_splat_in_too_few_processes_is_a_mismatch():
@@ -132,10 +133,10 @@ def test_splat_in_too_few_processes_is_a_mismatch():
                                       "function": "icache_inval_pou"})
     # Two vCPU threads of one VMM process are one process.
     v.splats = [replace(lockup, pid=43), replace(lockup, pid=44)]
-    m, _, why = matrix.compare(exp, v, None)
+    m, _, why = compare(exp, v, None)
     assert m is Outcome.FAIL and "seen in 1 process(es) (VM 0)" in why
     v.splats.append(replace(lockup, pid=46))
-    assert matrix.compare(exp, v, None)[0] is Outcome.PASS
+    assert compare(exp, v, None)[0] is Outcome.PASS
 
 
 def test_stale_execution_is_a_failure_naming_the_round():

@@ -233,7 +233,8 @@ def _print_verdict(v: Verdict, prefix: str = "") -> None:
 
 def cmd_host_run(args: argparse.Namespace) -> int:
     """The workload on this host's running kernel (hostrun.py): no QEMU, no build."""
-    from . import hostrun, matrix, report, runner, workloads
+    from . import cell as cells
+    from . import hostrun, report, runner, workloads
     from . import profile as profiles
 
     # Before anything else: on x86 (or without root) this is the whole output.
@@ -252,7 +253,7 @@ def cmd_host_run(args: argparse.Namespace) -> int:
             v.to_dict(), separators=(",", ":")) + "\n"
         os.write(sys.stdout.fileno(), line.encode())
     _print_verdict(v)
-    cell = matrix.host_cell(v, wl.name)
+    cell = cells.host_cell(v, wl.name)
     rows = [cell.to_dict()]
     if args.json:
         data = {"schema_version": report.SCHEMA_VERSION} | v.to_dict()
@@ -261,7 +262,7 @@ def cmd_host_run(args: argparse.Namespace) -> int:
         report.write_junit(rows, Path(args.junit))
     if args.ktap:
         report.write_ktap(rows, Path(args.ktap))
-    return matrix.exit_code([cell])
+    return cells.exit_code([cell])
 
 
 def _print_frames(splat: ReportedSplat) -> None:
@@ -287,6 +288,7 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import kconfig, matrix, report, report_html, variants, workloads
+    from .cell import exit_code, table
     from .outcome import summary_line
 
     chosen = [w.name for w in workloads.select(args.workload)]
@@ -327,9 +329,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     report.write_ktap(rows, results / "check.ktap")
     if args.ktap:
         report.write_ktap(rows, Path(args.ktap))
-    print(matrix.table(cells))
+    print(table(cells))
     print(f"{summary_line([c.outcome for c in cells])}; results in {results}")
-    return matrix.exit_code(cells)
+    return exit_code(cells)
 
 
 def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:

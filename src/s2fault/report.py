@@ -1,7 +1,7 @@
 """Reports of a matrix run: JSON (the source of truth), JUnit XML, TAP and KTAP here;
 the HTML page in report_html.py, its SVG plots in report_plots.py.
 
-Each says the cell's outcome (pass, fail, skip, error: matrix.py) in its own terms
+Each says the cell's outcome (pass, fail, skip, error: outcome.py) in its own terms
 and names the cell by its stable id (variant.workload.mode), never by a measurement,
 so a dashboard sees the same test in every run. The helpers that read a row of
 check.json (_status, _workload, test_id, ...) live here and the HTML modules use them.
@@ -69,8 +69,8 @@ def _workload(row: dict[str, Any]) -> str:
 
 
 def test_id(row: dict[str, Any]) -> str:
-    """variant.workload.mode (+ vCPUs/pages when not the defaults): matrix.Cell.test_id."""
-    from .matrix import stable_id
+    """variant.workload.mode (+ vCPUs/pages when not the defaults): cell.Cell.test_id."""
+    from .cell import stable_id
 
     return row.get("test_id") or stable_id(row["variant"], _workload(row), row["mode"])
 
