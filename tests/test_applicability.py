@@ -11,8 +11,10 @@ import pytest
 
 from conftest import project_home
 from s2fault import kernel_series, matrix, variants
+from s2fault.cell import Cell, exit_code, judge_cells, table
 from s2fault.errors import BuildError
-from s2fault.verdict import Verdict
+from s2fault.outcome import Outcome
+from s2fault.verdict import ReportedSplat, Verdict
 
 ORIGINAL = [f"static int line_{i};\n" for i in range(1, 21)]
 
@@ -99,23 +101,24 @@ def test_the_matrix_does_not_build_a_series_that_does_not_apply(tree_and_home, t
              extra="[expect.functional]\nclean = true\n")
     cells = matrix.run_matrix(["stale"], ["functional"], tmp_path / "results",
                               matrix.RunOptions(source=str(tree)))
-    assert [(c.variant, c.mode, c.match, c.build) for c in cells] == [
-        ("stale", "functional", None, {})]
+    assert [(c.variant, c.mode, c.outcome, c.build) for c in cells] == [
+        ("stale", "functional", Outcome.ERROR, {})]
     assert cells[0].why == (f"could not judge: patch stale/0001-stale.patch does not apply: "
                             f"Hunk #1 FAILED at 1 in {MMU}")
-    assert matrix.exit_code(cells) == 2
-    assert "ERROR" in matrix.table(cells)
+    assert exit_code(cells) == 2
+    assert "ERROR" in table(cells)
 
 
 def test_expectations_not_filled_in_are_never_judged():
     unfilled = variants.Expectation(unfilled=True)
-    clean = Verdict("pass", "clean")
-    splat = Verdict("fail", "lockdep", splats=[{"kind": "lockdep", "title": "BUG"}])
-    cells = [matrix.Cell("imported", "functional", unfilled, verdicts=[clean]),
-             matrix.Cell("imported", "dilated", unfilled, verdicts=[splat])]
-    matrix.judge_cells(cells)
+    clean = Verdict(Outcome.PASS, "clean")
+    splat = Verdict(Outcome.FAIL, "lockdep",
+                    splats=[ReportedSplat.from_dict({"kind": "lockdep", "title": "BUG"})])
+    cells = [Cell("imported", "functional", unfilled, verdicts=[clean]),
+             Cell("imported", "dilated", unfilled, verdicts=[splat])]
+    judge_cells(cells)
     for c in cells:
-        assert c.match is None
+        assert c.outcome is Outcome.ERROR
         assert c.why == "could not judge: expectations of imported not filled in"
     assert cells[0].observed == "clean" and cells[1].observed.startswith("lockdep")
-    assert matrix.exit_code(cells) == 2
+    assert exit_code(cells) == 2

@@ -25,8 +25,9 @@ import pytest
 from conftest import ROOT, s2fault
 from s2fault import bisect_symptom, cache, project, source, workload
 from s2fault.errors import InputError
+from s2fault.judge import judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import Verdict, judge
+from s2fault.verdict import Verdict
 
 # Fixed identity and dates: the same edits give the same commit ids on every machine.
 _GIT_ENV = {
@@ -261,7 +262,7 @@ def test_symptom_judges_real_consoles(tmp_path):
     assert soft.judge(unfinished)[0] == "error"
     # QEMU died before printing anything: infrastructure, never good or bad.
     assert anything.judge(_judged("", tmp_path, outcome="qemu_failed"))[0] == "error"
-    ms = clean.workload["exec_fault_ms"]["max"]
+    ms = clean.workload.exec_fault_ms.max
     ratio = bisect_symptom.Symptom.parse("latency>=10")
     assert ratio.judge(clean, reference_ms=ms)[0] == "good"
     assert ratio.judge(clean, reference_ms=ms / 20)[0] == "bad"

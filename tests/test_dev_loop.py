@@ -22,6 +22,7 @@ from conftest import ROOT, s2fault
 from s2fault import builddir, kconfig, machine, runner, stacktrace
 from s2fault import profile as profiles
 from s2fault.errors import InputError
+from s2fault.verdict import ReportedSplat
 
 BOOT_TIMEOUT = 600
 
@@ -139,17 +140,17 @@ def test_splat_frames_are_decoded_to_file_and_line(tmp_path):
                "[    1.0]  stage2_helper+0x8/0x20\n"
                "[    1.0]  main+0x10/0x28\n"
                "[    1.0]  kvm_handle_guest_abort+0x10/0x30 [kvm]\n")
-    splats = [{"kind": "warning", "lines": [1, 5]}]
-    assert stacktrace.decode(_elf_with_debug_info(tmp_path, True), console, splats) is None
-    decoded = {d["frame"]: d for d in splats[0]["decoded"]}
+    splats = [ReportedSplat.from_dict({"kind": "warning", "lines": [1, 5]})]
+    frames, note = stacktrace.decode(_elf_with_debug_info(tmp_path, True), console, splats)
+    assert note is None
+    decoded = {d.frame: d for d in frames[0]}
     assert set(decoded) == {"stage2_helper+0x8/0x20", "main+0x10/0x28"}  # not the module's
-    assert decoded["stage2_helper+0x8/0x20"]["where"] == f"{tmp_path}/fault.c:3"
-    assert decoded["main+0x10/0x28"]["where"] == f"{tmp_path}/fault.c:10"
-    assert decoded["main+0x10/0x28"]["function"] == "main"
+    assert decoded["stage2_helper+0x8/0x20"].where == f"{tmp_path}/fault.c:3"
+    assert decoded["main+0x10/0x28"].where == f"{tmp_path}/fault.c:10"
+    assert decoded["main+0x10/0x28"].function == "main"
     # Without debug info the run says why instead of printing ??:0.
-    bare = [{"kind": "warning", "lines": [1, 5]}]
-    note = stacktrace.decode(_elf_with_debug_info(tmp_path, False), console, bare)
-    assert note == stacktrace.NO_DEBUG_INFO and "decoded" not in bare[0]
+    frames, note = stacktrace.decode(_elf_with_debug_info(tmp_path, False), console, splats)
+    assert note == stacktrace.NO_DEBUG_INFO and frames == []
 
 
 def test_the_qemu_of_s2fault_qemu_is_the_one_recorded(tmp_path, monkeypatch):

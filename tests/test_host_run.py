@@ -21,10 +21,13 @@ import yaml
 
 from conftest import ROOT, s2fault
 from conftest import edit_marker_line as _edit
-from s2fault import hostrun, matrix, variants, workload
+from s2fault import hostrun, variants, workload
 from s2fault import profile as profiles
+from s2fault.cell import compare, exit_code, host_cell
+from s2fault.judge import HOST_DIC, NO_LOCKDEP, judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import HOST_DIC, NO_LOCKDEP, Verdict, judge
+from s2fault.outcome import Outcome
+from s2fault.verdict import Verdict
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -88,15 +91,15 @@ def test_a_nested_host_that_wedged_before_host_run_answered_is_the_kernels_failu
     assert v.verdict == "fail", v.reason
     assert "the workload did not finish" in v.reason and "hugepage" not in v.reason
     exp = variants.load("interval-tree-v1").expectation("functional")
-    match, _, why = matrix.compare(exp, v, None)
-    assert match is True, why
+    outcome, _, why = compare(exp, v, None)
+    assert outcome is Outcome.PASS, why
 
 
 def test_lockdep_expectations_on_a_host_without_lockdep_are_never_passed():
     v = _host_verdict(_edit(REAL, "S2FAULT-INIT", debug_locks=None))
     exp = variants.load("interval-tree-v1").expectation("functional")
-    match, _, why = matrix.compare(exp, v, None)
-    assert match is None and why.startswith(NO_LOCKDEP)
+    outcome, _, why = compare(exp, v, None)
+    assert outcome is Outcome.ERROR and why.startswith(NO_LOCKDEP)
 
 
 def test_dic_on_the_host_is_not_applicable_in_the_issue_s_words():
@@ -115,8 +118,8 @@ def test_a_verdict_survives_the_trip_through_json():
 def test_host_run_reports_name_its_cell_like_every_report(tmp_path):
     from s2fault import report
 
-    cell = matrix.host_cell(_host_verdict(_edit(REAL, "S2FAULT-INIT", debug_locks=None)),
-                            "exec-fault")
+    cell = host_cell(_host_verdict(_edit(REAL, "S2FAULT-INIT", debug_locks=None)),
+                     "exec-fault")
     assert (cell.test_id, cell.outcome) == ("host.exec-fault.host-run", "pass")
     rows = [cell.to_dict()]
     assert rows[0]["runner"] == "host-run"
@@ -125,8 +128,8 @@ def test_host_run_reports_name_its_cell_like_every_report(tmp_path):
     assert 'classname="s2fault.host"' in (tmp_path / "j.xml").read_text()
     ktap = (tmp_path / "k.ktap").read_text()
     assert "KTAP version 1" in ktap and "ok 1 exec-fault.host-run" in ktap
-    dic = matrix.host_cell(_host_verdict(_edit(REAL, "S2FAULT-RESULT", dic=1)), "exec-fault")
-    assert dic.outcome == "skip" and matrix.exit_code([dic]) == 4
+    dic = host_cell(_host_verdict(_edit(REAL, "S2FAULT-RESULT", dic=1)), "exec-fault")
+    assert dic.outcome == "skip" and exit_code([dic]) == 4
 
 
 # --- what host-run reads and changes ---------------------------------------------------

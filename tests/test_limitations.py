@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from s2fault import analyzer, matrix, project, workload
+from s2fault import analyzer, project, workload
+from s2fault.judge import judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import judge
+from s2fault.outcome import exit_code_of
 
 DATA = Path(__file__).parent / "data"
 NESTED_MAX = (DATA / "nested-mode-console.log").read_text()
@@ -76,7 +77,7 @@ def test_the_readme_states_what_the_judge_says():
     for (word, code, reason), log in zip(claims, (NESTED_MAX, NESTED_NVHE), strict=True):
         v = _judge(log)
         assert v.verdict == word, (word, v.verdict, v.reason)
-        assert matrix.exit_code_of([v.verdict]) == int(code), (code, v.verdict)
+        assert exit_code_of([v.verdict]) == int(code), (code, v.verdict)
         assert v.reason.startswith(re.sub(r"\s+", " ", reason)), (reason, v.reason)
 
 
@@ -86,9 +87,9 @@ def test_nested_mode_on_max_is_an_ordinary_run_and_not_judged_as_nested():
     # The workload ran clean, but not with what was asked: never a pass for "nested".
     assert v.verdict == "skip", v.reason
     assert v.reason.startswith("not applicable: kvm-arm.mode=nested was not granted")
-    assert v.preconditions["dic"] == 0
-    assert v.preconditions["exec_faults_taken"] is True
-    assert v.workload["coherent"] is True
+    assert v.preconditions.dic == 0
+    assert v.preconditions.exec_faults_taken is True
+    assert v.workload.coherent is True
 
 
 def test_nested_mode_on_an_nvhe_cpu_is_a_boot_warning():

@@ -7,7 +7,9 @@ import pytest
 
 from s2fault import calibrate, profile, report_plots, variants
 from s2fault.errors import InputError
-from s2fault.verdict import _splat_reason, stuck_for
+from s2fault.judge import _splat_reason, stuck_for
+from s2fault.measurements import Measurements
+from s2fault.verdict import ReportedSplat
 
 
 def test_every_mode_is_a_file_and_the_matrix_knows_it():
@@ -120,10 +122,12 @@ def test_whole_cache_invalidations_are_entries_minus_line_by_line():
 
 def test_stuck_for_in_model_and_hardware_seconds():
     text = "x\n[   70.1] watchdog: BUG: soft lockup - CPU#3 stuck for 23s! [s2fault-vmm:60]\n"
-    splats = [{"kind": "soft_lockup", "title": "soft lockup in icache_inval_pou",
-               "function": "icache_inval_pou", "frames": [], "lines": [2, 2]}]
-    stuck_for(splats, text, 0.94)
-    assert splats[0]["stuck_s"] == 23 and splats[0]["stuck_hw_s"] == 21.6
+    splats = [ReportedSplat.from_dict({"kind": "soft_lockup",
+                                       "title": "soft lockup in icache_inval_pou",
+                                       "function": "icache_inval_pou", "frames": [],
+                                       "lines": [2, 2]})]
+    splats = stuck_for(splats, text, 0.94)
+    assert splats[0].stuck_s == 23 and splats[0].stuck_hw_s == 21.6
     assert "stuck for 23 s model, 21.6 s hardware-equivalent" in _splat_reason(splats)
 
 
@@ -133,7 +137,7 @@ def test_the_culprit_leads_the_reason():
                 "frames": ["sched_balance_update_blocked_averages"]}
     culprit = {"kind": "soft_lockup", "title": "soft lockup in icache_inval_pou",
                "function": "icache_inval_pou", "frames": ["icache_inval_pou"]}
-    reason = _splat_reason([knock_on, culprit])
+    reason = _splat_reason([ReportedSplat.from_dict(knock_on), ReportedSplat.from_dict(culprit)])
     assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou"), reason
     assert reason.endswith("(+1 more)")
 
@@ -161,8 +165,8 @@ def test_a_sweep_console_splits_into_points():
         result(2, 1240000),
         'S2FAULT-POST {"icache": {"guest_page": 7, "by_line": 7}}',
     ]
-    splats = [{"kind": "soft_lockup", "function": "icache_inval_pou", "lines": [4, 4],
-               "stuck_s": 23}]
+    splats = [ReportedSplat.from_dict({"kind": "soft_lockup", "function": "icache_inval_pou",
+                                       "lines": [4, 4], "stuck_s": 23})]
     one, two = calibrate.split_runs("fix-reverted", [1, 2], "\n".join(lines), splats)
     assert (one.vcpus, one.worst_ms, one.splats, one.icache) == \
         (1, 615.0, [], {"guest_page": 3, "by_line": 3})
@@ -178,12 +182,12 @@ def test_a_model_run_in_the_hardware_terms():
     from s2fault import runner
 
     m = profile.hardware_model("altra-max")
-    hw = runner.hardware_equivalent(
-        {"exec_fault_ms": {"max": 2.0}, "icache": {"guest_page": 70, "by_line": 6}}, m)
-    assert hw["worst_fault_ms"] == pytest.approx(2.0 * m.scale, abs=1e-3)
-    assert hw["whole_cache_invalidations"] == 64
-    assert hw["whole_cache_ms"] == pytest.approx(64 * 0.071)
-    assert runner.hardware_equivalent({}, m)["worst_fault_priced_ms"] is None
+    hw = runner.hardware_equivalent(Measurements.from_dict(
+        {"exec_fault_ms": {"max": 2.0}, "icache": {"guest_page": 70, "by_line": 6}}), m)
+    assert hw.worst_fault_ms == pytest.approx(2.0 * m.scale, abs=1e-3)
+    assert hw.whole_cache_invalidations == 64
+    assert hw.whole_cache_ms == pytest.approx(64 * 0.071)
+    assert runner.hardware_equivalent(Measurements(), m).worst_fault_priced_ms is None
 
 
 def test_a_fitted_scale_is_written_back_to_the_profile(tmp_path, monkeypatch):

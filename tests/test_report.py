@@ -1,8 +1,8 @@
 """Reports: JSON, JUnit, TAP and the self-contained HTML page, opened in a real browser.
 
 The rows come from the engine itself: real console logs (tests/data, tests/golden)
-with their result lines set to measured latencies, judged by verdict.judge() and
-compared by matrix.judge_cells(), exactly as a matrix run makes them.
+with their result lines set to measured latencies, judged by judge.judge() and
+compared by cell.judge_cells(), exactly as a matrix run makes them.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 
 from conftest import s2fault, upstream_env
-from s2fault import matrix, report, variants, workload
 from s2fault import profile as profiles
+from s2fault import report, variants, workload
+from s2fault.cell import Cell, judge_cells
+from s2fault.judge import judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import judge
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -67,10 +68,10 @@ def _golden_console(text: str) -> str:
 
 
 def _cell(results: Path, variant: str, mode: str, exp: variants.Expectation,
-          console: str | None) -> matrix.Cell:
+          console: str | None) -> Cell:
     """One cell as run_variant() leaves it: artifacts on disk, verdict judged."""
-    cell = matrix.Cell(variant, mode, exp, build={"key": f"k-{variant}", "cached": True,
-                                                  "seconds": 0.4, "config": None})
+    cell = Cell(variant, mode, exp, build={"key": f"k-{variant}", "cached": True,
+                                           "seconds": 0.4, "config": None})
     if console is None:
         cell.why = "build: patch interval-tree-v1/0001.patch does not apply"
         return cell
@@ -114,7 +115,7 @@ def make_results(results: Path) -> tuple[list[dict], dict]:
               _console(UPSTREAM_ROUNDS)),
         _cell(results, "interval-tree-v1", "functional", lockdep, None),
     ]
-    matrix.judge_cells(cells)
+    judge_cells(cells)
     meta = {"variants": sorted({c.variant for c in cells}), "modes": ["functional", "dilated"],
             "pages": "64k"}
     rows = [c.to_dict() for c in cells]

@@ -7,9 +7,10 @@ import time
 
 from s2fault import matrix
 from s2fault import profile as profiles
+from s2fault.cores import Cores, cores_available
 
 
-def _overlaps(cores: matrix.Cores, costs: list[int], hold: float = 0.3) -> int:
+def _overlaps(cores: Cores, costs: list[int], hold: float = 0.3) -> int:
     """Run one thread per cost, each holding its share for `hold` seconds; the largest
     number that held at once."""
     lock = threading.Lock()
@@ -33,7 +34,7 @@ def _overlaps(cores: matrix.Cores, costs: list[int], hold: float = 0.3) -> int:
 
 
 def test_two_cores_two_dilated_runs_at_once_a_functional_run_alone():
-    cores = matrix.Cores(2)
+    cores = Cores(2)
     dilated = cores.for_run(profiles.mode("dilated"))
     functional = cores.for_run(profiles.mode("functional"))
     assert (dilated, functional, cores.for_build()) == (1, 2, 1)
@@ -44,21 +45,21 @@ def test_two_cores_two_dilated_runs_at_once_a_functional_run_alone():
 
 
 def test_one_core_runs_everything_in_turn():
-    cores = matrix.Cores(1)
+    cores = Cores(1)
     assert cores.for_build() == 1
     assert _overlaps(cores, [1, 1, 2]) == 1
 
 
 def test_a_share_larger_than_the_machine_is_the_whole_machine():
-    cores = matrix.Cores(2)
+    cores = Cores(2)
     assert _overlaps(cores, [4, 1], hold=0.1) == 1  # a 4-CPU profile does not wait forever
 
 
 def test_cores_from_the_environment(monkeypatch):
     monkeypatch.setenv("S2FAULT_CORES", "1")
-    assert matrix.cores_available() == 1
+    assert cores_available() == 1
     monkeypatch.setenv("S2FAULT_CORES", "")
-    assert matrix.cores_available() >= 1
+    assert cores_available() >= 1
 
 
 def test_a_cell_waiting_for_the_machine_does_not_hold_up_one_that_fits():
@@ -67,7 +68,7 @@ def test_a_cell_waiting_for_the_machine_does_not_hold_up_one_that_fits():
     it sat in the queue behind the waiting one)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    cores = matrix.Cores(2)
+    cores = Cores(2)
     lock = threading.Lock()
     now = {"dilated": 0, "max": 0}
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import edit_marker_line
-from s2fault import matrix, variants, workload, workloads
-from s2fault import verdict as verdict_mod
+from s2fault import matrix, starved_model, variants, workload, workloads
+from s2fault.cell import Cell, compare, exit_code, judge_cells, table
+from s2fault.cores import Cores
+from s2fault.judge import NEVER_REACHED_INIT, judge
 from s2fault.machine import MachineRun
-from s2fault.verdict import judge
+from s2fault.outcome import Outcome, exit_code_of, summary_line
+from s2fault.verdict import ReportedSplat
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -40,9 +44,9 @@ def edit_result(text: str, **changes) -> str:
 def test_real_upstream_log_passes():
     v = verdict_of(REAL)
     assert v.verdict == "pass", v.reason
-    assert v.workload["vcpus"] == 8 and v.workload["coherent"] is True
-    assert v.workload["exec_fault_ms"]["max"] == pytest.approx(27.222)
-    assert v.preconditions["exec_faults_taken"] is True
+    assert v.workload.vcpus == 8 and v.workload.coherent is True
+    assert v.workload.exec_fault_ms.max == pytest.approx(27.222)
+    assert v.preconditions.exec_faults_taken is True
 
 
 def test_dic_set_is_not_applicable_never_pass():
@@ -67,7 +71,7 @@ def test_vcpu_that_never_reported_is_not_judged_incoherent():
                        errors=["timeout after 60 s in round 1 of 5: vcpus 0,1 did not finish"])
     v = verdict_of(text)
     assert v.verdict == "error" and "timeout after 60 s" in v.reason
-    assert v.preconditions["exec_faults_taken"] is None
+    assert v.preconditions.exec_faults_taken is None
 
 
 def test_failed_hugepage_reservation_is_infrastructure():
@@ -108,12 +112,12 @@ def test_splat_makes_run_fail():
     )
     text = REAL.replace("S2FAULT-POST", splat + "S2FAULT-POST")
     v = verdict_of(text)
-    assert v.verdict == "fail" and v.splats[0]["kind"] == "soft_lockup"
-    assert v.splats[0]["function"] == "icache_inval_pou"
+    assert v.verdict == "fail" and v.splats[0].kind == "soft_lockup"
+    assert v.splats[0].function == "icache_inval_pou"
 
 
 def _cell(name, exp, v):
-    c = matrix.Cell(name, "functional", exp)
+    c = Cell(name, "functional", exp)
     c.verdicts.append(v)
     return c
 
@@ -123,9 +127,9 @@ def test_compare_declared_against_observed():
     lockup = variants.Expectation(
         splats=(variants.SplatSpec("soft_lockup", function=("icache_inval_pou",)),), clean=False)
     ok = verdict_of(REAL)
-    assert matrix.compare(clean, ok, None)[0] is True
-    m, _, why = matrix.compare(lockup, ok, None)
-    assert m is False and "expected but not seen: soft_lockup in icache_inval_pou" in why
+    assert compare(clean, ok, None)[0] is Outcome.PASS
+    m, _, why = compare(lockup, ok, None)
+    assert m is Outcome.FAIL and "expected but not seen: soft_lockup in icache_inval_pou" in why
 
 
 def test_latency_ratio_against_reference():
@@ -134,19 +138,19 @@ def test_latency_ratio_against_reference():
         REAL, exec_fault_us=[600.0] + [1.0] * 7)))
     slow = verdict_of(edit_result(REAL, exec_fault_us=[35000.0] * 8))
     fast = verdict_of(edit_result(REAL, exec_fault_us=[900.0] * 8))
-    assert matrix.compare(ratio, slow, ref)[0] is True
-    m, observed, why = matrix.compare(ratio, fast, ref)
-    assert m is False and "1.5x upstream" in why and "max 0.9 ms" in observed
-    assert matrix.compare(ratio, slow, None)[0] is None
+    assert compare(ratio, slow, ref)[0] is Outcome.PASS
+    m, observed, why = compare(ratio, fast, ref)
+    assert m is Outcome.FAIL and "1.5x upstream" in why and "max 0.9 ms" in observed
+    assert compare(ratio, slow, None)[0] is Outcome.ERROR
 
 
 def test_flaky_cell_is_marked_not_averaged():
     exp = variants.Expectation()
-    c = matrix.Cell("upstream", "functional", exp)
+    c = Cell("upstream", "functional", exp)
     c.verdicts = [verdict_of(REAL), verdict_of(edit_result(REAL, coherent=False))]
-    matrix._compare_all([c])
-    assert c.match is False and c.flaky and c.why.startswith("flaky: matched in 1/2")
-    assert matrix.exit_code([c]) == 1
+    judge_cells([c])
+    assert c.outcome is Outcome.FAIL and c.flaky and c.why.startswith("flaky: matched in 1/2")
+    assert exit_code([c]) == 1
 
 
 # --- skip vs error, and the lockup detector ------------------------------------------
@@ -180,25 +184,25 @@ def test_an_expected_lockup_without_a_detector_never_matches():
     lockup = variants.Expectation(splats=(variants.SplatSpec("soft_lockup"),), clean=False)
     text = edit_marker_line(REAL, "S2FAULT-POST", soft_watchdog=None)
     v = verdict_of(text)
-    assert v.preconditions["softlockup_detector"] is False
-    m, _, why = matrix.compare(lockup, v, None)
-    assert m is None and "CONFIG_SOFTLOCKUP_DETECTOR" in why
-    assert verdict_of(REAL).preconditions["softlockup_detector"] is True
-    assert matrix.compare(lockup, verdict_of(REAL), None)[0] is False  # expected, not seen
+    assert v.preconditions.softlockup_detector is False
+    m, _, why = compare(lockup, v, None)
+    assert m is Outcome.ERROR and "CONFIG_SOFTLOCKUP_DETECTOR" in why
+    assert verdict_of(REAL).preconditions.softlockup_detector is True
+    assert compare(lockup, verdict_of(REAL), None)[0] is Outcome.FAIL  # expected, not seen
 
 
 def test_cell_outcomes_and_exit_codes():
     clean = variants.Expectation()
     dic = verdict_of(edit_result(REAL, dic=1))
-    cells = [matrix.Cell("a", "functional", clean, [verdict_of(REAL)]),
-             matrix.Cell("b", "functional", clean, [dic])]
-    matrix.judge_cells(cells)
+    cells = [Cell("a", "functional", clean, [verdict_of(REAL)]),
+             Cell("b", "functional", clean, [dic])]
+    judge_cells(cells)
     assert [c.outcome for c in cells] == ["pass", "skip"]
-    assert matrix.exit_code(cells) == 0  # passes with a skip: kselftest's rule
-    assert matrix.exit_code(cells[1:]) == 4  # everything skipped: KSFT_SKIP
-    assert matrix.exit_code([]) == 2  # nothing judged is never a pass
-    assert "SKIP" in matrix.table(cells) and "b/functional: not applicable" in matrix.table(cells)
-    assert matrix.summary_line([c.outcome for c in cells]) == "PASS: 1 pass, 1 skip of 2 cells"
+    assert exit_code(cells) == 0  # passes with a skip: kselftest's rule
+    assert exit_code(cells[1:]) == 4  # everything skipped: KSFT_SKIP
+    assert exit_code([]) == 2  # nothing judged is never a pass
+    assert "SKIP" in table(cells) and "b/functional: not applicable" in table(cells)
+    assert summary_line([c.outcome for c in cells]) == "PASS: 1 pass, 1 skip of 2 cells"
     assert cells[1].to_dict()["test_id"] == "b.exec-fault.functional"
 
 
@@ -228,7 +232,7 @@ def test_stuck_vcpus_after_an_injected_failure_are_a_livelock():
     assert v.verdict == "fail"
     assert v.reason.startswith("livelock: 8 of 8 vCPUs never came back"), v.reason
     assert "1 injected allocation failure(s) under kvm_pgtable_walk" in v.reason
-    assert v.workload["stuck_vcpus"] == list(range(8))
+    assert v.workload.stuck_vcpus == list(range(8))
 
 
 def test_stuck_vcpus_without_an_injected_failure_cannot_be_judged():
@@ -261,21 +265,22 @@ def test_declared_livelock_and_failure_count_are_compared():
     fine = verdict_of(injected(edit_result(
         REAL, fault_injection={"armed": True, "window": "w", "requested": 1, "failures": 1}), 1))
     livelock = _exp(stuck=True, injected_failures=1, clean=False)
-    assert matrix.compare(livelock, stuck, None)[0] is True
-    match, _, why = matrix.compare(livelock, fine, None)
-    assert match is False and "every vCPU came back" in why
-    match, _, why = matrix.compare(_exp(injected_failures=1), stuck, None)
-    assert match is False and "never came back" in why
-    match, observed, why = matrix.compare(_exp(injected_failures=0), fine, None)
-    assert match is False and "expected 0" in why and "1 injected failure(s)" in observed
+    assert compare(livelock, stuck, None)[0] is Outcome.PASS
+    outcome, _, why = compare(livelock, fine, None)
+    assert outcome is Outcome.FAIL and "every vCPU came back" in why
+    outcome, _, why = compare(_exp(injected_failures=1), stuck, None)
+    assert outcome is Outcome.FAIL and "never came back" in why
+    outcome, observed, why = compare(_exp(injected_failures=0), fine, None)
+    assert outcome is Outcome.FAIL and "expected 0" in why and "1 injected failure(s)" in observed
 
 
 def test_splat_where_pattern_names_where_the_report_comes_from():
     spec = _exp(splats=[{"kind": "atomic_sleep", "where": r"include/linux/sched/mm\.h"}]
                 ).splats[0]
-    alloc = {"kind": "atomic_sleep", "title": "sleeping function called from invalid "
-             "context in add_fault_range", "where": "include/linux/sched/mm.h:321"}
-    mutex = dict(alloc, where="../src/kernel/locking/mutex.c:586")
+    alloc = ReportedSplat.from_dict({
+        "kind": "atomic_sleep", "title": "sleeping function called from invalid context in "
+        "add_fault_range", "where": "include/linux/sched/mm.h:321"})
+    mutex = replace(alloc, where="../src/kernel/locking/mutex.c:586")
     assert spec.matches(alloc) and not spec.matches(mutex)
     assert spec.describe().endswith(r"at /include/linux/sched/mm\.h/")
 
@@ -285,8 +290,8 @@ def test_failures_are_counted_from_the_kernels_reports():
     last failure (seen on upstream with a wider filter), so the console counts."""
     text = edit_result(REAL, fault_injection={"armed": True, "window": "w", "requested": 1,
                                               "failures": 1})
-    assert verdict_of(injected(text, 2)).workload["fault_injection"]["failures"] == 2
-    assert verdict_of(text).workload["fault_injection"]["failures"] == 0
+    assert verdict_of(injected(text, 2)).workload.fault_injection.failures == 2
+    assert verdict_of(text).workload.fault_injection.failures == 0
 
 
 _MUTEX_IN_ATOMIC = ("[    2.1] BUG: sleeping function called from invalid context at "
@@ -320,10 +325,10 @@ def test_a_livelock_that_needs_a_race_may_be_declared_either_way():
     splat = [{"kind": "atomic_sleep", "in_frames": ["add_fault_range"]}]
     may = _exp(stuck="may", splats=splat)
     assert may.stuck is None and "may be stuck" in may.describe()
-    assert matrix.compare(may, fine, None)[0] is True
-    assert matrix.compare(may, stuck, None)[0] is True
-    match, _, why = matrix.compare(_exp(splats=splat), stuck, None)
-    assert match is False and "vCPU(s) 0 never came back" in why
+    assert compare(may, fine, None)[0] is Outcome.PASS
+    assert compare(may, stuck, None)[0] is Outcome.PASS
+    outcome, _, why = compare(_exp(splats=splat), stuck, None)
+    assert outcome is Outcome.FAIL and "vCPU(s) 0 never came back" in why
     with pytest.raises(Exception, match=r"stuck must be true, false or \"may\", not 'sometimes'"):
         _exp(stuck="sometimes")
 
@@ -333,25 +338,28 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
     and the stopper thread, the repeat and RCU's stall are listed under it (JSON too)."""
     golden = Path(__file__).parent / "golden" / "arm64-dilated-cascade-culprit-second.log"
     from s2fault import analyzer
-    from s2fault.verdict import _splat_reason, culprit_first
+    from s2fault.judge import _splat_reason, culprit_first
 
     splats = culprit_first(analyzer.analyze_console(golden.read_text()))
-    assert splats[0]["task"] == "migration/0" and splats[0]["role"] == "consequence"
-    assert splats[0]["why"] == "stopper thread" and splats[0]["consequence_of"] == 1
-    assert splats[1]["role"] == "culprit" and splats[1]["function"] == "icache_inval_pou"
+    assert splats[0].task == "migration/0" and splats[0].role == "consequence"
+    assert splats[0].why == "stopper thread" and splats[0].consequence_of == 1
+    assert splats[1].role == "culprit" and splats[1].function == "icache_inval_pou"
     reason = _splat_reason(splats)
     assert reason.startswith("soft_lockup: soft lockup in icache_inval_pou; 3 consequence(s): "
                              "stopper thread, repeat, RCU stall on the culprit's CPU#1"), reason
 
 
 def test_many_cpus_behind_one_culprit_are_counted_not_listed():
-    from s2fault.verdict import _splat_reason
+    from s2fault.judge import _splat_reason
 
-    lead = {"kind": "soft_lockup", "title": "soft lockup in icache_inval_pou", "role": "culprit",
-            "incident": 0, "function": "icache_inval_pou"}
-    others = [dict(lead, role="consequence", why=f"lockup on another CPU (CPU#{n})")
+    lead = ReportedSplat.from_dict({"kind": "soft_lockup",
+                                    "title": "soft lockup in icache_inval_pou",
+                                    "role": "culprit", "incident": 0,
+                                    "function": "icache_inval_pou"})
+    others = [replace(lead, role="consequence", why=f"lockup on another CPU (CPU#{n})")
               for n in range(2, 64)]
-    rcu = dict(lead, kind="rcu_stall", role="consequence", why="RCU stall on the culprit's CPU#1")
+    rcu = replace(lead, kind="rcu_stall", role="consequence",
+                  why="RCU stall on the culprit's CPU#1")
     reason = _splat_reason([lead, *others, rcu])
     assert reason == ("soft_lockup: soft lockup in icache_inval_pou; 63 consequence(s): "
                       "lockup on another CPU x62, RCU stall on the culprit's CPU#1"), reason
@@ -373,26 +381,26 @@ def test_upstream_starved_at_64_vcpus_is_the_models_failure_not_the_kernels():
     fault path. Under dilation that is an error worth a second boot, never a fail."""
     v = _model_verdict(STARVED)
     assert v.verdict == "error", v.reason
-    assert v.reason.startswith(verdict_mod.MODEL_STARVED)
+    assert v.reason.startswith(starved_model.MODEL_STARVED)
     assert "none in the fault path" in v.reason and "handle_softirqs" in v.reason
-    assert verdict_mod.retryable(v)
+    assert matrix.retryable(v)
     # Without dilation the same reports are the kernel's.
     v = _model_verdict(STARVED, dilated=False)
-    assert v.verdict == "fail" and not verdict_mod.retryable(v)
+    assert v.verdict == "fail" and not matrix.retryable(v)
 
 
 def test_the_known_bad_model_run_still_fails_on_its_culprit():
     v = _model_verdict(FIX_REVERTED_MODEL)
     assert v.verdict == "fail", v.reason
-    assert "icache_inval_pou" in v.reason and not verdict_mod.retryable(v)
+    assert "icache_inval_pou" in v.reason and not matrix.retryable(v)
     exp = variants.load("fix-reverted").expectation("altra-max")
-    match, _, why = matrix.compare(exp, v, None)
-    assert match is True, why
+    outcome, _, why = compare(exp, v, None)
+    assert outcome is Outcome.PASS, why
 
 
 def _lockup(frames, kind="soft_lockup", **kw):
-    return {"kind": kind, "frames": frames, "function": frames[0] if frames else None,
-            "cpu": 4, **kw}
+    return ReportedSplat.from_dict({"kind": kind, "frames": frames,
+                                    "function": frames[0] if frames else None, "cpu": 4, **kw})
 
 
 SOFTIRQ_OVER_KVM = ["handle_softirqs", "__do_softirq", "call_on_irq_stack", "el1_interrupt",
@@ -412,33 +420,35 @@ SOFTIRQ_OVER_KVM = ["handle_softirqs", "__do_softirq", "call_on_irq_stack", "el1
     ([], False),
 ])
 def test_housekeeping_is_softirq_work_above_any_interrupt_entry(frames, housekeeping):
-    assert verdict_mod.housekeeping_lockup(_lockup(frames)) is housekeeping
+    assert starved_model.housekeeping_lockup(_lockup(frames)) is housekeeping
 
 
 def test_any_other_report_keeps_the_run_the_kernels():
     softirq = _lockup(["handle_softirqs", "__do_softirq"])
-    stall = {"kind": "rcu_stall", "frames": [], "function": None, "cpu": None}
-    assert verdict_mod.starved_housekeeping([softirq, stall])
-    assert verdict_mod.starved_housekeeping([stall]) is None
-    lockdep = {"kind": "lockdep", "frames": ["add_fault_range"], "function": "add_fault_range"}
-    assert verdict_mod.starved_housekeeping([softirq, lockdep]) is None
+    stall = ReportedSplat.from_dict({"kind": "rcu_stall", "frames": [], "function": None,
+                                     "cpu": None})
+    assert starved_model.starved_housekeeping([softirq, stall])
+    assert starved_model.starved_housekeeping([stall]) is None
+    lockdep = ReportedSplat.from_dict({"kind": "lockdep", "frames": ["add_fault_range"],
+                                       "function": "add_fault_range"})
+    assert starved_model.starved_housekeeping([softirq, lockdep]) is None
     culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
-    assert verdict_mod.starved_housekeeping([softirq, culprit]) is None
+    assert starved_model.starved_housekeeping([softirq, culprit]) is None
     # The fresh-root CI's upstream multi-vm: migration/0 "stuck" in cpu_stop_should_run
     # (a stopper-thread knock-on) beside softirq work; and the stopper alone.
     stopper = _lockup(["cpu_stop_should_run", "smpboot_thread_fn", "kthread"],
                       knock_on="stopper thread", task="migration/0")
-    reason = verdict_mod.starved_housekeeping([softirq, stopper])
+    reason = starved_model.starved_housekeeping([softirq, stopper])
     assert reason and "from softirq" in reason
-    reason = verdict_mod.starved_housekeeping([stopper])
+    reason = starved_model.starved_housekeeping([stopper])
     assert reason and "cpu_stop_should_run on CPU#4 in the stopper thread" in reason
     # A stopper waiting on a CPU in the fault path, or with the culprit reported, is not.
-    assert verdict_mod.starved_housekeeping([stopper, culprit]) is None
+    assert starved_model.starved_housekeeping([stopper, culprit]) is None
     waiting = _lockup(["cpu_stopper_thread", "kvm_handle_guest_abort"], knock_on="stopper thread")
-    assert verdict_mod.starved_housekeeping([waiting]) is None
+    assert starved_model.starved_housekeeping([waiting]) is None
     spin = _lockup(["queued_spin_lock_slowpath", "sched_balance_rq"],
                    knock_on="waiting in queued_spin_lock_slowpath")
-    assert verdict_mod.starved_housekeeping([spin]) is None
+    assert starved_model.starved_housekeeping([spin]) is None
 
 
 def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monkeypatch):
@@ -446,10 +456,11 @@ def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monke
     up to --retries, and each discarded attempt stays named in the cell."""
     from s2fault import profile as profiles
     from s2fault import runner
-    from s2fault.verdict import MODEL_STARVED, Verdict
+    from s2fault.starved_model import MODEL_STARVED
+    from s2fault.verdict import Verdict
 
-    answers = [Verdict("error", f"{MODEL_STARVED}: ..."), Verdict("error", f"{MODEL_STARVED}: ..."),
-               Verdict("pass", "clean")]
+    answers = [Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."),
+               Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."), Verdict(Outcome.PASS, "clean")]
     calls = []
 
     def run_kernel(image, prof, outdir, label, config, extra_initramfs=None):
@@ -461,10 +472,10 @@ def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monke
     exp = variants.load("upstream").expectation("altra-max")
     for retries, verdict, retried in ((2, "pass", 2), (1, "error", 1)):
         calls.clear()
-        cell = matrix.Cell("upstream", "altra-max", exp)
+        cell = Cell("upstream", "altra-max", exp)
         options = matrix.RunOptions(retries=retries)
         matrix._run_cell(cell, profiles.mode("altra-max"), workloads.get(workloads.DEFAULT),
-                         build, tmp_path, options, matrix.Cores(2))
+                         build, tmp_path, options, Cores(2))
         assert [v.verdict for v in cell.verdicts] == [verdict]
         assert len(cell.retried) == retried and len(calls) == retried + 1
         assert all(r["reason"].startswith(MODEL_STARVED) for r in cell.retried)
@@ -475,28 +486,28 @@ def test_one_outcome_type_names_its_exit_code():
     """The README's table: pass 0, fail 1, error 2, skip 4; an Outcome is its name in
     comparisons and JSON, so a verdict's string and the type never disagree."""
     from s2fault.errors import InputError
-    from s2fault.verdict import EXIT_CODES, Outcome
+    from s2fault.outcome import EXIT_CODES
 
     assert {o.value: o.exit_code for o in Outcome} == {"pass": 0, "fail": 1, "error": 2,
                                                        "skip": 4} == EXIT_CODES
     assert Outcome("fail") == "fail" and json.dumps(Outcome.SKIP) == '"skip"'
-    assert matrix.exit_code_of(["pass", "skip"]) == 0
-    assert matrix.exit_code_of(["skip", "error", "fail"]) == 1
-    assert matrix.exit_code_of([]) == matrix.exit_code_of(["error"]) == 2
+    assert exit_code_of(["pass", "skip"]) == 0
+    assert exit_code_of(["skip", "error", "fail"]) == 1
+    assert exit_code_of([]) == exit_code_of(["error"]) == 2
     with pytest.raises(InputError, match="unknown outcome 'ok'"):
-        matrix.exit_code_of(["ok"])
+        exit_code_of(["ok"])
 
 
 def test_a_dilated_boot_that_stalled_before_init_is_run_again_a_functional_one_not():
     """CI, full-inval-always/dilated: silent 120 s after "workingset:" during boot."""
     text = "\n".join(REAL.splitlines()[:40]) + "\n"
     v = verdict_of(text, outcome="timeout", reason="no output for 120 s (vm running)")
-    assert v.verdict == "error" and v.reason.startswith(verdict_mod.NEVER_REACHED_INIT)
-    assert not verdict_mod.retryable(v)  # functional: not a model's stall
+    assert v.verdict == "error" and v.reason.startswith(NEVER_REACHED_INIT)
+    assert not matrix.retryable(v)  # functional: not a model's stall
     v.profile = {"icount_shift": 7}
-    assert verdict_mod.retryable(v)
-    v.splats = [{"kind": "soft_lockup", "frames": ["x"]}]
-    assert not verdict_mod.retryable(v)  # a report before init is the kernel's
+    assert matrix.retryable(v)
+    v.splats = [ReportedSplat.from_dict({"kind": "soft_lockup", "frames": ["x"]})]
+    assert not matrix.retryable(v)  # a report before init is the kernel's
 
 
 def test_softirq_work_counts_when_the_analyzer_names_the_interrupted_function():
@@ -508,9 +519,9 @@ def test_softirq_work_counts_when_the_analyzer_names_the_interrupted_function():
              "[ 267.7]  el1_interrupt+0x34/0x48", "[ 267.7]  complete+0x7c/0x8c",
              "[ 267.7]  process_one_work+0x204/0x5b0"]
     splat = _lockup(["complete", "process_one_work"], lines=[1, len(lines)])
-    assert verdict_mod.starved_housekeeping([splat]) is None
-    reason = verdict_mod.starved_housekeeping([splat], "\n".join(lines))
+    assert starved_model.starved_housekeeping([splat]) is None
+    reason = starved_model.starved_housekeeping([splat], "\n".join(lines))
     assert reason and "in complete on CPU#4 from softirq" in reason
     # A report with a fault-path frame in its own (analyzer's) frames keeps its say.
     culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
-    assert verdict_mod.starved_housekeeping([splat, culprit], "\n".join(lines)) is None
+    assert starved_model.starved_housekeeping([splat, culprit], "\n".join(lines)) is None

@@ -5,13 +5,17 @@ tests/test_workload_matrix.py runs them for real."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from test_verdict import verdict_of
 
-from s2fault import matrix, profile, variants, workload, workloads
+from s2fault import profile, variants, workload, workloads
+from s2fault.cell import Cell, compare
 from s2fault.errors import InputError
+from s2fault.outcome import Outcome
+from s2fault.verdict import ReportedSplat
 
 # A real 5-round capture (the fix-reverted kernel, functional, no splat).
 REAL = (Path(__file__).parent / "golden" / "real-arm64-fix-reverted-functional.log").read_text()
@@ -83,7 +87,7 @@ def test_multi_vm_lines_are_merged_vm_by_vm():
     assert merged["vcpus"] == 16 and merged["coherent"] is True
     assert len(merged["rounds"][0]["exec_fault_us"]) == 16
     assert [p["vm"] for p in merged["per_vm"]] == [0, 1]
-    assert 500.0 in w.summary()["exec_fault_ms"]["per_round_max"]
+    assert 500.0 in w.summary().exec_fault_ms.per_round_max
     assert verdict_of(console_with(r0, r1)).verdict == "pass"
     # A VM that printed nothing is not a pass.
     v = verdict_of(console_with(r0))
@@ -95,10 +99,10 @@ def test_many_blocks_cost_and_slope():
     # 3 rounds: round 0 is a warm-up and is left out.
     costs = [[90000.0] * 4, [1000.0, 2000.0, 3000.0, 4000.0], [1000.0, 2000.0, 3000.0, 4000.0]]
     r["rounds"] = [dict(r["rounds"][0], block_fault_us=[row, [None] * 4]) for row in costs]
-    s = workload.parse(console_with(r)).summary()["blocks"]
-    assert s["cost_ms"] == [1.0, 2.0, 3.0, 4.0]
-    assert s["cumulative_ms"] == [1.0, 3.0, 6.0, 10.0]
-    assert s["slope_ms"] == 3.0
+    s = workload.parse(console_with(r)).summary().blocks
+    assert s.cost_ms == [1.0, 2.0, 3.0, 4.0]
+    assert s.cumulative_ms == [1.0, 3.0, 6.0, 10.0]
+    assert s.slope_ms == 3.0
     assert workload.slope([5.0]) is None
 
 
@@ -109,14 +113,14 @@ def test_slope_ratio_against_the_reference():
         return verdict_of(console_with(r))
 
     exp = variants.Expectation(slope_ratio_min=10.0, latency_reference="upstream")
-    ref = matrix.Cell("upstream", "functional", variants.Expectation(),
+    ref = Cell("upstream", "functional", variants.Expectation(),
                       workload="many-blocks")
     ref.verdicts.append(run(300.0))
-    ok, observed, _ = matrix.compare(exp, run(150000.0), ref)
-    assert ok is True and "ms/block" in observed
-    bad, _, why = matrix.compare(exp, run(900.0), ref)
-    assert bad is False and "cost per block" in why and "expected >= 10x" in why
-    assert matrix.compare(exp, run(150000.0), None)[0] is None
+    passed, observed, _ = compare(exp, run(150000.0), ref)
+    assert passed is Outcome.PASS and "ms/block" in observed
+    failed, _, why = compare(exp, run(900.0), ref)
+    assert failed is Outcome.FAIL and "cost per block" in why and "expected >= 10x" in why
+    assert compare(exp, run(150000.0), None)[0] is Outcome.ERROR
 
 
 def test_splat_in_too_few_processes_is_a_mismatch():
@@ -125,13 +129,14 @@ def test_splat_in_too_few_processes_is_a_mismatch():
     r0 = base_result() | {"vm": 0, "vms": 2, "pid": 39, "vcpu_tids": [43, 44]}
     r1 = base_result() | {"vm": 1, "vms": 2, "pid": 40, "vcpu_tids": [45, 46]}
     v = verdict_of(console_with(r0, r1))
-    lockup = {"kind": "soft_lockup", "title": "soft lockup", "function": "icache_inval_pou"}
+    lockup = ReportedSplat.from_dict({"kind": "soft_lockup", "title": "soft lockup",
+                                      "function": "icache_inval_pou"})
     # Two vCPU threads of one VMM process are one process.
-    v.splats = [dict(lockup, pid=43), dict(lockup, pid=44)]
-    m, _, why = matrix.compare(exp, v, None)
-    assert m is False and "seen in 1 process(es) (VM 0)" in why
-    v.splats.append(dict(lockup, pid=46))
-    assert matrix.compare(exp, v, None)[0] is True
+    v.splats = [replace(lockup, pid=43), replace(lockup, pid=44)]
+    m, _, why = compare(exp, v, None)
+    assert m is Outcome.FAIL and "seen in 1 process(es) (VM 0)" in why
+    v.splats.append(replace(lockup, pid=46))
+    assert compare(exp, v, None)[0] is Outcome.PASS
 
 
 def test_stale_execution_is_a_failure_naming_the_round():
@@ -142,7 +147,7 @@ def test_stale_execution_is_a_failure_naming_the_round():
     v = verdict_of(console_with(r))
     assert v.verdict == "fail"
     assert v.reason.startswith("incoherent: round 3: vCPU 5 executed the previous round's code")
-    assert v.workload["stale"][0]["round"] == 3
+    assert v.workload.stale[0].round == 3
 
 
 def test_storm_side_is_summarised():
@@ -151,9 +156,9 @@ def test_storm_side_is_summarised():
         rd["storm_max_us"] = [None] * 4 + [120.0, 80.0, 95.0, 110.0]
         rd["storm_mean_us"] = [None] * 4 + [40.0] * 4
         rd["storm_range_bytes"] = 1 << 20
-    s = workload.parse(console_with(r)).summary()["storm"]
-    assert s == {"vcpus": 4, "iteration_max_ms": 0.12, "iteration_mean_ms": 0.04,
-                 "range_bytes": 1 << 20}
+    s = workload.parse(console_with(r)).summary().storm
+    assert s.to_dict() == {"vcpus": 4, "iteration_max_ms": 0.12, "iteration_mean_ms": 0.04,
+                           "range_bytes": 1 << 20}
 
 
 def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):

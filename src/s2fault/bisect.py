@@ -153,7 +153,7 @@ def measure_reference(req: Request, bdir: Path, quiet: bool = False) -> float:
                 v, _, why = _judged_run(build, prof, Symptom(), rdir / f"run-{i}", label, None)
             except _Abort as e:
                 raise InputError(f"measuring the good ref: {e}") from e
-            ms = v.workload.get("exec_fault_ms", {}).get("max")
+            ms = v.exec_fault_max_ms
             if ms is None:
                 raise InputError(f"the good ref {commit[:12]} showed no exec-fault latency: "
                                  f"{v.reason}")

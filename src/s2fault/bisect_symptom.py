@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import variants
 from .errors import InputError
+from .outcome import Outcome
 
 if TYPE_CHECKING:  # the run stage loads when a step runs, not with the CLI
     from .verdict import Verdict
@@ -71,11 +72,11 @@ class Symptom:
             seen = [s for s in v.splats if self.splat.matches(s)]
             if seen:
                 more = f" (x{len(seen)})" if len(seen) > 1 else ""
-                return BAD, f"{seen[0].get('title') or seen[0]['kind']}{more}"
-        if v.verdict in ("error", "skip"):  # a skip is this machine's, not the commit's
+                return BAD, f"{seen[0].title or seen[0].kind}{more}"
+        if v.verdict in (Outcome.ERROR, Outcome.SKIP):  # this machine's, not the commit's
             return ERROR, v.reason
         if self.latency_ratio:
-            ms = v.workload.get("exec_fault_ms", {}).get("max")
+            ms = v.exec_fault_max_ms
             if ms is None:
                 return UNSURE, f"no exec-fault latency measured ({v.reason})"
             if not reference_ms:
@@ -87,19 +88,20 @@ class Symptom:
             if not _workload_finished(v, self.splat.kind):
                 return UNSURE, f"no {self.splat.describe()}, but the workload did not get " \
                     f"far enough to show one ({v.reason})"
-            other = f" (other: {v.reason})" if v.verdict == "fail" else ""
+            other = f" (other: {v.reason})" if v.verdict is Outcome.FAIL else ""
             return GOOD, f"no {self.splat.describe()}{other}"
-        if v.verdict == "fail":
+        if v.verdict is Outcome.FAIL:
             return BAD, v.reason
         return GOOD, v.reason
 
 
 def _workload_finished(v: Verdict, kind: str) -> bool:
     """Did the run get far enough that a missing splat means something?"""
-    if v.workload.get("vcpus") is None:  # no result line: it never finished
+    if v.workload is None or v.workload.vcpus is None:  # no result line: it never finished
         return False
     # With lockdep already off before the workload, no lockdep splat could be printed.
-    return not (kind == "lockdep" and v.preconditions.get("debug_locks_before") == 0)
+    off = v.preconditions is not None and v.preconditions.debug_locks_before == 0
+    return not (kind == "lockdep" and off)
 
 
 def decide(judgements: list[tuple[str, str]], repeat: int) -> tuple[str, str]:

@@ -27,14 +27,18 @@ import os
 import re
 import time
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import kernel, progress, project, runner, workload
 from . import profile as profiles
 from . import source as sources
 from .errors import InfraError, InputError
+
+if TYPE_CHECKING:
+    from .verdict import ReportedSplat
 
 VARIANT = "fix-reverted"  # the line-by-line invalidation: what the figures measure
 REFERENCE = "upstream"  # the shipped kernel: the curve the fix gives
@@ -209,7 +213,7 @@ def sweep(variant: str, counts: list[int], prof: profiles.Profile, results: Path
                       v.artifacts["console_log"])
 
 
-def split_runs(variant: str, counts: list[int], text: str, splats: list[dict[str, Any]],
+def split_runs(variant: str, counts: list[int], text: str, splats: Sequence[ReportedSplat],
                wall_s: float | None = None, console: str = "") -> list[Point]:
     """The points of a sweep's console: each run's result line, the splats printed
     while it ran (after the previous run's S2FAULT-POST) and its kprobe hits (the
@@ -229,19 +233,19 @@ def split_runs(variant: str, counts: list[int], text: str, splats: list[dict[str
         result = results[i][1] if i < len(results) else None
         end = posts[i][0] if i < len(posts) else len(text.splitlines()) + 1
         icache = posts[i][1].get("icache") if i < len(posts) else None
-        mine = [s for s in splats if previous_end < (s.get("lines") or [0])[0] <= end]
+        mine = [s for s in splats if previous_end < s.start_line <= end]
         worst = median = None
         if result and int(result.get("vcpus") or 0) == n:
             ms = workload._latency(result.get("rounds") or [result], "exec_fault_us")
-            worst, median = ms["max"], ms["median"]
+            worst, median = ms.max, ms.median
         run_icache = None
         if isinstance(icache, dict) and isinstance(previous_icache, dict):
             run_icache = {k: int(icache.get(k) or 0) - int(previous_icache.get(k) or 0)
                           for k in ("guest_page", "by_line")}
         points.append(Point(
             variant=variant, vcpus=n, worst_ms=worst, median_ms=median,
-            splats=[f"{s['kind']} in {s.get('function')}" for s in mine],
-            stuck_s=[s["stuck_s"] for s in mine if s.get("stuck_s") is not None],
+            splats=[f"{s.kind} in {s.function}" for s in mine],
+            stuck_s=[s.stuck_s for s in mine if s.stuck_s is not None],
             icache=run_icache if run_icache is not None else icache, wall_s=wall_s,
             verdict="measured" if worst is not None else "no result", console=console))
         previous_end, previous_icache = end, icache

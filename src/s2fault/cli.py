@@ -22,7 +22,7 @@ from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
 
 if TYPE_CHECKING:
     from .source import Source
-    from .verdict import Verdict
+    from .verdict import ReportedSplat, Verdict
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -192,9 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdicts.append(v)
         progress.clear()
         _print_verdict(v, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
-    from . import matrix
+    from .outcome import exit_code_of
 
-    code = matrix.exit_code_of([v.verdict for v in verdicts])
+    code = exit_code_of([v.verdict for v in verdicts])
     if args.repeat > 1:
         code = _repeat_summary(verdicts, code)
     if args.json:
@@ -208,7 +208,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_verdict(v: Verdict, prefix: str = "") -> None:
-    ms = v.workload.get("exec_fault_ms", {})
     print(f"{prefix}{v.verdict.upper()}: {v.reason}")
     for key, value in v.versions.items():
         if key == "s2fault" or value is None:
@@ -218,14 +217,14 @@ def _print_verdict(v: Verdict, prefix: str = "") -> None:
     from .verdict import incidents
 
     for lead, consequences in incidents(v.splats):  # culprit first, its knock-on under it
-        print(f"  {lead['kind']}: {lead['title']}")
+        print(f"  {lead.kind}: {lead.title}")
         _print_frames(lead)
         for c in consequences:
-            print(f"    consequence ({c['why']}): {c['kind']}: {c['title']}")
+            print(f"    consequence ({c.why}): {c.kind}: {c.title}")
     if v.artifacts.get("frames_not_decoded"):
         print(f"  frames not decoded: {v.artifacts['frames_not_decoded']}")
-    if ms.get("per_vcpu"):
-        print(f"  exec-fault latency per vCPU (ms): {ms['per_vcpu']}")
+    if v.workload and v.workload.exec_fault_ms.per_vcpu:
+        print(f"  exec-fault latency per vCPU (ms): {v.workload.exec_fault_ms.per_vcpu}")
     # host-run on a host has no reproducer: nothing was booted
     for label, key in (("console", "console_log"), ("reproducer", "reproducer")):
         if v.artifacts.get(key):
@@ -234,7 +233,8 @@ def _print_verdict(v: Verdict, prefix: str = "") -> None:
 
 def cmd_host_run(args: argparse.Namespace) -> int:
     """The workload on this host's running kernel (hostrun.py): no QEMU, no build."""
-    from . import hostrun, matrix, report, runner, workloads
+    from . import cell as cells
+    from . import hostrun, report, runner, workloads
     from . import profile as profiles
 
     # Before anything else: on x86 (or without root) this is the whole output.
@@ -253,7 +253,7 @@ def cmd_host_run(args: argparse.Namespace) -> int:
             v.to_dict(), separators=(",", ":")) + "\n"
         os.write(sys.stdout.fileno(), line.encode())
     _print_verdict(v)
-    cell = matrix.host_cell(v, wl.name)
+    cell = cells.host_cell(v, wl.name)
     rows = [cell.to_dict()]
     if args.json:
         data = {"schema_version": report.SCHEMA_VERSION} | v.to_dict()
@@ -262,13 +262,13 @@ def cmd_host_run(args: argparse.Namespace) -> int:
         report.write_junit(rows, Path(args.junit))
     if args.ktap:
         report.write_ktap(rows, Path(args.ktap))
-    return matrix.exit_code([cell])
+    return cells.exit_code([cell])
 
 
-def _print_frames(splat: dict[str, Any]) -> None:
+def _print_frames(splat: ReportedSplat) -> None:
     """A splat's frames decoded to file:line (run --build-dir with a vmlinux)."""
-    for f in splat.get("decoded", []):
-        print(f"    {f['frame']}" + (f" ({f['where']})" if f["where"] else ""))
+    for f in splat.decoded or ():
+        print(f"    {f.frame}" + (f" ({f.where})" if f.where else ""))
 
 
 def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
@@ -277,7 +277,7 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
     n = len(verdicts)
     seen: Counter[str] = Counter()
     for v in verdicts:
-        seen.update({f"{s['kind']} in {s.get('function')}" for s in v.splats})
+        seen.update({f"{s.kind} in {s.function}" for s in v.splats})
     outcomes = Counter(v.verdict for v in verdicts)
     print(f"{n} runs: " + ", ".join(f"{k} {c}/{n}" for k, c in sorted(outcomes.items())))
     for key, count in sorted(seen.items()):
@@ -288,6 +288,8 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from . import kconfig, matrix, report, report_html, variants, workloads
+    from .cell import exit_code, table
+    from .outcome import summary_line
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
@@ -327,9 +329,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     report.write_ktap(rows, results / "check.ktap")
     if args.ktap:
         report.write_ktap(rows, Path(args.ktap))
-    print(matrix.table(cells))
-    print(f"{matrix.summary_line([c.outcome for c in cells])}; results in {results}")
-    return matrix.exit_code(cells)
+    print(table(cells))
+    print(f"{summary_line([c.outcome for c in cells])}; results in {results}")
+    return exit_code(cells)
 
 
 def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:

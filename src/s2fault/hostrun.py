@@ -22,16 +22,18 @@ import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import profile as profiles
 from . import workload as workload_lines
 from .errors import InfraError, InputError, NotApplicable
+from .judge import HOST_DIC as DIC_REASON
+from .judge import NO_LOCKDEP, judge
 from .machine import MachineRun
-from .verdict import HOST_DIC as DIC_REASON
-from .verdict import NO_LOCKDEP, Verdict, judge
+from .outcome import Outcome
+from .verdict import HostPreconditions, Verdict
 
 RUNNER = "host-run"
 VMM = "s2fault-vmm"
@@ -324,22 +326,23 @@ def run(prof: profiles.Profile, outdir: Path) -> Verdict:
     outdir.mkdir(parents=True, exist_ok=True)
     if facts.dic:
         # Nothing is reserved or run: the path under test does not exist on this CPU.
-        return _finish(Verdict("skip", DIC_REASON), facts, prof, outdir, None)
+        return _finish(Verdict(Outcome.SKIP, DIC_REASON), facts, prof, outdir, None)
     with HostChanges() as changes:
         for path in SYSCTLS:
             changes.remember(path)
         try:
             pages = reserve_hugepages(changes, facts.block_bytes, prof.hugepages)
         except NotApplicable as e:
-            return _finish(Verdict("skip", e.message), facts, prof, outdir, None)
+            return _finish(Verdict(Outcome.SKIP, e.message), facts, prof, outdir, None)
         saved = list(changes.saved)
         v = _run_vmm(vmm, prof, facts, pages, outdir)
     # What the host holds now, beside what it held: the evidence that it was put back.
-    v.preconditions["restored"] = {
-        str(path): {"before": value, "after": _read_text(path)} for path, value in saved}
+    if v.host_preconditions is not None:
+        v.host_preconditions = replace(v.host_preconditions, restored={
+            str(path): {"before": value, "after": _read_text(path)} for path, value in saved})
     if changes.problems:
         v.reason += "; " + "; ".join(changes.problems)
-        v.verdict = "error" if v.verdict == "pass" else v.verdict
+        v.verdict = Outcome.ERROR if v.verdict is Outcome.PASS else v.verdict
     (outdir / "result.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
     return v
 
@@ -429,8 +432,7 @@ def _finish(v: Verdict, facts: HostFacts, prof: profiles.Profile, outdir: Path,
     from . import __version__
 
     v.runner = RUNNER
-    v.preconditions = v.preconditions | {"host": facts.to_dict(), "lockdep": facts.lockdep,
-                                         "dic": facts.dic}
+    v.host_preconditions = HostPreconditions(facts.to_dict(), facts.lockdep, facts.dic)
     v.profile = prof.to_dict() | {"page_size": facts.page_size, "runner": RUNNER}
     v.versions = {"s2fault": __version__, "qemu": None, "cpu": cpu_id(facts.machine),
                   "kernel": facts.kernel}

@@ -1,128 +1,27 @@
-"""The variant matrix: build each variant, run each mode, compare observed with declared.
-
-A known-bad variant that comes out clean is a mismatch, exactly like a clean
-variant that splats: that is what makes the suite's "pass" worth anything.
+"""The variant matrix: build each variant, run its cells (cell.py) in each mode, as far
+side by side as the cores allow (cores.py), run again what the model could not judge,
+and compare observed with declared.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, kernel, progress, project, runner, source, variants, workloads
+from . import kernel, progress, project, runner, source, variants, workloads
 from . import profile as profiles
-from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+from .cell import Cell, judge_cells
+from .cores import Cores, cores_available
+from .errors import InputError, S2Error
+from .judge import NEVER_REACHED_INIT
 from .options import DEFAULT_RETRIES
-from .verdict import NO_LOCKDEP, OUTCOMES, Outcome, Verdict, retryable
-
-# The one outcome vocabulary of a cell (see errors.py): what the table, the JSON,
-# JUnit, TAP, KTAP and Avocado each say in their own terms.
-TABLE_WORD = {"pass": "pass", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
-
-
-@dataclass
-class Cell:
-    variant: str
-    mode: str
-    declared: variants.Expectation
-    verdicts: list[Verdict] = field(default_factory=list)
-    match: bool | None = None  # None: could not judge
-    observed: str = ""
-    why: str = ""
-    flaky: bool = False
-    build: dict[str, Any] = field(default_factory=dict)
-    workload: str = workloads.DEFAULT
-    outcome: str = "error"  # pass | fail | skip | error, set when judged
-    vcpus: int | None = None  # as asked; None: the mode's default (names the cell)
-    pages: str | None = None
-    retried: list[dict[str, Any]] = field(default_factory=list)  # attempts run again, and why
-
-    @property
-    def verdict(self) -> Verdict | None:
-        return self.verdicts[-1] if self.verdicts else None
-
-    @property
-    def test_id(self) -> str:
-        """The cell's stable name, the same in every run and every report:
-        variant.workload.mode, plus vCPUs and page size only when asked for other
-        than the defaults (so CI jobs of one matrix never share a name). Never a
-        measurement: dashboards (LAVA, SQUAD, KCIDB) key their history on it."""
-        return stable_id(self.variant, self.workload, self.mode, self.vcpus, self.pages)
-
-    def max_latency_ms(self) -> float | None:
-        values = [
-            v.workload.get("exec_fault_ms", {}).get("max")
-            for v in self.verdicts
-            if v.workload.get("exec_fault_ms", {}).get("max") is not None
-        ]
-        return max(values) if values else None
-
-    def slope_ms(self) -> float | None:
-        """many-blocks: the cost of one more executable block (max over runs)."""
-        values = [v.workload.get("blocks", {}).get("slope_ms") for v in self.verdicts]
-        values = [x for x in values if x is not None]
-        return max(values) if values else None
-
-    def splat_counts(self) -> dict[str, int]:
-        counts: Counter[str] = Counter()
-        for v in self.verdicts:
-            counts.update({_splat_key(s) for s in v.splats})
-        return dict(counts)
-
-    def to_dict(self) -> dict[str, Any]:
-        v = self.verdict
-        return {
-            "test_id": self.test_id,
-            "outcome": self.outcome,
-            "variant": self.variant,
-            "mode": self.mode,
-            "workload_name": self.workload,  # "workload" is the run's measurements
-            "declared": self.declared.to_dict(),
-            "observed": self.observed,
-            "match": self.match,
-            "why": self.why,
-            "flaky": self.flaky,
-            "runs": len(self.verdicts),
-            "retried": self.retried,
-            "run_seconds": round(sum(v.machine.get("seconds") or 0 for v in self.verdicts), 2),
-            "splat_counts": self.splat_counts(),
-            "verdict": v.verdict if v else "error",
-            "reason": v.reason if v else self.why,
-            "splats": v.splats if v else [],
-            "workload": v.workload if v else {},
-            "preconditions": v.preconditions if v else {},
-            "artifacts": v.artifacts if v else {},
-            "profile": v.profile if v else {},
-            "build": self.build,
-            # who ran the workload: qemu (init ran the VMM) or host-run
-            "runner": v.runner if v else None,
-            # Every cell names them, also one that never booted (None: not known).
-            "versions": {"s2fault": __version__, "qemu": None, "cpu": None, "kernel": None}
-            | (v.versions if v else {}),
-        }
-
-
-def stable_id(variant: str, workload: str, mode: str, vcpus: int | None = None,
-              pages: str | None = None) -> str:
-    name = f"{variant}.{workload}.{mode}"
-    if vcpus is not None and vcpus != profiles.mode(mode).vcpus:
-        name += f".{vcpus}vcpus"
-    if pages and pages != "64k":
-        name += f".{pages}"
-    return name
-
-
-def _splat_key(s: dict[str, Any]) -> str:
-    key: str = s["kind"] + (f":{s['subtype']}" if s.get("subtype") else "")
-    return key + (f" in {s['function']}" if s.get("function") else "")
+from .outcome import Outcome
+from .starved_model import MODEL_STARVED
+from .verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -140,7 +39,7 @@ class RunOptions:
     workloads: tuple[str, ...] = (workloads.DEFAULT,)
     cores: int | None = None  # CPUs the run may keep busy (default: S2FAULT_CORES or all)
     # Runs again, per repetition, after a run the time-dilated model could not judge
-    # because it starved the kernel's housekeeping (verdict.retryable); each attempt is
+    # because it starved the kernel's housekeeping (retryable); each attempt is
     # kept in the cell's "retried".
     retries: int = DEFAULT_RETRIES
 
@@ -165,7 +64,7 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
 
     Builds run one after another in this thread while the cells of the variants already
     built boot in worker threads: variant N boots while N+1 builds, and independent
-    cells run side by side as far as the cores allow (see Cores). (The builds stay in
+    cells run side by side as far as the cores allow (see cores.Cores). (The builds stay in
     the main thread so that an interrupt stops the running build at once.)"""
     options, unbuildable = pinned(options or RunOptions())
     names = with_references(names or variants.names(), modes, options.pages, options.workloads)
@@ -193,7 +92,7 @@ def run_matrix(names: list[str], modes: list[str], results_dir: Path,
         except BaseException:
             runs.shutdown(cancel_futures=True)  # the running QEMUs end on their own
             raise
-    _compare_all(cells)
+    judge_cells(cells)
     progress.clear()
     return cells
 
@@ -212,53 +111,6 @@ def pinned(options: RunOptions) -> tuple[RunOptions, str | None]:
 
 
 _MAX_WAITING = 64  # threads are started as cells are submitted, up to this many
-
-
-def cores_available() -> int:
-    """CPUs a matrix run may keep busy: S2FAULT_CORES, else the ones this process may use."""
-    env = os.environ.get("S2FAULT_CORES", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-class Cores:
-    """The CPU budget that builds and QEMU runs of one matrix run share.
-
-    What each takes, and why:
-    - a functional run: the nested CPUs it emulates (thread=multi), at most all cores.
-      Its latency is taken from the guest's counter, which runs on host time: it runs
-      with nothing else, or host load would show up as exec-fault latency.
-    - a dilated run: one core. -icount is one TCG thread, and its judgement is in guest
-      virtual time, which host load slows down but does not change.
-    - a build: all cores but one (make -j keeps them busy), so one dilated run
-      overlaps it.
-    On 2 cores: two dilated runs at once, or one beside a build; a functional run alone.
-    """
-
-    def __init__(self, total: int):
-        self.total = max(1, total)
-        self._free = self.total
-        self._cv = threading.Condition()
-
-    @contextlib.contextmanager
-    def take(self, n: int) -> Iterator[None]:
-        n = max(1, min(n, self.total))
-        with self._cv:
-            self._cv.wait_for(lambda: self._free >= n)
-            self._free -= n
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._free += n
-                self._cv.notify_all()
-
-    def for_build(self) -> int:
-        return max(1, self.total - 1)
-
-    def for_run(self, prof: profiles.Profile) -> int:
-        return 1 if prof.dilated else profiles.smp_for(prof)
 
 
 def _build(name: str, options: RunOptions, cores: Cores) -> kernel.KernelBuild:
@@ -362,258 +214,19 @@ def _run_cell(cell: Cell, prof: profiles.Profile, wl: workloads.Workload,
             cell.verdicts.append(v)
         except S2Error as e:
             cell.why = e.message
-            cell.outcome = e.kind if e.kind == "skip" else "error"
+            cell.outcome = Outcome.SKIP if e.kind == "skip" else Outcome.ERROR
             break
 
 
-def host_cell(v: Verdict, workload: str) -> Cell:
-    """`s2fault host-run`'s one cell: the host's running kernel, which no variant
-    declares, judged as a clean kernel is (named host.WORKLOAD.host-run in reports)."""
-    cell = Cell("host", "host-run", variants.Expectation(), verdicts=[v], workload=workload)
-    _compare_all([cell])
-    return cell
-
-
-def judge_cells(cells: list[Cell]) -> None:
-    """Compare every cell with its declaration (references looked up among `cells`)."""
-    _compare_all(cells)
-
-
-def _compare_all(cells: list[Cell]) -> None:
-    by_key = {(c.variant, c.workload, c.mode): c for c in cells}
-    for cell in cells:
-        _compare(cell, by_key)
-        cell.outcome = _outcome(cell)
-
-
-def _outcome(cell: Cell) -> str:
-    if cell.match is True:
-        return "pass"
-    if cell.match is False:
-        return "fail"
-    skipped = cell.verdicts and all(v.verdict == "skip" for v in cell.verdicts)
-    if skipped or (not cell.verdicts and cell.outcome == "skip"):
-        return "skip"
-    return "error"
-
-
-def _compare(cell: Cell, by_key: dict[tuple[str, str, str], Cell]) -> None:
-    ref = cell.declared.latency_reference
-    ref_cell = by_key.get((ref, cell.workload, cell.mode)) if ref else None
-    if cell.declared.unfilled:  # imported, not declared yet: show what it did, judge nothing
-        cell.match = None
-        cell.observed = observed_summary(cell.verdict) if cell.verdict else "not run"
-        cell.why = cell.why or f"could not judge: expectations of {cell.variant} not filled in"
-        return
-    outcomes = [compare(cell.declared, v, ref_cell) for v in cell.verdicts]
-    if not outcomes:
-        cell.match = None
-        cell.observed = "not run"
-        return
-    matches = {m for m, _, _ in outcomes}
-    cell.observed = outcomes[-1][1]
-    if matches == {True}:
-        cell.match, cell.why = True, ""
-    elif None in matches and len(matches) == 1:
-        cell.match, cell.why = None, outcomes[-1][2]
-    else:
-        failing = [w for m, _, w in outcomes if m is False]
-        cell.match = False
-        cell.why = failing[0] if failing else outcomes[-1][2]
-        if True in matches:
-            cell.flaky = True
-            n_ok = sum(1 for m, _, _ in outcomes if m is True)
-            cell.why = f"flaky: matched in {n_ok}/{len(outcomes)} runs; {cell.why}"
-
-
-def observed_summary(v: Verdict, ref_ms: float | None = None,
-                     ref_slope: float | None = None) -> str:
-    parts = [_splat_key(s) for s in v.splats]
-    uniq = list(dict.fromkeys(parts))
-    text = ", ".join(uniq[:4]) + (f" +{len(uniq) - 4}" if len(uniq) > 4 else "")
-    text = text or ("clean" if v.verdict == "pass" else v.verdict)
-    ms = v.workload.get("exec_fault_ms", {}).get("max")
-    if ms is not None:
-        text += f"; max {ms:g} ms"
-        if ref_ms:
-            text += f" ({ms / ref_ms:.1f}x)"
-    hw = v.workload.get("hardware_equivalent") or {}
-    if hw.get("worst_fault_ms") is not None:
-        text += f" = {hw['worst_fault_ms']:g} ms hw-eq"
-        if hw.get("whole_cache_invalidations"):
-            text += (f" (+{hw['whole_cache_invalidations']} whole-cache inval. = "
-                     f"{hw['whole_cache_ms']:g} ms)")
-    slope = v.workload.get("blocks", {}).get("slope_ms")
-    if slope is not None:
-        text += f"; {slope:g} ms/block"
-        if ref_slope:
-            text += f" ({slope / ref_slope:.1f}x)"
-    storm = v.workload.get("storm", {}).get("iteration_max_ms")
-    if storm is not None:
-        text += f"; storm {storm:g} ms/iter"
-    injected = (v.workload.get("fault_injection") or {}).get("failures")
-    if injected is not None:
-        text += f"; {injected} injected failure(s)"
-    stuck = v.workload.get("stuck_vcpus")
-    if stuck:
-        text += f"; {len(stuck)} vCPU(s) stuck"
-    tests = v.workload.get("selftests")
-    if tests:
-        counts = Counter(t.get("status") for t in tests)
-        text += "; selftests " + " ".join(f"{k} {n}" for k, n in sorted(counts.items()))
-    return text
-
-
-def _process_of(pid: int | None, measured: dict[str, Any]) -> str:
-    """The VMM process a splat's task id belongs to: a lockup report names the vCPU
-    thread, and each VMM process reports its pid and its vCPU threads' ids."""
-    for vm in measured.get("per_vm") or []:
-        if pid is not None and (pid == vm.get("pid") or pid in (vm.get("vcpu_tids") or [])):
-            return f"VM {vm.get('vm')}"
-    return f"pid {pid}"
-
-
-def compare(
-    exp: variants.Expectation, v: Verdict, ref_cell: Cell | None
-) -> tuple[bool | None, str, str]:
-    """(match, observed summary, why) for one run against its declared expectation."""
-    ref_ms = ref_cell.max_latency_ms() if ref_cell else None
-    ref_slope = ref_cell.slope_ms() if ref_cell else None
-    observed = observed_summary(v, ref_ms, ref_slope)
-    if v.verdict in ("error", "skip"):
-        return None, observed, v.reason
-    lacking = _lacking_detector(exp, v)
-    if lacking:
-        return None, observed, lacking
-    stuck = v.workload.get("stuck_vcpus") or []
-    if exp.stuck is not None and bool(stuck) != exp.stuck:
-        return False, observed, (
-            f"vCPU(s) {', '.join(map(str, stuck))} never came back from the exec fault"
-            if stuck else "expected vCPUs stuck in the exec fault; every vCPU came back")
-    # A vCPU stuck in its fault returned no value: that is the livelock, not a stale
-    # I-cache; a wrong value is incoherence whatever else happened.
-    if v.workload.get("coherent") is False and (not stuck or v.workload.get("stale")):
-        return False, observed, v.reason
-    if exp.injected_failures is not None:
-        injected = (v.workload.get("fault_injection") or {}).get("failures")
-        if injected is None:
-            return None, observed, "fault injection reported no failure count"
-        if injected != exp.injected_failures:
-            return False, observed, (
-                f"{injected} allocation(s) failed by fault injection in the fault path, "
-                f"expected {exp.injected_failures}")
-    missing = [s.describe() for s in exp.splats if not any(s.matches(x) for x in v.splats)]
-    if missing:
-        return False, observed, "expected but not seen: " + "; ".join(missing)
-    for spec in exp.splats:
-        seen = {_process_of(x.get("pid"), v.workload) for x in v.splats if spec.matches(x)}
-        if len(seen) < spec.processes_min:
-            return False, observed, (
-                f"{spec.describe()}: seen in {len(seen)} process(es) "
-                f"({', '.join(sorted(seen))})")
-    if exp.clean:
-        extra = [x for x in v.splats if not any(s.matches(x) for s in exp.splats)]
-        if extra:
-            return False, observed, f"unexpected {extra[0]['kind']}: {extra[0]['title']}"
-    if exp.latency_ratio_min:
-        ms = v.workload.get("exec_fault_ms", {}).get("max")
-        if ms is None:
-            return None, observed, "no exec-fault latency measured"
-        if not ref_ms:
-            return None, observed, f"reference {exp.latency_reference} has no latency in this run"
-        if ms / ref_ms < exp.latency_ratio_min:
-            return False, observed, (
-                f"exec-fault latency {ms:g} ms is {ms / ref_ms:.1f}x {exp.latency_reference}'s "
-                f"{ref_ms:g} ms, expected >= {exp.latency_ratio_min:g}x"
-            )
-    if exp.slope_ratio_min:
-        slope = v.workload.get("blocks", {}).get("slope_ms")
-        if slope is None:
-            return None, observed, "no per-block cost measured (a many-blocks run needs >= 2)"
-        if not ref_slope:
-            return None, observed, f"reference {exp.latency_reference} has no slope in this run"
-        if slope / ref_slope < exp.slope_ratio_min:
-            return False, observed, (
-                f"cost per block {slope:g} ms is {slope / ref_slope:.1f}x "
-                f"{exp.latency_reference}'s {ref_slope:g} ms, expected >= "
-                f"{exp.slope_ratio_min:g}x"
-            )
-    return True, observed, ""
-
-
-def _lacking_detector(exp: variants.Expectation, v: Verdict) -> str:
-    """An expected splat the kernel has no detector for can never be seen, so the cell
-    cannot pass or fail: it is an error naming the option."""
-    pre = v.preconditions or {}
-    kinds = {s.kind for s in exp.splats}
-    if "soft_lockup" in kinds and pre.get("softlockup_detector") is False:
-        return ("could not judge: soft_lockup is expected but the kernel has no soft-lockup "
-                "detector (needs CONFIG_SOFTLOCKUP_DETECTOR=y)")
-    if "lockdep" in kinds and v.runner == "host-run" and not pre.get("debug_locks_before"):
-        # A host's production kernel: lockdep expectations are never passed.
-        return (f"{NO_LOCKDEP}: a lockdep report is expected but the host kernel has "
-                "no lockdep (or it was off before the workload)")
-    if "lockdep" in kinds and pre.get("debug_locks_before") is None:
-        return ("could not judge: a lockdep report is expected but lockdep is not built in "
-                "(needs CONFIG_PROVE_LOCKING=y)")
-    return ""
-
-
-def exit_code(cells: list[Cell]) -> int:
-    """1 a cell failed; 2 a cell could not be judged, or there was no cell at all;
-    4 every cell was skipped (kselftest's KSFT_SKIP); else 0 (passes, maybe with
-    skips, which every report names)."""
-    return exit_code_of([c.outcome for c in cells])
-
-
-def exit_code_of(outcomes: list[str]) -> int:
-    """The worst outcome's exit code: a failure, then an error (or no outcome at all);
-    skips alone exit as a skip, skips beside passes as a pass."""
-    unknown = sorted(set(outcomes) - set(OUTCOMES))
-    if unknown:
-        raise InputError(f"unknown outcome {unknown[0]!r} (one of {', '.join(OUTCOMES)})")
-    seen = {Outcome(o) for o in outcomes}
-    if Outcome.FAIL in seen:
-        return Outcome.FAIL.exit_code
-    if Outcome.ERROR in seen or not seen:
-        return Outcome.ERROR.exit_code
-    if seen == {Outcome.SKIP}:
-        return Outcome.SKIP.exit_code
-    return Outcome.PASS.exit_code
-
-
-def summary_line(outcomes: list[str]) -> str:
-    """"PASS: 3 pass, 1 skip of 4 cells": the word is the exit code's, the counts each
-    outcome's, so a skip is never hidden inside a pass."""
-    word = {EXIT_PASS: "PASS", EXIT_FAIL: "FAIL", EXIT_ERROR: "ERROR",
-            EXIT_SKIP: "SKIP"}[exit_code_of(outcomes)]
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in OUTCOMES if o in outcomes)
-    if not outcomes:
-        return f"{word}: no cell was run"
-    return f"{word}: {counts} of {len(outcomes)} cell{'s' if len(outcomes) > 1 else ''}"
-
-
-def table(cells: list[Cell]) -> str:
-    """The verdict table; a WORKLOAD column when the run had more than exec-fault."""
-    show_wl = any(c.workload != workloads.DEFAULT for c in cells)
-    head = ("VARIANT",) + (("WORKLOAD",) if show_wl else ()) + ("MODE", "DECLARED", "OBSERVED")
-    rows = [head + ("RESULT",)]
-    for c in cells:
-        result = TABLE_WORD[c.outcome]
-        if c.flaky:
-            result += " (flaky)"
-        rows.append((c.variant,) + ((c.workload,) if show_wl else ())
-                    + (c.mode, c.declared.describe(), c.observed, result))
-    n = len(head)
-    widths = [min(max(len(r[i]) for r in rows), 60) for i in range(n)]
-    lines = []
-    for r in rows:
-        lines.append("  ".join(r[i][:60].ljust(widths[i]) for i in range(n)) + "  " + r[n])
-    for c in cells:
-        if c.outcome != "pass" and c.why:
-            where = f"{c.variant}/{c.workload}/{c.mode}" if show_wl else f"{c.variant}/{c.mode}"
-            lines.append(f"{where}: {c.why}")
-    return "\n".join(lines)
+def retryable(v: Verdict) -> bool:
+    """A run worth running again: the model failed, not the kernel or the set-up. A
+    starved model, or a time-dilated boot that stalled before init without a report."""
+    if v.verdict is not Outcome.ERROR:
+        return False
+    if v.reason.startswith(MODEL_STARVED):
+        return True
+    dilated = (v.profile or {}).get("icount_shift") is not None
+    return dilated and v.reason.startswith(NEVER_REACHED_INIT) and not v.splats
 
 
 def timestamp() -> str:

@@ -31,7 +31,7 @@ MAX_ICOUNT_SHIFT = 10
 MAX_MEMORY_MB = 1 << 20  # 1 TiB: far above any host here; the host's free memory is checked later
 MAX_REPEAT = 1000
 MAX_RETRIES = 10
-# check's runs again after a starved model (verdict.MODEL_STARVED): at 64 vCPUs it is
+# check's runs again after a starved model (starved_model.MODEL_STARVED): at 64 vCPUs it is
 # not rare (one run in two or three in CI), and independent between boots.
 DEFAULT_RETRIES = 2
 MAX_TIMEOUT_S = profiles.MAX_TIMEOUT_S

@@ -1,7 +1,7 @@
 """Reports of a matrix run: JSON (the source of truth), JUnit XML, TAP and KTAP here;
 the HTML page in report_html.py, its SVG plots in report_plots.py.
 
-Each says the cell's outcome (pass, fail, skip, error: matrix.py) in its own terms
+Each says the cell's outcome (pass, fail, skip, error: outcome.py) in its own terms
 and names the cell by its stable id (variant.workload.mode), never by a measurement,
 so a dashboard sees the same test in every run. The helpers that read a row of
 check.json (_status, _workload, test_id, ...) live here and the HTML modules use them.
@@ -22,6 +22,9 @@ from typing import Any
 
 from . import __version__
 from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, EXIT_SKIP, InputError, S2Error
+from .measurements import Measurements
+from .outcome import Outcome, summary_line
+from .outcome import exit_code_of as exit_code_of_outcomes
 
 # The JSON's shape. 2: "schema_version", each cell's "test_id", "outcome" and
 # "versions" (s2fault, QEMU, CPU model, kernel release).
@@ -47,11 +50,18 @@ def load_json(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def _status(row: dict[str, Any]) -> str:
-    """pass | fail | skip | error (a row of schema 1 has only "match")."""
+    """pass | fail | skip | error (a row of schema 1 has only "match": True, False, or
+    None when not judged). A string, not yet an Outcome: an unknown one is named where
+    the exit code is taken (outcome.exit_code_of)."""
     if row.get("outcome"):
         outcome: str = row["outcome"]
         return outcome
-    return {True: "pass", False: "fail", None: "error"}[row["match"]]
+    return {True: Outcome.PASS, False: Outcome.FAIL, None: Outcome.ERROR}[row["match"]]
+
+
+def _measured(row: dict[str, Any]) -> Measurements:
+    """What the cell's last run measured (its "workload"); nothing, for a cell not run."""
+    return Measurements.from_dict(row.get("workload") or {})
 
 
 def _workload(row: dict[str, Any]) -> str:
@@ -59,8 +69,8 @@ def _workload(row: dict[str, Any]) -> str:
 
 
 def test_id(row: dict[str, Any]) -> str:
-    """variant.workload.mode (+ vCPUs/pages when not the defaults): matrix.Cell.test_id."""
-    from .matrix import stable_id
+    """variant.workload.mode (+ vCPUs/pages when not the defaults): cell.Cell.test_id."""
+    from .cell import stable_id
 
     return row.get("test_id") or stable_id(row["variant"], _workload(row), row["mode"])
 
@@ -84,9 +94,9 @@ def _is_dilated(row: dict[str, Any]) -> bool:
 def _measurements(row: dict[str, Any]) -> list[str]:
     """What the cell measured and declared, for diagnostic lines (never in a name)."""
     lines = [f"declared: {row['declared']['summary']}", f"observed: {row['observed']}"]
-    ms = (row.get("workload") or {}).get("exec_fault_ms") or {}
-    if ms.get("max") is not None:
-        lines.append(f"exec_fault_max_ms: {ms['max']}")
+    ms = _measured(row).exec_fault_ms.max
+    if ms is not None:
+        lines.append(f"exec_fault_max_ms: {ms}")
     if _is_dilated(row):
         lines.append("model: time dilation (-icount), not a hardware measurement")
     versions = row.get("versions") or {}
@@ -117,15 +127,15 @@ def write_junit(rows: list[dict[str, Any]], path: Path) -> None:
         case.set("time", f"{seconds:.2f}")
         status = _status(row)
         message = f"declared: {row['declared']['summary']}; observed: {row['observed']}"
-        if status == "fail":
+        if status == Outcome.FAIL:
             failures += 1
             el = ET.SubElement(case, "failure", message=row["why"] or message)
             el.text = message
-        elif status == "error":
+        elif status == Outcome.ERROR:
             errors += 1
             el = ET.SubElement(case, "error", message=row["why"] or row.get("reason", ""))
             el.text = message
-        elif status == "skip":
+        elif status == Outcome.SKIP:
             skipped += 1
             ET.SubElement(case, "skipped", message=_reason(row))
         out = ET.SubElement(case, "system-out")
@@ -141,11 +151,11 @@ def _result_line(status: str, number: int, name: str, reason: str, dash: str) ->
     """TAP/KTAP: a skip is "ok ... # SKIP reason"; an error is "not ok ... # error"
     (kselftest's ksft_test_result_error), a fail a plain "not ok"."""
     reason = reason.replace("#", "no.")  # a '#' would start another directive
-    if status == "pass":
+    if status == Outcome.PASS:
         return f"ok {number} {dash}{name}"
-    if status == "skip":
+    if status == Outcome.SKIP:
         return f"ok {number} {dash}{name} # SKIP {reason}"
-    if status == "error":
+    if status == Outcome.ERROR:
         return f"not ok {number} {dash}{name} # error {reason}"
     return f"not ok {number} {dash}{name}"
 
@@ -157,7 +167,7 @@ def write_tap(rows: list[dict[str, Any]], path: Path) -> None:
         status = _status(row)
         lines += [f"# {test_id(row)}: {m}" for m in _measurements(row)]
         lines.append(_result_line(status, i, test_id(row), _reason(row), "- "))
-        if status == "fail":
+        if status == Outcome.FAIL:
             lines += ["  ---", f"  declared: {row['declared']['summary']!r}",
                       f"  observed: {row['observed']!r}", f"  why: {row['why']!r}", "  ..."]
     _atomic_write(path, "\n".join(lines) + "\n")
@@ -180,28 +190,24 @@ def write_ktap(rows: list[dict[str, Any]], path: Path) -> None:
                                                ""))
         statuses = [_status(r) for r in cells]
         counts = ", ".join(f"{statuses.count(o)} {o}"
-                           for o in ("pass", "fail", "skip", "error") if o in statuses)
+                           for o in Outcome if o in statuses)
         lines.append(f"# {variant}: {counts}")
-        if set(statuses) == {"skip"}:
-            suite_status, why = "skip", "every subtest skipped"
-        elif "fail" in statuses or "error" in statuses:
-            suite_status, why = "fail", ""
+        if set(statuses) == {Outcome.SKIP}:
+            suite_status, why = Outcome.SKIP, "every subtest skipped"
+        elif Outcome.FAIL in statuses or Outcome.ERROR in statuses:
+            suite_status, why = Outcome.FAIL, ""
         else:
-            suite_status, why = "pass", ""
+            suite_status, why = Outcome.PASS, ""
         lines.append(_result_line(suite_status, n, variant, why, ""))
     _atomic_write(path, "\n".join(lines) + "\n")
 
 
 def exit_code_of(rows: list[dict[str, Any]]) -> int:
-    """The exit-code contract over report rows (matrix.exit_code_of)."""
-    from .matrix import exit_code_of as of_outcomes
-
-    return of_outcomes([_status(r) for r in rows])
+    """The exit-code contract over report rows (outcome.exit_code_of)."""
+    return exit_code_of_outcomes([_status(r) for r in rows])
 
 
 def _summary(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    from .matrix import summary_line
-
     code = exit_code_of(rows)
     css = {EXIT_PASS: "pass", EXIT_FAIL: "fail", EXIT_ERROR: "error", EXIT_SKIP: "skip"}[code]
     return css, summary_line([_status(r) for r in rows])
@@ -290,7 +296,7 @@ def report_main(results_dir: str) -> int:
         return EXIT_ERROR
     _, summary = _summary(rows)
     for row in rows:
-        if _status(row) != "pass":
+        if _status(row) != Outcome.PASS:
             print(f"{test_id(row)}: {_RESULT[_status(row)]}: "
                   f"{row.get('why') or row.get('reason')}")
     print(summary)

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from .report import _RESULT, _atomic_write, _cell_name, _is_dilated, _status, _summary, _workload
 from .report_plots import _blocks, _esc, _latency, blocks_svg, latency_svg, scaling_svg
-from .verdict import incidents
+from .verdict import ReportedSplat, incidents
 
 _MODEL_NOTE = ("Dilated cells run QEMU with -icount time dilation: every guest instruction "
                "costs a fixed slice of guest time, which models a slow CPU. Their latencies "
@@ -90,18 +90,18 @@ def _log_links(row: dict[str, Any], html_dir: Path) -> str:
 
 def _incidents_html(splats: list[dict[str, Any]]) -> str:
     """The console's reports culprit first: each incident's lead, and under it the
-    knock-on reports with why each was grouped there (verdict.culprit_first)."""
-    grouped = incidents(splats)
+    knock-on reports with why each was grouped there (judge.culprit_first)."""
+    grouped = incidents([ReportedSplat.from_dict(s) for s in splats])
     if not grouped:
         return ""
     items = []
     for lead, consequences in grouped:
         knock = "".join(
-            f"<li>consequence ({_esc(c['why'])}): {_esc(c['title'])}"
-            + (f" [{_esc(c['task'])}]" if c.get("task") else "") + "</li>"
+            f"<li>consequence ({_esc(c.why)}): {_esc(c.title)}"
+            + (f" [{_esc(c.task)}]" if c.task else "") + "</li>"
             for c in consequences)
-        items.append(f"<li><b>{_esc(lead['title'])}</b>"
-                     + (f" [{_esc(lead['task'])}]" if lead.get("task") else "")
+        items.append(f"<li><b>{_esc(lead.title)}</b>"
+                     + (f" [{_esc(lead.task)}]" if lead.task else "")
                      + (f"<ul>{knock}</ul>" if knock else "") + "</li>")
     return ('<details class="incidents"><summary>reports, culprit first</summary>'
             f'<ul>{"".join(items)}</ul></details>')

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .report import _RESULT, _cell_name, _is_dilated, _status, _workload
+from .report import _RESULT, _cell_name, _is_dilated, _measured, _status, _workload
 
 _COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "skip": "#b58900", "error": "#757575"}
 _MODE_ORDER = ("functional", "dilated", "altra-max")
@@ -33,9 +33,9 @@ def _esc(value: object) -> str:
 
 
 def _latency(row: dict[str, Any]) -> tuple[float | None, list[float]]:
-    ms = (row.get("workload") or {}).get("exec_fault_ms") or {}
-    rounds = [float(x) for x in ms.get("per_round_max") or [] if x is not None]
-    value = ms.get("max")
+    ms = _measured(row).exec_fault_ms
+    rounds = [float(x) for x in ms.per_round_max if x is not None]
+    value = ms.max
     return (float(value) if value is not None else None), rounds
 
 
@@ -160,8 +160,8 @@ def latency_svg(rows: list[dict[str, Any]]) -> str:
 
 
 def _blocks(row: dict[str, Any]) -> list[float]:
-    return [float(x) for x in ((row.get("workload") or {}).get("blocks") or {}).get(
-        "cumulative_ms") or [] if x is not None]
+    blocks = _measured(row).blocks
+    return [float(x) for x in (blocks.cumulative_ms if blocks else []) if x is not None]
 
 
 _LINE_COLOURS = ("#1565c0", "#c62828", "#6a1b9a", "#ef6c00", "#2e7d32", "#00838f", "#5d4037")
@@ -193,7 +193,8 @@ def blocks_svg(rows: list[dict[str, Any]]) -> str:
     for i, (row, ys) in enumerate(series):
         colour = _LINE_COLOURS[i % len(_LINE_COLOURS)]
         points = " ".join(f"{x_of(m):.1f},{y_of(v):.1f}" for m, v in enumerate(ys, 1))
-        slope = ((row.get("workload") or {}).get("blocks") or {}).get("slope_ms")
+        blocks = _measured(row).blocks
+        slope = blocks.slope_ms if blocks else None
         name = f"{row['variant']} ({row['mode']})"
         tip = (f"{name}: total {', '.join(_fmt_ms(v) for v in ys)}; "
                + (f"slope {_fmt_ms(slope)} per block; " if slope is not None else "")

@@ -17,7 +17,10 @@ from typing import Any
 from . import __version__, guest, image, machine, progress, project, stacktrace, workload
 from . import profile as profiles
 from .errors import S2Error
-from .verdict import Verdict, judge
+from .judge import judge
+from .measurements import HardwareEquivalent, Measurements
+from .outcome import Outcome
+from .verdict import Verdict
 
 
 def new_run_dir(parent: Path | None, label: str) -> Path:
@@ -66,10 +69,15 @@ def run_kernel(
     else:
         v = judge(result, text, workload.parse(text), prof.watchdog_thresh, scale=prof.scale,
                   dilated=prof.dilated)
-    if prof.name in profiles.MODELS:
-        v.workload["hardware_equivalent"] = hardware_equivalent(
-            v.workload, profiles.MODELS[prof.name])
-    decode_note = stacktrace.decode(vmlinux, text, v.splats) if vmlinux and v.splats else None
+    if prof.name in profiles.MODELS and v.workload is not None:
+        v.workload = dataclasses.replace(v.workload, hardware_equivalent=hardware_equivalent(
+            v.workload, profiles.MODELS[prof.name]))
+    decode_note = None
+    if vmlinux and v.splats:
+        decoded, decode_note = stacktrace.decode(vmlinux, text, v.splats)
+        if decoded:
+            v.splats = [dataclasses.replace(s, decoded=frames)
+                        for s, frames in zip(v.splats, decoded, strict=True)]
     v.profile = prof.to_dict() | {
         "cpu": profiles.cpu_model(prof),
         "smp": profiles.smp_for(prof),
@@ -77,9 +85,7 @@ def run_kernel(
         "page_size": kernel.page_size,
         "model_note": _model_note(prof),
     }
-    v.versions = versions(profiles.cpu_model(prof), v.preconditions.get("kernel_release")
-                          or (v.preconditions.get("host") or {}).get("kernel")
-                          or _release_in(text))
+    v.versions = versions(profiles.cpu_model(prof), v.kernel_release or _release_in(text))
     v.artifacts = ({"host_run": v.artifacts} if prof.runner == profiles.HOST_RUN else {}) | {
         "dir": str(outdir),
         "console_log": str(result.console_log),
@@ -113,9 +119,9 @@ def _host_run_verdict(result: machine.MachineRun, text: str, prof: profiles.Prof
                 return v
     v = judge(result, text, workload.parse(text), prof.watchdog_thresh,
               runner=profiles.HOST_RUN)
-    if v.verdict != "fail":
+    if v.verdict is not Outcome.FAIL:
         errors = "; ".join(workload.parse(text).errors) or result.reason
-        v.verdict, v.reason = "error", (
+        v.verdict, v.reason = Outcome.ERROR, (
             f"could not judge: host-run in the nested host printed no verdict ({errors})")
     return v
 
@@ -152,25 +158,26 @@ def _release_in(console: str) -> str | None:
     return m.group(1) if m else None
 
 
-def hardware_equivalent(measured: dict[str, Any], model: profiles.HardwareModel) -> dict[str, Any]:
+def hardware_equivalent(measured: Measurements,
+                        model: profiles.HardwareModel) -> HardwareEquivalent:
     """A calibrated model's run in the hardware's terms: the worst exec fault times the
     profile's k, and each whole-cache invalidation the guest kernel counted (kprobes,
     see init.c) charged at the hardware's figure, since the model charges it one
     instruction (serially: the contention model's worst case)."""
     from .calibrate import whole_cache_invalidations
 
-    worst = (measured.get("exec_fault_ms") or {}).get("max")
-    whole = whole_cache_invalidations(measured.get("icache"))
+    worst = measured.exec_fault_ms.max
+    whole = whole_cache_invalidations(measured.icache)
     base = worst * model.scale if worst is not None else None
-    return {
-        "scale": model.scale,
-        "worst_fault_ms": round(base, 3) if base is not None else None,
-        "whole_cache_invalidations": whole,
-        "whole_cache_ms": round(whole * model.inval_all_us / 1000.0, 3)
+    return HardwareEquivalent(
+        scale=model.scale,
+        worst_fault_ms=round(base, 3) if base is not None else None,
+        whole_cache_invalidations=whole,
+        whole_cache_ms=round(whole * model.inval_all_us / 1000.0, 3)
         if whole is not None else None,
-        "worst_fault_priced_ms": round(base + whole * model.inval_all_us / 1000.0, 3)
+        worst_fault_priced_ms=round(base + whole * model.inval_all_us / 1000.0, 3)
         if base is not None and whole is not None else None,
-    }
+    )
 
 
 def _model_note(prof: profiles.Profile) -> str | None:

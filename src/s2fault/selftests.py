@@ -26,6 +26,7 @@ from typing import Any
 from . import cache, guest, hosttools, project
 from . import source as sources
 from .errors import BuildError
+from .outcome import Outcome
 
 RECIPE = "s2fault-kvm-selftests-2"
 CROSS_COMPILE = "aarch64-linux-gnu-"
@@ -232,7 +233,7 @@ def parse(result: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def _judge(m: dict[str, Any]) -> tuple[str, str]:
+def _judge(m: dict[str, Any]) -> tuple[Outcome, str]:
     tests = m["selftests"]
     failed = [t for t in tests if t["status"] in ("fail", "timeout")]
     if failed:
@@ -240,21 +241,21 @@ def _judge(m: dict[str, Any]) -> tuple[str, str]:
         what = (f"timed out after {t['seconds']} s" if t["status"] == "timeout"
                 else f"exit {t['exit']}" + (f": {t['assertion']}" if t["assertion"] else ""))
         more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
-        return "fail", f"selftest {t['name']} {what}{more}"
+        return Outcome.FAIL, f"selftest {t['name']} {what}{more}"
     if m["errors"]:
-        return "error", f"could not judge: selftests runner: {m['errors'][0]}"
+        return Outcome.ERROR, f"could not judge: selftests runner: {m['errors'][0]}"
     if not tests:
-        return "error", "could not judge: no selftest ran"
+        return Outcome.ERROR, "could not judge: no selftest ran"
     if m["dic"]:
-        return "skip", (f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={m['ctr_el0']}): the "
+        return Outcome.SKIP, (f"not applicable: CTR_EL0.DIC=1 (CTR_EL0={m['ctr_el0']}): the "
                         "I-cache invalidation under test never runs")
     bare = [t["name"] for t in tests if t["status"] == "skip" and not t["skip_reason"]]
     if bare:
-        return "error", f"could not judge: selftest {bare[0]} skipped without a reason"
+        return Outcome.ERROR, f"could not judge: selftest {bare[0]} skipped without a reason"
     unknown = [t["name"] for t in tests if t["status"] not in ("pass", "skip")]
     if unknown:
-        return "error", f"could not judge: selftest {unknown[0]} has no known status"
+        return Outcome.ERROR, f"could not judge: selftest {unknown[0]} has no known status"
     c = m["counts"]
     skipped = "".join(f"; {t['name']} skipped: {t['skip_reason']}"
                       for t in tests if t["status"] == "skip")
-    return "pass", f"{c['pass']} selftests passed, {c['skip']} skipped{skipped}"
+    return Outcome.PASS, f"{c['pass']} selftests passed, {c['skip']} skipped{skipped}"

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import hosttools
+
+if TYPE_CHECKING:
+    from .analyzer import Splat
 
 ADDR2LINE = "aarch64-linux-gnu-addr2line"
 _FRAME = re.compile(r"(?<![\w.$])(?P<sym>[A-Za-z_][\w.$]*)\+(?P<off>0x[0-9a-f]+)/0x[0-9a-f]++"
@@ -49,15 +54,31 @@ def addr2line(vmlinux: Path, frames: list[str]) -> dict[str, tuple[str, str | No
     return decoded
 
 
-def decode(vmlinux: Path, console: str, splats: list[dict[str, Any]]) -> str | None:
-    """Give each splat `decoded`: [{"frame", "function", "where"}], its frames with their
-    source lines. Returns why nothing could be decoded, or None."""
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A frame as the call trace printed it, its function, and its file:line (None when
+    vmlinux cannot say)."""
+
+    frame: str
+    function: str
+    where: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frame": self.frame, "function": self.function, "where": self.where}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecodedFrame:
+        return cls(d.get("frame") or "", d.get("function") or "", d.get("where"))
+
+
+def decode(vmlinux: Path, console: str,
+           splats: Sequence[Splat]) -> tuple[list[tuple[DecodedFrame, ...]], str | None]:
+    """Each splat's frames with their source lines, in the order of `splats`, and None;
+    or, when nothing could be decoded, [] and why."""
     lines = console.splitlines()
-    spans = {id(s): lines[s["lines"][0] - 1: s["lines"][1]] for s in splats}
-    decoded = addr2line(vmlinux, frames_in([ln for span in spans.values() for ln in span]))
+    spans = [lines[s.start_line - 1: s.end_line] for s in splats]
+    decoded = addr2line(vmlinux, frames_in([ln for span in spans for ln in span]))
     if decoded and not any(where for _, where in decoded.values()):
-        return NO_DEBUG_INFO
-    for s in splats:
-        s["decoded"] = [{"frame": f, "function": decoded[f][0], "where": decoded[f][1]}
-                        for f in frames_in(spans[id(s)])]
-    return None
+        return [], NO_DEBUG_INFO
+    return [tuple(DecodedFrame(f, decoded[f][0], decoded[f][1]) for f in frames_in(span))
+            for span in spans], None

@@ -10,11 +10,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import profile as profiles
 from . import project, workloads
 from .errors import InputError
+
+if TYPE_CHECKING:  # the analyzer loads with the run stage, not with the CLI
+    from .analyzer import Splat
 
 MODES = tuple(profiles.MODES)  # one per profiles/*.toml
 # What `check` runs when no --mode is given: the modes every variant declares and the
@@ -42,20 +45,20 @@ class SplatSpec:
     # (include/linux/sched/mm.h) print one message for different culprits.
     where: str | None = None
 
-    def matches(self, splat: dict[str, Any]) -> bool:
-        if splat.get("kind") != self.kind:
+    def matches(self, splat: Splat) -> bool:
+        if splat.kind != self.kind:
             return False
-        if self.subtype and splat.get("subtype") != self.subtype:
+        if self.subtype and splat.subtype != self.subtype:
             return False
-        if self.function and splat.get("function") not in self.function:
+        if self.function and splat.function not in self.function:
             return False
         if self.in_frames:
-            frames = set(splat.get("frames") or ()) | {splat.get("function")}
+            frames = set(splat.frames) | {splat.function}
             if not frames.intersection(self.in_frames):
                 return False
-        if self.task and splat.get("task") != self.task:
+        if self.task and splat.task != self.task:
             return False
-        if self.where and not re.search(self.where, splat.get("where") or ""):
+        if self.where and not re.search(self.where, splat.where or ""):
             return False
         return True
 

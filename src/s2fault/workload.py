@@ -17,6 +17,16 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from .measurements import (
+    BlockCosts,
+    FaultInjection,
+    Latency,
+    Measurements,
+    StaleExecution,
+    Storm,
+    VmProcess,
+)
+
 _DECODER = json.JSONDecoder()
 
 
@@ -49,41 +59,37 @@ class ConsoleLines:
             group.insert(0, r)
         return merge_vms(group, vms)
 
-    def summary(self) -> dict[str, Any]:
-        """The `workload` object of a verdict."""
+    def summary(self) -> Measurements:
+        """The `workload` of a verdict: what the run measured."""
         r = self.result or {}
         rounds = r.get("rounds") or [r]
-        extra: dict[str, Any] = {}
-        if int(r.get("blocks") or 1) > 1:
-            extra["blocks"] = _block_costs(rounds)
-        if r.get("storm"):
-            extra["storm"] = _storm(rounds, r)
-        if "selftests" in r:
-            extra["selftests"] = list(r.get("selftests") or [])
-        stale = [dict(s, round=i) for i, rd in enumerate(rounds) for s in rd.get("stale") or []]
-        return extra | {
-            "vcpus": r.get("vcpus"),
-            "block_bytes": r.get("block_bytes"),
-            "page_size": r.get("page_size"),
-            "rounds": len(rounds),
-            "exec_fault_ms": _latency(rounds, "exec_fault_us"),
-            "exec_fault_wall_ms": _latency(rounds, "exec_fault_wall_us"),
-            "coherent": r.get("coherent"),
-            "dic": r.get("dic"),
-            "ctr_el0": r.get("ctr_el0"),
-            "errors": list(r.get("errors") or []),
-            "runs": len(self.results),
-            "vms": int(r.get("vms") or 1),
-            "remap": r.get("remap", "memslot"),
-            "stale": stale,
-            "per_vm": r.get("per_vm") or ([_vm_of(r)] if r else []),
-            "first_touch": r.get("first_touch", "data"),
-            # vCPUs released into their exec fault that never came back (a timeout)
-            "stuck_vcpus": list(r.get("stuck_vcpus") or []),
-            "fault_injection": r.get("fault_injection"),
-            # kprobe hits of the stage-2 I-cache invalidations (init.c), when counted
-            "icache": (self.post or {}).get("icache"),
-        }
+        injection = r.get("fault_injection")
+        return Measurements(
+            vcpus=r.get("vcpus"),
+            block_bytes=r.get("block_bytes"),
+            page_size=r.get("page_size"),
+            rounds=len(rounds),
+            exec_fault_ms=_latency(rounds, "exec_fault_us"),
+            exec_fault_wall_ms=_latency(rounds, "exec_fault_wall_us"),
+            coherent=r.get("coherent"),
+            dic=r.get("dic"),
+            ctr_el0=r.get("ctr_el0"),
+            errors=list(r.get("errors") or []),
+            runs=len(self.results),
+            vms=int(r.get("vms") or 1),
+            remap=r.get("remap", "memslot"),
+            stale=[StaleExecution.from_dict(dict(s, round=i))
+                   for i, rd in enumerate(rounds) for s in rd.get("stale") or []],
+            per_vm=[VmProcess.from_dict(p)
+                    for p in r.get("per_vm") or ([_vm_of(r)] if r else [])],
+            first_touch=r.get("first_touch", "data"),
+            stuck_vcpus=list(r.get("stuck_vcpus") or []),
+            fault_injection=FaultInjection.from_dict(injection) if injection else None,
+            icache=(self.post or {}).get("icache"),
+            blocks=_block_costs(rounds) if int(r.get("blocks") or 1) > 1 else None,
+            storm=_storm(rounds, r) if r.get("storm") else None,
+            selftests=list(r.get("selftests") or []) if "selftests" in r else None,
+        )
 
 
 # Keys every VMM process reports alike (the machine's, not the VM's).
@@ -135,7 +141,7 @@ def _measured(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rounds[1:] if len(rounds) > 1 else rounds
 
 
-def _block_costs(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def _block_costs(rounds: list[dict[str, Any]]) -> BlockCosts:
     """many-blocks: what each block's exec fault cost (the slowest vCPU on it, median
     over measured rounds), the running total against the number of blocks, and the
     least-squares slope of that total: the cost of making one more block executable."""
@@ -150,7 +156,7 @@ def _block_costs(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             for b in range(width)
         ])
     if not per_round:
-        return {"cost_ms": [], "cumulative_ms": [], "slope_ms": None}
+        return BlockCosts()
     width = max(len(c) for c in per_round)
     cost = []
     for b in range(width):
@@ -158,7 +164,7 @@ def _block_costs(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         cost.append(round(statistics.median(seen) / 1000.0, 3) if seen else None)
     known = [c for c in cost if c is not None]
     cumulative = [round(sum(known[: i + 1]), 3) for i in range(len(known))]
-    return {"cost_ms": cost, "cumulative_ms": cumulative, "slope_ms": slope(cumulative)}
+    return BlockCosts(cost, cumulative, slope(cumulative))
 
 
 def slope(totals: list[float]) -> float | None:
@@ -172,25 +178,25 @@ def slope(totals: list[float]) -> float | None:
     return round(sum((x - mx) * (y - my) for x, y in zip(xs, totals, strict=True)) / den, 3)
 
 
-def _storm(rounds: list[dict[str, Any]], r: dict[str, Any]) -> dict[str, Any]:
+def _storm(rounds: list[dict[str, Any]], r: dict[str, Any]) -> Storm:
     """guest-icache-storm: the storm vCPUs' side, one I-cache maintenance iteration."""
     maxes = [max(v) for rd in _measured(rounds)
              if (v := [x for x in rd.get("storm_max_us") or [] if x is not None])]
     means = [x for rd in _measured(rounds) for x in rd.get("storm_mean_us") or []
              if x is not None]
-    return {
-        "vcpus": r.get("storm"),
-        "iteration_max_ms": round(statistics.median(maxes) / 1000.0, 3) if maxes else None,
-        "iteration_mean_ms": round(statistics.median(means) / 1000.0, 3) if means else None,
-        "range_bytes": (rounds[-1] or {}).get("storm_range_bytes") if rounds else None,
-    }
+    return Storm(
+        vcpus=r.get("storm"),
+        iteration_max_ms=round(statistics.median(maxes) / 1000.0, 3) if maxes else None,
+        iteration_mean_ms=round(statistics.median(means) / 1000.0, 3) if means else None,
+        range_bytes=(rounds[-1] or {}).get("storm_range_bytes") if rounds else None,
+    )
 
 
 def _ms(values_us: list[Any] | None) -> list[float]:
     return [round(float(v) / 1000.0, 3) for v in values_us or [] if v is not None]
 
 
-def _latency(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def _latency(rounds: list[dict[str, Any]], key: str) -> Latency:
     """Exec-fault latency over rounds. Round 0 is a warm-up when there are more: the
     first fault after boot also pays lockdep's one-time validation of the fault path's
     lock chains (measured: 30-45 ms on the shipped kernel, the size of the bug's own
@@ -201,13 +207,13 @@ def _latency(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
     round_max = [max(v) for v in per_round if v]
     every = [x for v in per_round for x in v]
     warmup = _ms(rounds[0].get(key)) if len(rounds) > 1 else []
-    return {
-        "per_vcpu": per_round[-1] if per_round else [],
-        "max": round(statistics.median(round_max), 3) if round_max else None,
-        "median": round(statistics.median(every), 3) if every else None,
-        "per_round_max": round_max,
-        "warmup_max": max(warmup) if warmup else None,
-    }
+    return Latency(
+        per_vcpu=per_round[-1] if per_round else [],
+        max=round(statistics.median(round_max), 3) if round_max else None,
+        median=round(statistics.median(every), 3) if every else None,
+        per_round_max=round_max,
+        warmup_max=max(warmup) if warmup else None,
+    )
 
 
 def json_after(line: str, marker: str) -> dict[str, Any] | None:

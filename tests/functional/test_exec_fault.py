@@ -32,7 +32,9 @@ from avocado import Test
 
 from s2fault import kconfig, matrix, progress, project, source, workloads
 from s2fault import profile as profiles
+from s2fault.cell import Cell, stable_id, table
 from s2fault.errors import S2Error
+from s2fault.outcome import Outcome
 
 # A cold kernel build takes ~10 min on a loaded 2-core machine, and a latency
 # expectation builds and runs its reference variant too; the engine's own QEMU
@@ -71,11 +73,10 @@ class ExecFault(Test):
         if workload in workloads.WORKLOADS and mode not in workloads.get(workload).modes:
             self.cancel(f"workload {workload} does not run in mode {mode}")
 
-        where = matrix.stable_id(variant, workload, mode, vcpus,
-                                 str(pages) if pages else None)
+        where = stable_id(variant, workload, mode, vcpus, str(pages) if pages else None)
         runs = Path(self.outputdir) / "runs"
         page_size = str(pages) if pages else None
-        cells: list[matrix.Cell] = []
+        cells: list[Cell] = []
         # run_matrix() adds the variant a latency expectation is measured against (so
         # the ratio compares two runs of one machine), checks that every series applies
         # before building, and judges: the same path as `s2fault check`.
@@ -96,20 +97,20 @@ class ExecFault(Test):
             self._keep_artifacts(cell, Path(self.logdir) if own else
                                  Path(self.logdir) / f"reference-{cell.variant}")
         cell = next(c for c in cells if c.variant == variant)
-        for line in matrix.table(cells).splitlines():
+        for line in table(cells).splitlines():
             self.log.info(line)
 
-        if cell.outcome == "pass":
+        if cell.outcome is Outcome.PASS:
             return
-        if cell.outcome == "fail":
+        if cell.outcome is Outcome.FAIL:
             self.fail(f"{where}: {cell.why} (declared: {cell.declared.describe()}; "
                       f"observed: {cell.observed})")
-        if cell.outcome == "skip":
+        if cell.outcome is Outcome.SKIP:
             self.cancel(f"{where}: {cell.why or cell.observed}")
         why = (cell.why or cell.observed).removeprefix("could not judge: ")
         self.error(f"{where}: could not judge: {why}")
 
-    def _keep_artifacts(self, cell: matrix.Cell, dest: Path) -> None:
+    def _keep_artifacts(self, cell: Cell, dest: Path) -> None:
         """Copy the last run's console, QMP log, result and kernel .config where
         Avocado users look (the test's log directory); the full run directories
         stay under data/runs."""
