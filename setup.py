@@ -3,7 +3,7 @@ guests/ (the VMM, init and its helpers), built by the cross toolchain into s2fau
 of a wheel or a regular install, so that `pip install` on an arm64 host is all
 `s2fault host-run` needs. On an arm64 Debian host aarch64-linux-gnu-gcc is the native
 compiler, so `pip install .` there builds them too. An editable install (make setup)
-skips this: a checkout builds them on first use into the cache (guest.py), where the
+skips this: a checkout builds them on first use into the cache (guest/__init__.py), where the
 nested runs take them from, and reads profiles/ from the checkout."""
 
 import shutil

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from s2fault.analyzer import analyze  # noqa: E402
+from s2fault.judge.analyzer import analyze  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 

@@ -45,7 +45,7 @@ def main() -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="name every miss")
     args = ap.parse_args()
     sys.path.insert(0, str(args.src))
-    analyze = importlib.import_module("s2fault.analyzer").analyze
+    analyze = importlib.import_module("s2fault.judge.analyzer").analyze
 
     kind_ok = kind_n = attr_ok = attr_n = neg_ok = neg_n = 0
     all_ok = all_n = 0

@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from s2fault import matrix, progress, variants  # noqa: E402
+from s2fault import matrix, progress
+from s2fault.kernel import variants  # noqa: E402
 from s2fault.machine import qemu_children  # noqa: E402
 
 

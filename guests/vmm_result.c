@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * What the run says: the errors it collects on the way, the one
- * S2FAULT-RESULT line (the Python side, src/s2fault/workload.py, reads its
+ * S2FAULT-RESULT line (the Python side, src/s2fault/judge/lines.py, reads its
  * keys: keep them), the exit status, and the way out that prints them.
  */
 #define _GNU_SOURCE

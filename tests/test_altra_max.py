@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conftest import s2fault
-from s2fault import profile
+from s2fault.machine import profiles
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +20,11 @@ def test_altra_max_cells_match_with_64_vcpus(tmp_path):
                 "--variant", "upstream", "--results", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     cells = {c["variant"]: c for c in json.loads((out / "check.json").read_text())["cells"]}
-    model = profile.hardware_model("altra-max")
+    model = profiles.hardware_model("altra-max")
     for cell in cells.values():
         assert cell["mode"] == "altra-max" and cell["match"] is True, cell["why"]
         assert cell["workload"]["vcpus"] == 64
-        assert cell["profile"]["smp"] == profile.mode("altra-max").smp
+        assert cell["profile"]["smp"] == profiles.mode("altra-max").smp
         assert "not a hardware measurement" in cell["profile"]["model_note"]
     fr = cells["fix-reverted"]
     assert "icache_inval_pou" in fr["reason"] or "stage2_attr_walker" in fr["reason"]

@@ -1,4 +1,4 @@
-"""Tests for s2fault.analyzer: golden console logs, parsing details, the CLI, and robustness.
+"""Tests for s2fault.judge.analyzer: golden console logs, parsing details, the CLI, and robustness.
 
 Every tests/golden/*.log is a header naming the splats it must yield, a blank line, and the
 raw console; tests/golden/README.md describes the header. Adding a log is dropping a file.
@@ -21,7 +21,7 @@ from goldenlog import GOLDEN, parse_golden, update_golden
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from s2fault.analyzer import (
+from s2fault.judge.analyzer import (
     FAMILIES,
     Splat,
     analyze,
@@ -31,10 +31,10 @@ from s2fault.analyzer import (
     run_cli,
     summary_line,
 )
-from s2fault.analyzer.catalogue import SCAN_KEYWORDS
-from s2fault.analyzer.console import decode, split_prefix
-from s2fault.analyzer.frames import first_own, is_plumbing, parse_frame, parse_pc
-from s2fault.analyzer.scanner import scan
+from s2fault.judge.analyzer.catalogue import SCAN_KEYWORDS
+from s2fault.judge.analyzer.console import decode, split_prefix
+from s2fault.judge.analyzer.frames import first_own, is_plumbing, parse_frame, parse_pc
+from s2fault.judge.analyzer.scanner import scan
 
 
 def _none_or(value: str) -> str | None:

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from conftest import project_home
-from s2fault import kernel_series, matrix, variants
-from s2fault.cell import Cell, exit_code, judge_cells, table
+from s2fault import matrix
 from s2fault.errors import BuildError
+from s2fault.judge.verdict import ReportedSplat, Verdict
+from s2fault.kernel import series as kernel_series
+from s2fault.kernel import variants
+from s2fault.matrix.cell import Cell, exit_code, judge_cells, table
 from s2fault.outcome import Outcome
-from s2fault.verdict import ReportedSplat, Verdict
 
 ORIGINAL = [f"static int line_{i};\n" for i in range(1, 21)]
 

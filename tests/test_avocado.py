@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, upstream_env
-from s2fault import variants
+from s2fault.kernel import variants
 
 pytestmark = [pytest.mark.slow, pytest.mark.functional]
 

@@ -23,11 +23,13 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, s2fault
-from s2fault import bisect_symptom, cache, project, source, workload
+from s2fault import cache, project, source
+from s2fault.bisection import symptom as bisect_symptom
 from s2fault.errors import InputError
-from s2fault.judge import judge
+from s2fault.judge import lines as workload
+from s2fault.judge.rules import judge
+from s2fault.judge.verdict import Verdict
 from s2fault.machine import MachineRun
-from s2fault.verdict import Verdict
 
 # Fixed identity and dates: the same edits give the same commit ids on every machine.
 _GIT_ENV = {

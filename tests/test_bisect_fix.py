@@ -25,7 +25,9 @@ from test_bisect import (
 )
 
 from conftest import s2fault
-from s2fault import bisect, bisect_step, cache, project
+from s2fault import bisection as bisect
+from s2fault import cache, project
+from s2fault.bisection import step as bisect_step
 
 _NO_FIX = "if (icache_is_aliasing())"
 

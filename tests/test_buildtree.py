@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from s2fault import buildtree
+from s2fault.kernel import buildtree
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:

@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from s2fault import cimatrix, variants
+from s2fault import cimatrix
 from s2fault.errors import InputError
+from s2fault.kernel import variants
 
 CI = ROOT / "ci"
 AVOCADO = Path(sys.executable).with_name("avocado")
@@ -134,7 +135,7 @@ def test_github_cache_keys_change_with_source_toolchain_and_recipe():
         assert "steps.keys.outputs.toolchain" in caches["~/.ccache"]
         kernels = caches["~/.cache/s2fault/kernels"]
         assert "steps.keys.outputs.source" in kernels and "steps.keys.outputs.toolchain" in kernels
-        assert "hashFiles('patches/**', 'kernel_configs/**', 'src/s2fault/kernel.py'" in kernels
+        assert "hashFiles('patches/**', 'kernel_configs/**', 'src/s2fault/kernel/**'" in kernels
 
 
 def test_pipelines_are_valid_for_their_platforms():

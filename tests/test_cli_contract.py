@@ -37,7 +37,7 @@ def spinning_image(path: Path) -> Path:
     the kernel never prints (the same trick as test_reliability)."""
     import struct
 
-    from s2fault import image
+    from s2fault.kernel import image
 
     head = bytearray(64)
     struct.pack_into("<I", head, 0, 0x14000000)  # b .

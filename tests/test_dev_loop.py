@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, s2fault
-from s2fault import builddir, kconfig, machine, runner, stacktrace
-from s2fault import profile as profiles
+from s2fault import machine, runner
 from s2fault.errors import InputError
-from s2fault.verdict import ReportedSplat
+from s2fault.judge import stacktrace
+from s2fault.judge.verdict import ReportedSplat
+from s2fault.kernel import builddir, kconfig
+from s2fault.machine import profiles
 
 BOOT_TIMEOUT = 600
 
@@ -169,7 +171,7 @@ def test_the_qemu_of_s2fault_qemu_is_the_one_recorded(tmp_path, monkeypatch):
 
 
 def test_the_gdb_command_names_the_vmlinux(tmp_path):
-    from s2fault.image import KernelImage
+    from s2fault.kernel.image import KernelImage
 
     kernel = KernelImage(tmp_path / "Image", 65536, False, 0)
     assert machine.gdb_command(kernel, 1234) == [

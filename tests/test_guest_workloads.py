@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from s2fault import profile, runner, workload
+from s2fault import runner
+from s2fault.judge import lines as workload
+from s2fault.machine import profiles
 
 STORM_BATCH = 16  # guests/guest_abi.h: storm iterations are reported per batch
 STORM_RANGE = 1 << 20  # vmm.c: a storm vCPU invalidates up to 1 MiB
 
 
 def boot(build, tmp_path, **shape) -> tuple[workload.ConsoleLines, str]:
-    prof = profile.mode("functional").with_(**shape)
+    prof = profiles.mode("functional").with_(**shape)
     v = runner.run_kernel(build.image, prof, runner.new_run_dir(tmp_path, "guest"), "guest")
     text = Path(v.artifacts["console_log"]).read_text(errors="replace")
     return workload.parse(text), text

@@ -1,4 +1,4 @@
-"""host-run: the workload on an arm64 host's running kernel (hostrun.py), and its proof
+"""host-run: the workload on an arm64 host's running kernel (machine/hostrun.py), and its proof
 here: `run/check --via host-run` boot the nested host with an arm64 Python root
 filesystem and run `s2fault host-run` inside it.
 
@@ -21,13 +21,13 @@ import yaml
 
 from conftest import ROOT, s2fault
 from conftest import edit_marker_line as _edit
-from s2fault import hostrun, variants, workload
-from s2fault import profile as profiles
-from s2fault.cell import compare, exit_code, host_cell
-from s2fault.judge import HOST_DIC, NO_LOCKDEP, judge
-from s2fault.machine import MachineRun
+from s2fault.judge import lines as workload
+from s2fault.judge.rules import HOST_DIC, NO_LOCKDEP, judge
+from s2fault.judge.verdict import Verdict
+from s2fault.kernel import variants
+from s2fault.machine import MachineRun, hostrun, profiles
+from s2fault.matrix.cell import compare, exit_code, host_cell
 from s2fault.outcome import Outcome
-from s2fault.verdict import Verdict
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -193,7 +193,8 @@ def test_what_host_run_changed_is_put_back_on_sigterm(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys, time
         from pathlib import Path
-        from s2fault import cli, hostrun
+        from s2fault import cli
+        from s2fault.machine import hostrun
         signal.signal(signal.SIGTERM, cli._on_signal)
         try:
             with hostrun.HostChanges() as changes:
@@ -271,7 +272,7 @@ def test_the_wheel_ships_the_vmm_and_the_modes_as_package_data(tmp_path):
     (wheel,) = tmp_path.glob("s2fault-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("s2fault/bin/s2fault-vmm", "s2fault/bin/init", "s2fault/bin/s2fault-host-run",
-                 "s2fault/profiles/functional.toml", "s2fault/hostrun.py"):
+                 "s2fault/profiles/functional.toml", "s2fault/machine/hostrun.py"):
         assert name in names, name
     vmm = zipfile.ZipFile(wheel).read("s2fault/bin/s2fault-vmm")
     assert vmm[:4] == b"\x7fELF" and vmm[18] == 183  # e_machine EM_AARCH64

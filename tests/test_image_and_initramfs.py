@@ -4,8 +4,9 @@ import subprocess
 
 import pytest
 
-from s2fault import guest, image
+from s2fault import guest
 from s2fault.errors import InputError
+from s2fault.kernel import image
 
 
 def fake_image(path, page_code=3, magic=image.ARM64_MAGIC):

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import mmu_line_variant_home
-from s2fault import kconfig, kernel, kernel_key, kernel_series, project, source, variants
+from s2fault import kernel, project, source
+from s2fault.kernel import kconfig, key, variants
+from s2fault.kernel import series as kernel_series
 
 # Link products and what kbuild regenerates on every link; anything else compiled by a
 # build is a file that the change reached.
@@ -72,7 +74,7 @@ def test_an_edited_series_rebuilds_one_file_and_matches_a_build_from_scratch(
 def test_the_base_tree_of_a_source_is_shared_by_its_variants(upstream_build):
     """upstream (no patches) is the base build itself; a variant's tree is its own."""
     src = source.resolve(None, project.cache_dir())
-    trees = kernel_key.trees_dir(src, kconfig.fragment_paths(), project.cache_dir())
+    trees = key.trees_dir(src, kconfig.fragment_paths(), project.cache_dir())
     assert Path(upstream_build.metadata["build_tree"]) == trees / "base"
     fix = kernel.build("fix-reverted")
     assert Path(fix.metadata["build_tree"]) == trees / "variant-fix-reverted"

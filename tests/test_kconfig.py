@@ -1,4 +1,4 @@
-from s2fault import kconfig
+from s2fault.kernel import kconfig
 
 
 def test_parse_set_and_unset():

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from s2fault import analyzer, project, workload
-from s2fault.judge import judge
+from s2fault import project
+from s2fault.judge import analyzer
+from s2fault.judge import lines as workload
+from s2fault.judge.rules import judge
 from s2fault.machine import MachineRun
 from s2fault.outcome import exit_code_of
 

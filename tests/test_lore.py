@@ -23,7 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import ROOT, loopback_http, project_home, s2fault
-from s2fault import lore_toml, variants
+from s2fault.kernel import variants
+from s2fault.lore import variant_toml
 
 V1_PATCH = next((ROOT / "patches" / "interval-tree-v1").glob("*.patch"))
 REVERT_PATCH = next((ROOT / "patches" / "fix-reverted").glob("*.patch"))
@@ -248,21 +249,21 @@ def test_expect_sections_keep_their_comments_and_nothing_else():
     text = ('description = "d"\n# about functional\n[expect.functional]\nclean = true\n\n'
             '# provenance is not an expectation\n[provenance]\nb4 = "0.16.0"\n'
             '[expect.dilated.pages.4k]  # why 4k\nclean = false\n')
-    out = lore_toml.expect_sections(text)
+    out = variant_toml.expect_sections(text)
     assert out == ("# about functional\n[expect.functional]\nclean = true\n\n"
                    "[expect.dilated.pages.4k]  # why 4k\nclean = false\n")
     for name in variants.names():
         full = tomllib.loads((ROOT / "patches" / name / "variant.toml").read_text())
-        assert tomllib.loads(lore_toml.expect_sections(
+        assert tomllib.loads(variant_toml.expect_sections(
             (ROOT / "patches" / name / "variant.toml").read_text())).get("expect") == \
             full.get("expect"), name
 
 
 @given(st.text())
 def test_toml_strings_round_trip(text):
-    assert tomllib.loads(f"k = {lore_toml.toml_string(text)}")["k"] == text
+    assert tomllib.loads(f"k = {variant_toml.toml_string(text)}")["k"] == text
     para = " ".join(text.split())
-    assert tomllib.loads(f"k = {lore_toml._toml_paragraph(text)}")["k"] == para
+    assert tomllib.loads(f"k = {variant_toml._toml_paragraph(text)}")["k"] == para
 
 
 def test_variant_add_is_on_the_command_line():

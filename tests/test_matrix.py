@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import project_home, s2fault
-from s2fault import variants
+from s2fault.kernel import variants
 
 pytestmark = [pytest.mark.slow, pytest.mark.functional]
 

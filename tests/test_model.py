@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from s2fault import calibrate, profile, report_plots, variants
 from s2fault.errors import InputError
-from s2fault.judge import _splat_reason, stuck_for
-from s2fault.measurements import Measurements
-from s2fault.verdict import ReportedSplat
+from s2fault.judge.measurements import Measurements
+from s2fault.judge.rules import _splat_reason, stuck_for
+from s2fault.judge.verdict import ReportedSplat
+from s2fault.kernel import variants
+from s2fault.machine import calibrate
+from s2fault.machine import profiles as profile
+from s2fault.report import plots
 
 
 def test_every_mode_is_a_file_and_the_matrix_knows_it():
@@ -146,7 +149,7 @@ def test_scaling_plot_marks_the_seed_and_the_serialized_line():
     model = profile.hardware_model("altra-max")
     pts = [_pt("fix-reverted", n, 600.0 * n) for n in (1, 8, 64)] + \
           [_pt("upstream", n, 2.0) for n in (1, 8, 64)]
-    svg = report_plots.scaling_svg(calibrate.Calibration(model, profile.mode("altra-max"),
+    svg = plots.scaling_svg(calibrate.Calibration(model, profile.mode("altra-max"),
                                                    pts).details())
     assert svg.count('class="series"') == 2
     assert "seed report: 37 s" in svg and 'class="serial"' in svg and "MODEL" in svg

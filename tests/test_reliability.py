@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, loopback_http, project_home, s2fault, unique_variant_home
-from s2fault import cache, image, source_archive
+from s2fault import cache
 from s2fault.errors import InfraError, InputError
+from s2fault.kernel import image
 from s2fault.machine import qemu_children
+from s2fault.source import archive
 
 
 def spinning_image(path: Path) -> Path:
@@ -202,8 +204,9 @@ def test_interrupted_build_publishes_nothing_and_next_build_succeeds(tmp_path):
 
 
 def _build_key(name: str, env: dict) -> str:
-    code = ("import sys; from s2fault import kconfig, kernel_key, project, source, variants; "
-            "print(kernel_key.build_key(source.resolve(None, project.cache_dir()), "
+    code = ("import sys; from s2fault import project, source; "
+            "from s2fault.kernel import kconfig, key, variants; "
+            "print(key.build_key(source.resolve(None, project.cache_dir()), "
             "variants.load(sys.argv[1]), kconfig.fragment_paths()))")
     return subprocess.run([sys.executable, "-c", code, name], env=env, capture_output=True,
                           text=True, check=True).stdout.strip()
@@ -255,11 +258,11 @@ def _tar_with(tmp_path: Path, name: str, linkname: str | None = None) -> Path:
 
 
 @pytest.fixture(params=["own-check"]
-                + (["stdlib-filter"] if source_archive.HAVE_TAR_FILTERS else []))
+                + (["stdlib-filter"] if archive.HAVE_TAR_FILTERS else []))
 def extraction(request, monkeypatch):
     """Both ways of checking members where this Python has both: tarfile's filter
     (Python >= 3.11.4) and the check used where it is missing (Debian 12's 3.11.2)."""
-    monkeypatch.setattr(source_archive, "HAVE_TAR_FILTERS", request.param == "stdlib-filter")
+    monkeypatch.setattr(archive, "HAVE_TAR_FILTERS", request.param == "stdlib-filter")
     return request.param
 
 
@@ -267,7 +270,7 @@ def extraction(request, monkeypatch):
                                        ("link", "/etc/passwd"), ("sub/up", "../../escape")])
 def test_tarball_members_escaping_the_destination_are_refused(tmp_path, name, link, extraction):
     with pytest.raises(InputError, match="unsafe member"):
-        source_archive.unpack(_tar_with(tmp_path, name, link), tmp_path / "dest")
+        archive.unpack(_tar_with(tmp_path, name, link), tmp_path / "dest")
     assert not (tmp_path / "escape").exists()
 
 
@@ -278,7 +281,7 @@ def test_tarball_device_files_are_refused(tmp_path, extraction):
         info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
         tar.addfile(info)
     with pytest.raises(InputError, match="unsafe member"):
-        source_archive.unpack(path, tmp_path / "dest")
+        archive.unpack(path, tmp_path / "dest")
 
 
 def test_tarball_xz_is_unpacked_with_safe_modes_and_inner_links(tmp_path, extraction):
@@ -293,7 +296,7 @@ def test_tarball_xz_is_unpacked_with_safe_modes_and_inner_links(tmp_path, extrac
     path = tmp_path / "linux.tar.xz"
     with tarfile.open(path, "w:xz") as tar:
         tar.add(tree, arcname="linux")
-    source_archive.unpack(path, tmp_path / "dest")
+    archive.unpack(path, tmp_path / "dest")
     out = tmp_path / "dest" / "linux"
     assert (out / "scripts" / "link").read_text() == "all:\n"
     assert os.stat(out / "scripts" / "tool").st_mode & 0o7777 == 0o755
@@ -309,7 +312,7 @@ def test_truncated_xz_tarball_is_named(tmp_path):
         tar.addfile(info, io.BytesIO(payload))
     path.write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
     with pytest.raises(InputError, match="cannot be read"):
-        source_archive.unpack(path, tmp_path / "dest")
+        archive.unpack(path, tmp_path / "dest")
 
 
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no Debian python3")
@@ -323,7 +326,8 @@ def test_unpack_on_debians_own_python(tmp_path):
         tar.addfile(info, io.BytesIO(b"all:"))
     evil = _tar_with(tmp_path, "link", "/etc/passwd")
     script = (
-        "import sys; from pathlib import Path; from s2fault import source_archive\n"
+        "import sys; from pathlib import Path\n"
+        "from s2fault.source import archive as source_archive\n"
         "from s2fault.errors import InputError\n"
         "print(sys.version.split()[0], source_archive.HAVE_TAR_FILTERS)\n"
         "source_archive.unpack(Path(sys.argv[1]), Path(sys.argv[3]) / 'good')\n"
@@ -364,14 +368,14 @@ def test_download_verified_by_sha256(http_server, tmp_path, monkeypatch):
     import hashlib
 
     good = hashlib.sha256(_Handler.payload).hexdigest()
-    path = source_archive.fetch(f"{http_server}/linux.tar.xz", good, tmp_path)
+    path = archive.fetch(f"{http_server}/linux.tar.xz", good, tmp_path)
     assert path.read_bytes() == _Handler.payload
     with pytest.raises(InputError, match="does not match"):
-        source_archive.fetch(f"{http_server}/other.tar.xz", "0" * 64, tmp_path)
-    monkeypatch.setattr(source_archive, "DOWNLOAD_TIMEOUT", 0.5)
-    monkeypatch.setattr(source_archive, "RETRY_BACKOFF", 0)  # each retry also times out
+        archive.fetch(f"{http_server}/other.tar.xz", "0" * 64, tmp_path)
+    monkeypatch.setattr(archive, "DOWNLOAD_TIMEOUT", 0.5)
+    monkeypatch.setattr(archive, "RETRY_BACKOFF", 0)  # each retry also times out
     with pytest.raises(InfraError, match="download of .*/slow failed"):
-        source_archive.fetch(f"{http_server}/slow", "1" * 64, tmp_path)
+        archive.fetch(f"{http_server}/slow", "1" * 64, tmp_path)
     assert not [p for p in (tmp_path / "downloads").iterdir() if p.name.startswith(".tmp-")]
 
 

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 
 from conftest import s2fault, upstream_env
-from s2fault import profile as profiles
-from s2fault import report, variants, workload
-from s2fault.cell import Cell, judge_cells
-from s2fault.judge import judge
-from s2fault.machine import MachineRun
+from s2fault import report
+from s2fault.judge import lines as workload
+from s2fault.judge.rules import judge
+from s2fault.kernel import variants
+from s2fault.machine import MachineRun, profiles
+from s2fault.matrix.cell import Cell, judge_cells
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()

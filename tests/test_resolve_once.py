@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import project_home
-from s2fault import kconfig, kernel, kernel_key, matrix, source, variants
+from s2fault import kernel, matrix, source
 from s2fault.errors import InputError
+from s2fault.kernel import kconfig, key, variants
 
 MMU = "arch/arm64/kvm/mmu.c"
 _GIT_ENV = {"GIT_AUTHOR_NAME": "s2fault", "GIT_AUTHOR_EMAIL": "s2fault@example.invalid",
@@ -144,7 +145,7 @@ def test_one_check_plan_resolves_its_source_once(lab, monkeypatch):
     assert pinned.commit == git(repo, "rev-parse", "topic")
     fragments = kconfig.fragment_paths()
     assert [p.name for p in (cache / "builds").iterdir()] == [
-        kernel_key.trees_dir(pinned, fragments, cache).name]
+        key.trees_dir(pinned, fragments, cache).name]
 
 
 def test_a_tree_edited_after_it_was_resolved_is_not_built(lab):

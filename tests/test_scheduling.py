@@ -6,8 +6,8 @@ import threading
 import time
 
 from s2fault import matrix
-from s2fault import profile as profiles
-from s2fault.cores import Cores, cores_available
+from s2fault.machine import profiles
+from s2fault.matrix.cores import Cores, cores_available
 
 
 def _overlaps(cores: Cores, costs: list[int], hold: float = 0.3) -> int:

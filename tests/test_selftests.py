@@ -9,9 +9,12 @@ import time
 
 import pytest
 
-from s2fault import hosttools, kernel, profile, runner, selftests, workload
+from s2fault import hosttools, kernel, runner
 from s2fault import source as sources
 from s2fault.errors import BuildError
+from s2fault.guest import selftests
+from s2fault.judge import lines as workload
+from s2fault.machine import profiles
 
 # Recorded from real runs on the upstream kernel under QEMU 7.2 TCG (64K pages).
 # The plan of the first was SELFTESTS; the second ran a plan made to skip, fail
@@ -127,7 +130,7 @@ def test_selftests_build_and_pass_on_upstream(tmp_path):
     assert cpio.stat().st_size > 1 << 20
     built = time.monotonic() - started
     assert selftests.build() == cpio  # the second call is a cache hit
-    prof = profile.mode("functional").with_(
+    prof = profiles.mode("functional").with_(
         program="s2fault-ksft", vcpus=4, rounds=1, vmm_timeout=selftests.budget_seconds())
     v = runner.run_kernel(kernel.build("upstream").image, prof, tmp_path, "selftests",
                           extra_initramfs=[cpio])

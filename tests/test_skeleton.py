@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import s2fault
-from s2fault import kconfig, kernel
+from s2fault import kernel
+from s2fault.kernel import kconfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.functional]
 

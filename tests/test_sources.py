@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 
 from conftest import loopback_http, s2fault
-from s2fault import source, source_archive, source_git
+from s2fault import source
 from s2fault.errors import InfraError, InputError
+from s2fault.source import archive
+from s2fault.source import git as source_git
 
 # --- a tarball server -----------------------------------------------------------------------
 
@@ -131,7 +133,7 @@ def server():
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(source_archive, "RETRY_BACKOFF", 0.01)
+    monkeypatch.setattr(archive, "RETRY_BACKOFF", 0.01)
     monkeypatch.delenv(source.OFFLINE_ENV, raising=False)
 
 
@@ -177,25 +179,25 @@ def test_wrong_sha256_stops_before_unpacking(server, tmp_path):
 def test_corrupted_bytes_are_refused(server, tmp_path):
     base, _ = server
     with pytest.raises(InputError, match="does not match"):
-        source_archive.fetch(f"{base}/corrupt/linux.tar.gz", SHA256, tmp_path)
+        archive.fetch(f"{base}/corrupt/linux.tar.gz", SHA256, tmp_path)
     assert published(tmp_path, "downloads") == []
 
 
 def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
     base, log = server
-    path = source_archive.fetch(f"{base}/truncated/linux.tar.gz", SHA256, tmp_path)
+    path = archive.fetch(f"{base}/truncated/linux.tar.gz", SHA256, tmp_path)
     assert path.read_bytes() == TARBALL
     assert [(e["range"] is None, e["status"]) for e in log] == [(True, 200), (False, 206)]
     # It resumed where the first attempt's last whole chunk ended (requests hands out
     # whole chunks), so the second sent only what was missing, not the whole file again.
     kept = int(log[1]["range"].removeprefix("bytes=").rstrip("-"))
-    assert len(TARBALL) // 2 - source_archive.CHUNK < kept <= len(TARBALL) // 2
+    assert len(TARBALL) // 2 - archive.CHUNK < kept <= len(TARBALL) // 2
     assert log[1]["sent"] == len(TARBALL) - kept
 
 
 def test_server_ignoring_the_range_means_starting_again(server, tmp_path):
     base, log = server
-    path = source_archive.fetch(f"{base}/norange/linux.tar.gz", SHA256, tmp_path)
+    path = archive.fetch(f"{base}/norange/linux.tar.gz", SHA256, tmp_path)
     assert path.read_bytes() == TARBALL
     assert [(bool(e["range"]), e["status"]) for e in log] == [(False, 200), (True, 200)]
 
@@ -206,7 +208,7 @@ def test_partial_file_of_a_killed_run_resumes(server, tmp_path):
     part = tmp_path / "downloads" / f"{SHA256[:24]}.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(TARBALL[:1000])
-    assert source_archive.fetch(url, SHA256, tmp_path).read_bytes() == TARBALL
+    assert archive.fetch(url, SHA256, tmp_path).read_bytes() == TARBALL
     assert [e["range"] for e in log] == ["bytes=1000-"]
     assert not part.exists()
 
@@ -217,14 +219,14 @@ def test_whole_partial_file_is_not_downloaded_again(server, tmp_path):
     part = tmp_path / "downloads" / f"{SHA256[:24]}.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(TARBALL)
-    path = source_archive.fetch(f"{base}/good/linux.tar.gz", SHA256, tmp_path)
+    path = archive.fetch(f"{base}/good/linux.tar.gz", SHA256, tmp_path)
     assert path.read_bytes() == TARBALL
     assert [(e["range"], e["status"]) for e in log] == [(f"bytes={len(TARBALL)}-", 416)]
 
 
 def test_busy_server_is_retried(server, tmp_path):
     base, log = server
-    path = source_archive.fetch(f"{base}/busy/linux.tar.gz", SHA256, tmp_path)
+    path = archive.fetch(f"{base}/busy/linux.tar.gz", SHA256, tmp_path)
     assert path.read_bytes() == TARBALL
     assert [e["status"] for e in log] == [503, 200]
 
@@ -232,17 +234,17 @@ def test_busy_server_is_retried(server, tmp_path):
 def test_missing_file_is_not_retried(server, tmp_path):
     base, log = server
     with pytest.raises(InputError, match="HTTP 404"):
-        source_archive.fetch(f"{base}/missing/linux.tar.gz", SHA256, tmp_path)
+        archive.fetch(f"{base}/missing/linux.tar.gz", SHA256, tmp_path)
     assert len(log) == 1
 
 
 def test_slow_server_is_a_clear_infrastructure_error(server, tmp_path, monkeypatch):
     base, log = server
-    monkeypatch.setattr(source_archive, "DOWNLOAD_TIMEOUT", 0.3)
-    monkeypatch.setattr(source_archive, "DOWNLOAD_ATTEMPTS", 2)
+    monkeypatch.setattr(archive, "DOWNLOAD_TIMEOUT", 0.3)
+    monkeypatch.setattr(archive, "DOWNLOAD_ATTEMPTS", 2)
     with pytest.raises(InfraError, match=r"slow/linux.tar.gz failed after 2 attempts: "
                                          r"read timed out"):
-        source_archive.fetch(f"{base}/slow/linux.tar.gz", SHA256, tmp_path)
+        archive.fetch(f"{base}/slow/linux.tar.gz", SHA256, tmp_path)
     assert len(log) == 2 and published(tmp_path, "downloads") == []
 
 
@@ -250,10 +252,10 @@ def test_refused_connection_is_retried_then_named(tmp_path):
     with socket.socket() as sock:  # a port nothing listens on once this closes
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    attempts = source_archive.DOWNLOAD_ATTEMPTS
+    attempts = archive.DOWNLOAD_ATTEMPTS
     with pytest.raises(InfraError, match=f"failed after {attempts} attempts: "
                                          ".*Connection refused"):
-        source_archive.fetch(f"http://127.0.0.1:{port}/linux.tar.gz", SHA256, tmp_path)
+        archive.fetch(f"http://127.0.0.1:{port}/linux.tar.gz", SHA256, tmp_path)
 
 
 def test_offline_refuses_and_names_what_is_missing(server, tmp_path, monkeypatch):
@@ -479,7 +481,9 @@ def _stats_log_counts(path: Path) -> dict[str, int]:
 def test_check_at_two_commits_shares_the_store_and_the_build(tmp_path):
     from test_bisect import fixture_repo, harmless, make_history
 
-    from s2fault import kconfig, kernel_key, project, variants
+    from s2fault import project
+    from s2fault.kernel import kconfig, variants
+    from s2fault.kernel import key as kernel_key
 
     repo = fixture_repo()
     base = git(repo, "rev-parse", "base^{commit}")
@@ -568,5 +572,5 @@ def test_debian_tarball_over_http_builds_the_same_kernel(tmp_path, upstream_buil
     assert "upstream: built" in r.stdout
     assert f"key:    {upstream_build.key}" in r.stdout
     assert [e["status"] for e in log] == [200, 206]
-    assert sum(e["sent"] for e in log) <= len(payload) + source_archive.CHUNK
+    assert sum(e["sent"] for e in log) <= len(payload) + archive.CHUNK
     print(f"download + unpack + build: {seconds:.0f} s")

@@ -4,8 +4,8 @@
 import pytest
 
 from conftest import project_home
-from s2fault import variants
 from s2fault.errors import InputError
+from s2fault.kernel import variants
 
 
 def test_every_variant_loads_with_its_chain():

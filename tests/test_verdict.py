@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 
 from conftest import edit_marker_line
-from s2fault import matrix, starved_model, variants, workload, workloads
-from s2fault.cell import Cell, compare, exit_code, judge_cells, table
-from s2fault.cores import Cores
-from s2fault.judge import NEVER_REACHED_INIT, judge
+from s2fault import matrix
+from s2fault.guest import workloads
+from s2fault.judge import lines as workload
+from s2fault.judge import starved_model
+from s2fault.judge.rules import NEVER_REACHED_INIT, judge
+from s2fault.judge.verdict import ReportedSplat
+from s2fault.kernel import variants
 from s2fault.machine import MachineRun
+from s2fault.matrix.cell import Cell, compare, exit_code, judge_cells, table
+from s2fault.matrix.cores import Cores
 from s2fault.outcome import Outcome, exit_code_of, summary_line
-from s2fault.verdict import ReportedSplat
 
 DATA = Path(__file__).parent / "data"
 REAL = (DATA / "upstream-functional-console.log").read_text()
@@ -337,8 +341,8 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
     """migration/0 reports first; the VMM's lockup in icache_inval_pou leads the reason,
     and the stopper thread, the repeat and RCU's stall are listed under it (JSON too)."""
     golden = Path(__file__).parent / "golden" / "arm64-dilated-cascade-culprit-second.log"
-    from s2fault import analyzer
-    from s2fault.judge import _splat_reason, culprit_first
+    from s2fault.judge import analyzer
+    from s2fault.judge.rules import _splat_reason, culprit_first
 
     splats = culprit_first(analyzer.analyze_console(golden.read_text()))
     assert splats[0].task == "migration/0" and splats[0].role == "consequence"
@@ -350,7 +354,7 @@ def test_a_verdict_names_the_culprit_and_groups_its_consequences():
 
 
 def test_many_cpus_behind_one_culprit_are_counted_not_listed():
-    from s2fault.judge import _splat_reason
+    from s2fault.judge.rules import _splat_reason
 
     lead = ReportedSplat.from_dict({"kind": "soft_lockup",
                                     "title": "soft lockup in icache_inval_pou",
@@ -454,10 +458,10 @@ def test_any_other_report_keeps_the_run_the_kernels():
 def test_check_runs_a_starved_cell_again_and_keeps_every_attempt(tmp_path, monkeypatch):
     """The orchestration alone (runner.run_kernel replaced): a starved run is run again,
     up to --retries, and each discarded attempt stays named in the cell."""
-    from s2fault import profile as profiles
     from s2fault import runner
-    from s2fault.starved_model import MODEL_STARVED
-    from s2fault.verdict import Verdict
+    from s2fault.judge.starved_model import MODEL_STARVED
+    from s2fault.judge.verdict import Verdict
+    from s2fault.machine import profiles
 
     answers = [Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."),
                Verdict(Outcome.ERROR, f"{MODEL_STARVED}: ..."), Verdict(Outcome.PASS, "clean")]

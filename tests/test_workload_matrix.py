@@ -12,7 +12,8 @@ import json
 import pytest
 
 from conftest import s2fault
-from s2fault import variants, workloads
+from s2fault.guest import workloads
+from s2fault.kernel import variants
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 from test_verdict import verdict_of
 
-from s2fault import profile, variants, workload, workloads
-from s2fault.cell import Cell, compare
 from s2fault.errors import InputError
+from s2fault.guest import workloads
+from s2fault.judge import lines
+from s2fault.judge.verdict import ReportedSplat
+from s2fault.kernel import variants
+from s2fault.machine import profiles as profile
+from s2fault.matrix.cell import Cell, compare
 from s2fault.outcome import Outcome
-from s2fault.verdict import ReportedSplat
 
 # A real 5-round capture (the fix-reverted kernel, functional, no splat).
 REAL = (Path(__file__).parent / "golden" / "real-arm64-fix-reverted-functional.log").read_text()
@@ -82,7 +85,7 @@ def test_multi_vm_lines_are_merged_vm_by_vm():
     r0 = base_result() | {"vm": 0, "vms": 2, "vcpus": 8}
     r1 = base_result() | {"vm": 1, "vms": 2, "vcpus": 8}
     r1["rounds"][2] = dict(r1["rounds"][2], exec_fault_us=[500000.0] * 8)
-    w = workload.parse(console_with(r1, r0))
+    w = lines.parse(console_with(r1, r0))
     merged = w.result
     assert merged["vcpus"] == 16 and merged["coherent"] is True
     assert len(merged["rounds"][0]["exec_fault_us"]) == 16
@@ -99,11 +102,11 @@ def test_many_blocks_cost_and_slope():
     # 3 rounds: round 0 is a warm-up and is left out.
     costs = [[90000.0] * 4, [1000.0, 2000.0, 3000.0, 4000.0], [1000.0, 2000.0, 3000.0, 4000.0]]
     r["rounds"] = [dict(r["rounds"][0], block_fault_us=[row, [None] * 4]) for row in costs]
-    s = workload.parse(console_with(r)).summary().blocks
+    s = lines.parse(console_with(r)).summary().blocks
     assert s.cost_ms == [1.0, 2.0, 3.0, 4.0]
     assert s.cumulative_ms == [1.0, 3.0, 6.0, 10.0]
     assert s.slope_ms == 3.0
-    assert workload.slope([5.0]) is None
+    assert lines.slope([5.0]) is None
 
 
 def test_slope_ratio_against_the_reference():
@@ -156,13 +159,14 @@ def test_storm_side_is_summarised():
         rd["storm_max_us"] = [None] * 4 + [120.0, 80.0, 95.0, 110.0]
         rd["storm_mean_us"] = [None] * 4 + [40.0] * 4
         rd["storm_range_bytes"] = 1 << 20
-    s = workload.parse(console_with(r)).summary().storm
+    s = lines.parse(console_with(r)).summary().storm
     assert s.to_dict() == {"vcpus": 4, "iteration_max_ms": 0.12, "iteration_mean_ms": 0.04,
                            "range_bytes": 1 << 20}
 
 
 def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):
-    from s2fault import report, report_html
+    from s2fault import report
+    from s2fault.report import page
 
     def row(variant, per_block_ms):
         cum = [round(per_block_ms * m, 3) for m in range(1, 5)]
@@ -172,7 +176,7 @@ def test_report_names_the_workload_and_plots_cost_per_block(tmp_path):
                 "workload": {"blocks": {"cumulative_ms": cum, "slope_ms": per_block_ms}}}
 
     rows = [row("upstream", 0.3), row("fix-reverted", 150.0)]
-    html = report_html.render_html(rows, {"workloads": ["many-blocks"]}, tmp_path)
+    html = page.render_html(rows, {"workloads": ["many-blocks"]}, tmp_path)
     assert "<th>workload</th>" in html and "<td>many-blocks</td>" in html
     assert html.count('<polyline class="series"') == 2
     assert 'data-variant="fix-reverted" data-slope-ms="150.0"' in html
@@ -204,7 +208,7 @@ def test_selftests_result_is_judged_by_its_statuses():
 def test_alloc_failure_lets_the_vmm_name_stuck_vcpus_before_the_machine_gives_up():
     """failslab dumps a stack by design; the machine's after-splat wait must outlast the
     VMM's own timeout, or QEMU is killed before the stuck vCPUs are listed."""
-    from s2fault import profile as profiles
+    from s2fault.machine import profiles
 
     wl = workloads.get("alloc-failure")
     prof = profiles.mode("functional").with_(**wl.profile_changes("functional"))

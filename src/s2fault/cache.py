@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InfraError
+from s2fault.errors import InfraError
 
 MANIFEST = "manifest.json"
 

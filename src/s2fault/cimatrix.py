@@ -21,9 +21,10 @@ from typing import Any, NoReturn, cast
 
 import yaml
 
-from . import kconfig, project
-from . import profile as profiles
-from .errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, InputError
+from s2fault import project
+from s2fault.errors import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, InputError
+from s2fault.kernel import kconfig
+from s2fault.machine import profiles
 
 OUT_OF_DATE = ("the CI pipelines are out of date with ci/matrix.yaml: run "
                "`python -m s2fault.cimatrix --write`")
@@ -39,7 +40,7 @@ HEADER = """\
 """
 GITHUB_NOTE = """\
 # Cache keys change with what the cached files are made of: the Debian source package's
-# version, the cross toolchain's, and the build recipe (patches, fragments, kernel*.py).
+# version, the cross toolchain's, and the build recipe (patches, fragments, the kernel package).
 """
 GITLAB_NOTE = """\
 # GitLab caches only paths inside the project directory, so the kernel cache and
@@ -52,9 +53,7 @@ GITLAB_NOTE = """\
 # What the caches are made of, read after `make setup` installed it (a step's output).
 SOURCE_PACKAGE = "linux-source-6.12"
 TOOLCHAIN_PACKAGES = ("gcc-aarch64-linux-gnu", "binutils-aarch64-linux-gnu")
-RECIPE_FILES = ("patches/**", "kernel_configs/**", "src/s2fault/kernel.py",
-                "src/s2fault/kernel_key.py", "src/s2fault/kernel_series.py",
-                "src/s2fault/kernel_tuxmake.py", "src/s2fault/kconfig.py", "pyproject.toml")
+RECIPE_FILES = ("patches/**", "kernel_configs/**", "src/s2fault/kernel/**", "pyproject.toml")
 
 # Stock x86_64 runners; ci/setup-host.sh is written for Debian 12, so every job runs in it.
 RUNNER = "ubuntu-latest"
@@ -339,7 +338,7 @@ def gitlab(cells: list[CiCell]) -> str:
                  "paths": [".cache/s2fault/sources"]},
                 {"key": {"files": ["ci/setup-host.sh"], "prefix": "ccache-$CI_JOB_NAME"},
                  "paths": [".ccache"]},
-                {"key": {"files": ["kernel_configs/debug.config", "src/s2fault/kernel.py"],
+                {"key": {"files": ["kernel_configs/debug.config", "src/s2fault/kernel/__init__.py"],
                          "prefix": "kernels-$CI_JOB_NAME"},
                  "paths": [".cache/s2fault/kernels"]},
             ],

@@ -16,13 +16,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import __version__, bisect, bisect_step, options, progress
-from . import profile as profiles
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
+from s2fault import __version__, options, progress
+from s2fault import bisection as bisect
+from s2fault.bisection import step as bisect_step
+from s2fault.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PASS, S2Error
+from s2fault.machine import profiles
 
 if TYPE_CHECKING:
-    from .source import Source
-    from .verdict import ReportedSplat, Verdict
+    from s2fault.judge.verdict import ReportedSplat, Verdict
+    from s2fault.source import Source
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -53,8 +55,8 @@ def _via_arg(p: argparse.ArgumentParser) -> None:
 def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
     if getattr(args, "via", "qemu") != "host-run":
         return
-    from . import hostrun
-    from .errors import InputError
+    from s2fault.errors import InputError
+    from s2fault.machine import hostrun
 
     mode = getattr(args, "mode", None)
     models = [m for m in ([mode] if isinstance(mode, str) else mode or []) if m != "functional"]
@@ -68,12 +70,12 @@ def _check_via(args: argparse.Namespace, workload_names: list[str]) -> None:
 
 
 def _profile(args: argparse.Namespace) -> profiles.Profile:
-    from . import profile as profiles
-    from . import workloads
+    from s2fault.guest import workloads
+    from s2fault.machine import profiles
 
     wl = workloads.get(args.workload)
     if args.mode not in wl.modes:
-        from .errors import InputError
+        from s2fault.errors import InputError
 
         raise InputError(f"workload {wl.name} does not run in mode {args.mode} "
                          f"(its modes: {', '.join(wl.modes)})")
@@ -106,7 +108,7 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _source_spec(args: argparse.Namespace) -> str | None:
-    from . import source
+    from s2fault import source
 
     if args.offline:
         # The environment carries the switch to every stage and every child process.
@@ -118,13 +120,14 @@ def _resolved_source(args: argparse.Namespace) -> Source:
     """The command's source, resolved once: everything the command builds (every
     variant, every cell, the selftests) is built from this one Source, so a
     `REPO@branch` that moves while the command runs does not split it."""
-    from . import project, source
+    from s2fault import project, source
 
     return source.resolve(_source_spec(args), project.cache_dir())
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from . import hosttools, kconfig, kernel, variants
+    from s2fault import hosttools, kernel
+    from s2fault.kernel import kconfig, variants
 
     hosttools.preflight(*hosttools.KERNEL_BUILD)
     fragments = kconfig.fragments_for(args.pages, args.fragment)
@@ -157,8 +160,11 @@ def _dev_loop_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import builddir, hosttools, runner, stacktrace, workloads
-    from . import profile as profiles
+    from s2fault import hosttools, runner
+    from s2fault.guest import workloads
+    from s2fault.judge import stacktrace
+    from s2fault.kernel import builddir
+    from s2fault.machine import profiles
 
     if args.qemu:
         # The environment carries the choice to every stage and every child process.
@@ -192,13 +198,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdicts.append(v)
         progress.clear()
         _print_verdict(v, f"[{i + 1}/{args.repeat}] " if args.repeat > 1 else "")
-    from .outcome import exit_code_of
+    from s2fault.outcome import exit_code_of
 
     code = exit_code_of([v.verdict for v in verdicts])
     if args.repeat > 1:
         code = _repeat_summary(verdicts, code)
     if args.json:
-        from . import report
+        from s2fault import report
 
         data = verdicts[-1].to_dict() if len(verdicts) == 1 else {
             "runs": [v.to_dict() for v in verdicts]}
@@ -214,7 +220,7 @@ def _print_verdict(v: Verdict, prefix: str = "") -> None:
             continue
         print(f"  {key}: {value}", end="")
     print()
-    from .verdict import incidents
+    from s2fault.judge.verdict import incidents
 
     for lead, consequences in incidents(v.splats):  # culprit first, its knock-on under it
         print(f"  {lead.kind}: {lead.title}")
@@ -232,10 +238,11 @@ def _print_verdict(v: Verdict, prefix: str = "") -> None:
 
 
 def cmd_host_run(args: argparse.Namespace) -> int:
-    """The workload on this host's running kernel (hostrun.py): no QEMU, no build."""
-    from . import cell as cells
-    from . import hostrun, report, runner, workloads
-    from . import profile as profiles
+    """The workload on this host's running kernel (machine/hostrun.py): no QEMU, no build."""
+    from s2fault import report, runner
+    from s2fault.guest import workloads
+    from s2fault.machine import hostrun, profiles
+    from s2fault.matrix import cell as cells
 
     # Before anything else: on x86 (or without root) this is the whole output.
     hostrun.require_host()
@@ -287,9 +294,12 @@ def _repeat_summary(verdicts: list[Verdict], code: int) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import kconfig, matrix, report, report_html, variants, workloads
-    from .cell import exit_code, table
-    from .outcome import summary_line
+    from s2fault import matrix, report
+    from s2fault.guest import workloads
+    from s2fault.kernel import kconfig, variants
+    from s2fault.matrix.cell import exit_code, table
+    from s2fault.outcome import summary_line
+    from s2fault.report import page as report_html
 
     chosen = [w.name for w in workloads.select(args.workload)]
     _check_via(args, chosen)
@@ -336,7 +346,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:
     """Every host tool the matrix will need, before the first build or boot."""
-    from . import hosttools
+    from s2fault import hosttools
 
     needs: list[str | Path] = [*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT]
     if "kvm-selftests" in workload_names:
@@ -347,7 +357,8 @@ def _preflight_check(workload_names: list[str], via: str = "qemu") -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from . import calibrate, hosttools, matrix
+    from s2fault import hosttools, matrix
+    from s2fault.machine import calibrate
 
     hosttools.preflight(*hosttools.KERNEL_BUILD, *hosttools.GUEST, *hosttools.BOOT)
     src = _resolved_source(args)  # the calibrated variant and its reference: one source
@@ -369,19 +380,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
+    from s2fault import report
 
     return report.report_main(args.results_dir)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from . import analyzer
+    from s2fault.judge import analyzer
 
     return analyzer.run_cli(args.logs, args.json)
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    from . import variants
+    from s2fault.kernel import variants
 
     for name in variants.names():
         v = variants.load(name)
@@ -392,7 +403,7 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
 
 def cmd_workloads(args: argparse.Namespace) -> int:
-    from . import workloads
+    from s2fault.guest import workloads
 
     for wl in workloads.WORKLOADS.values():
         print(f"{wl.name} ({', '.join(wl.modes)}): {wl.question}")
@@ -400,7 +411,7 @@ def cmd_workloads(args: argparse.Namespace) -> int:
 
 
 def cmd_variant_add(args: argparse.Namespace) -> int:
-    from . import lore
+    from s2fault import lore
 
     return lore.cmd_variant_add(args)
 
@@ -416,7 +427,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _bisect_args(p: argparse.ArgumentParser) -> None:
-    """The options `bisect` and `bisect-step` share (bisect_symptom.py judges with them)."""
+    """The options `bisect` and `bisect-step` share (bisection/symptom.py judges with them)."""
     p.add_argument("--mode", default="functional", choices=list(profiles.MODES),
                    help="functional: TCG at full speed; dilated: -icount time dilation")
     p.add_argument("--expect", default="any", metavar="SPEC",
@@ -434,8 +445,8 @@ def _bisect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bisect_parsers(sub: argparse._SubParsersAction[Any]) -> None:
-    """`bisect` and `bisect-step` (bisect.py, bisect_step.py); their help's epilog is
-    bisect.py's docstring."""
+    """`bisect` and `bisect-step` (bisection/__init__.py, bisection/step.py); their help's epilog is
+    bisection/__init__.py's docstring."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("bisect", help="find the commit that brought a symptom in (git bisect)",
                        description="Bisect a kernel git repository with s2fault as the judge.",
@@ -465,7 +476,7 @@ def _add_bisect_parsers(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _add_variant_parsers(sub: argparse._SubParsersAction[Any]) -> None:
-    """`variant add` (lore.py; `variants` lists them)."""
+    """`variant add` (lore/__init__.py; `variants` lists them)."""
     p = sub.add_parser("variant", help="make a variant folder (variant add: from a patch series)")
     vsub = p.add_subparsers(dest="variant_command", required=True)
     a = vsub.add_parser(

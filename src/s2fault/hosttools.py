@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import InfraError
+from s2fault.errors import InfraError
 
 PACKAGES = {
     "qemu-system-aarch64": "qemu-system-arm",

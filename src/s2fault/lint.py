@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import hosttools, project, source
+from s2fault import hosttools, project, source
 
 # Guest C is a userspace program: checkpatch's kernel-only rules do not apply to it
 # (execv() wants a char *[] built at run time, hence STATIC_CONST_CHAR_ARRAY).

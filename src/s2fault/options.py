@@ -16,9 +16,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from . import image, workloads
-from . import profile as profiles
-from .errors import InputError
+from s2fault.errors import InputError
+from s2fault.guest import workloads
+from s2fault.kernel import image
+from s2fault.machine import profiles
 
 # KVM on arm64 with GICv3: KVM_CAP_MAX_VCPUS is VGIC_V3_MAX_CPUS (Linux 6.12).
 KVM_MAX_VCPUS = 512
@@ -87,7 +88,7 @@ def _shapes(args: argparse.Namespace) -> list[profiles.Profile]:
 
 
 def min_rounds(shape: profiles.Profile) -> int:
-    """A latency is judged over measured rounds after a warm-up (workload.py), so a
+    """A latency is judged over measured rounds after a warm-up (judge/lines.py), so a
     functional run needs 2; a dilated run is judged by the lockup detector, and the
     selftests runner runs once."""
     if shape.dilated or shape.program != profiles.Profile().program:
@@ -148,7 +149,7 @@ def _block_bytes(args: argparse.Namespace) -> int:
     kernel = getattr(args, "kernel", None)
     build_dir = getattr(args, "build_dir", None)
     if build_dir and not kernel:
-        from . import builddir
+        from s2fault.kernel import builddir
 
         found = [Path(build_dir) / n for n in builddir.IMAGES if (Path(build_dir) / n).is_file()]
         kernel = str(found[0]) if found else None

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The package folder itself: an installed package keeps its data here (bin/ with the
+# static VMM, profiles/ with the modes; see setup.py).
+PACKAGE = Path(__file__).resolve().parent
+
 
 def root() -> Path:
     """The checkout holding patches/, kernel_configs/ and guests/.
@@ -14,8 +18,7 @@ def root() -> Path:
     env = os.environ.get("S2FAULT_HOME")
     if env:
         return Path(env).resolve()
-    here = Path(__file__).resolve()
-    for parent in here.parents:
+    for parent in PACKAGE.parents:
         if (parent / "kernel_configs").is_dir() and (parent / "patches").is_dir():
             return parent
     return Path.cwd()

@@ -14,13 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, guest, image, machine, progress, project, stacktrace, workload
-from . import profile as profiles
-from .errors import S2Error
-from .judge import judge
-from .measurements import HardwareEquivalent, Measurements
-from .outcome import Outcome
-from .verdict import Verdict
+from s2fault import __version__, guest, machine, progress, project
+from s2fault.errors import S2Error
+from s2fault.judge import lines, stacktrace
+from s2fault.judge.measurements import HardwareEquivalent, Measurements
+from s2fault.judge.rules import judge
+from s2fault.judge.verdict import Verdict
+from s2fault.kernel import image
+from s2fault.machine import profiles
+from s2fault.outcome import Outcome
 
 
 def new_run_dir(parent: Path | None, label: str) -> Path:
@@ -53,7 +55,7 @@ def run_kernel(
     initramfs = image_.initramfs
     if prof.runner == profiles.HOST_RUN:
         # The nested host as an arm64 host with Python and this package installed.
-        from . import rootfs
+        from s2fault.guest import rootfs
 
         progress.stage(label, "arm64 python root filesystem")
         extra_initramfs = [*(extra_initramfs or []), rootfs.python_archive(),
@@ -67,7 +69,7 @@ def run_kernel(
     if prof.runner == profiles.HOST_RUN:
         v = _host_run_verdict(result, text, prof)
     else:
-        v = judge(result, text, workload.parse(text), prof.watchdog_thresh, scale=prof.scale,
+        v = judge(result, text, lines.parse(text), prof.watchdog_thresh, scale=prof.scale,
                   dilated=prof.dilated)
     if prof.name in profiles.MODELS and v.workload is not None:
         v.workload = dataclasses.replace(v.workload, hardware_equivalent=hardware_equivalent(
@@ -112,15 +114,15 @@ def _host_run_verdict(result: machine.MachineRun, text: str, prof: profiles.Prof
     still a failure; otherwise nobody judged, and that is an error."""
     for line in reversed(text.splitlines()):
         if HOST_RUN_LINE in line:
-            obj = workload.json_after(line, HOST_RUN_LINE)
+            obj = lines.json_after(line, HOST_RUN_LINE)
             if obj is not None:
                 v = Verdict.from_dict(obj)
                 v.machine = result.to_dict() | {"host_run": v.machine}
                 return v
-    v = judge(result, text, workload.parse(text), prof.watchdog_thresh,
+    v = judge(result, text, lines.parse(text), prof.watchdog_thresh,
               runner=profiles.HOST_RUN)
     if v.verdict is not Outcome.FAIL:
-        errors = "; ".join(workload.parse(text).errors) or result.reason
+        errors = "; ".join(lines.parse(text).errors) or result.reason
         v.verdict, v.reason = Outcome.ERROR, (
             f"could not judge: host-run in the nested host printed no verdict ({errors})")
     return v
@@ -164,7 +166,7 @@ def hardware_equivalent(measured: Measurements,
     profile's k, and each whole-cache invalidation the guest kernel counted (kprobes,
     see init.c) charged at the hardware's figure, since the model charges it one
     instruction (serially: the contention model's worst case)."""
-    from .calibrate import whole_cache_invalidations
+    from s2fault.machine.calibrate import whole_cache_invalidations
 
     worst = measured.exec_fault_ms.max
     whole = whole_cache_invalidations(measured.icache)

@@ -30,10 +30,12 @@ from pathlib import Path
 
 from avocado import Test
 
-from s2fault import kconfig, matrix, progress, project, source, workloads
-from s2fault import profile as profiles
-from s2fault.cell import Cell, stable_id, table
+from s2fault import matrix, progress, project, source
 from s2fault.errors import S2Error
+from s2fault.guest import workloads
+from s2fault.kernel import kconfig
+from s2fault.machine import profiles
+from s2fault.matrix.cell import Cell, stable_id, table
 from s2fault.outcome import Outcome
 
 # A cold kernel build takes ~10 min on a loaded 2-core machine, and a latency

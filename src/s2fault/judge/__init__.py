@@ -1,0 +1,1 @@
+"""The judge: the console analyzer, the workload's result lines, and the verdict."""
