@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, s2fault
-from s2fault import cli, options, report
+from s2fault import options, report
+from s2fault.cli import commands, parser
 from s2fault.errors import InputError
 from s2fault.machine import qemu_children
 
@@ -86,7 +87,7 @@ NUMERIC = [
 def _parser_options() -> set[tuple[str, str]]:
     """(command, option) of every int or float option the parser has."""
     found = set()
-    for name, sub in cli.build_parser()._subparsers._group_actions[0].choices.items():
+    for name, sub in parser.build_parser()._subparsers._group_actions[0].choices.items():
         for action in sub._actions:
             if action.type in (int, float):
                 found.update((name, opt) for opt in action.option_strings)
@@ -99,7 +100,7 @@ def test_the_table_covers_every_numeric_option():
 
 
 def _validate(argv: list[str]) -> InputError | None:
-    args = cli.build_parser().parse_args(argv)
+    args = parser.build_parser().parse_args(argv)
     try:
         options.validate(args)
     except InputError as e:
@@ -272,7 +273,7 @@ def _failure(command: str, code: int, tmp: Path) -> list[str] | int:
 def test_readme_exit_code_table_is_what_each_command_does(tmp_path):
     rows = _readme_rows()
     commands = {name for name in
-                cli.build_parser()._subparsers._group_actions[0].choices}
+                parser.build_parser()._subparsers._group_actions[0].choices}
     # Every command has its row: the table is the contract for all of them.
     assert {c for c, _, _ in rows} == commands, commands - {c for c, _, _ in rows}
     for command, code, when in rows:
@@ -311,12 +312,12 @@ def test_run_takes_source_ref_and_offline_like_build_and_check(tmp_path):
         r = s2fault(*command, "--ref", "v6.12", env={"S2FAULT_CACHE": str(tmp_path / "c")})
         assert r.returncode == 2, (command, r.stderr)
         assert "--ref v6.12 needs a git repository as --source" in r.stderr, r.stderr
-    args = cli.build_parser().parse_args(["run", "--kernel", "I", "--source", "/x",
+    args = parser.build_parser().parse_args(["run", "--kernel", "I", "--source", "/x",
                                           "--ref", "main", "--offline"])
     assert (args.source, args.ref, args.offline) == ("/x", "main", True)
     env = os.environ.copy()
     try:
-        assert cli._source_spec(args) == "/x@main"
+        assert commands._source_spec(args) == "/x@main"
         assert os.environ.get("S2FAULT_OFFLINE") == "1"
     finally:
         os.environ.clear()
