@@ -326,7 +326,7 @@ def _report(req: Request, bdir: Path, symptom: Symptom, json_out: Path | None,
     return EXIT_ERROR
 
 
-# --- command line: the handler of `bisect` (its parser is in cli.py) -----------------------
+# --- command line: the handler of `bisect` (its parser is in cli/parser.py) -----------------------
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:

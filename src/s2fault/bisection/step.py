@@ -289,7 +289,7 @@ def load_steps(bdir: Path) -> list[dict[str, Any]]:
     return sorted(steps, key=lambda s: s["step"])
 
 
-# --- command line: the handler of `bisect-step` (its parser is in cli.py) ------------------
+# --- command line: the handler of `bisect-step` (its parser is in cli/parser.py) ------------------
 
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:

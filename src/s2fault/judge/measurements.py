@@ -1,4 +1,4 @@
-"""What a run measured: the workload's summary of its console (workload.ConsoleLines
+"""What a run measured: the workload's summary of its console (lines.ConsoleLines
 .summary()), as a verdict keeps it and check.json writes it (a cell's "workload").
 
 Each record's to_dict() is the JSON, key for key and in order; from_dict() reads it
