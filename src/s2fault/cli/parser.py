@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from s2fault import __version__, options
-from s2fault import bisection as bisect
+from s2fault import __version__, bisection, options
 from s2fault.bisection import step as bisect_step
 from s2fault.cli.commands import (
     cmd_analyze,
@@ -105,12 +104,12 @@ def _bisect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bisect_parsers(sub: argparse._SubParsersAction[Any]) -> None:
-    """`bisect` and `bisect-step` (bisection/__init__.py, bisection/step.py); their help's epilog is
-    bisection/__init__.py's docstring."""
+    """`bisect` and `bisect-step` (bisection/__init__.py, bisection/step.py); their help's
+    epilog is the bisection package's docstring."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("bisect", help="find the commit that brought a symptom in (git bisect)",
                        description="Bisect a kernel git repository with s2fault as the judge.",
-                       epilog=bisect.__doc__, formatter_class=fmt)
+                       epilog=bisection.__doc__, formatter_class=fmt)
     p.add_argument("--repo", help="kernel git repository (its work tree is checked out "
                    "commit by commit, then restored)")
     p.add_argument("--good", help="a commit without the symptom (with --fix: the newer one)")
@@ -120,12 +119,12 @@ def _add_bisect_parsers(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--json", help="write the summary as JSON here")
     p.add_argument("--resume", action="store_true",
                    help="continue the bisection saved in --dir (its git-bisect.log)")
-    p.set_defaults(func=bisect.cmd_bisect)
+    p.set_defaults(func=bisection.cmd_bisect)
 
     p = sub.add_parser("bisect-step", help="judge HEAD of a repository for git bisect run "
                        "(0 good, 1 bad, 125 skip, 128 abort)",
                        description="Build and judge HEAD of a kernel repository; the exit "
-                       "code is for `git bisect run`.", epilog=bisect.__doc__,
+                       "code is for `git bisect run`.", epilog=bisection.__doc__,
                        formatter_class=fmt)
     p.add_argument("--repo", default=".", help="kernel git repository (default: .)")
     _bisect_args(p)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from s2fault import kernel, progress, project, runner
 from s2fault import source as sources
 from s2fault.errors import InfraError, InputError
-from s2fault.judge import lines as workload
+from s2fault.judge import lines as workload_lines
 from s2fault.machine import profiles
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ def split_runs(variant: str, counts: list[int], text: str, splats: Sequence[Repo
     for no, line in enumerate(text.splitlines(), 1):
         for marker, into in (("S2FAULT-RESULT", results), ("S2FAULT-POST", posts)):
             if marker in line:
-                obj = workload.json_after(line, marker)
+                obj = workload_lines.json_after(line, marker)
                 if obj is not None:
                     into.append((no, obj))
     points = []
@@ -237,7 +237,7 @@ def split_runs(variant: str, counts: list[int], text: str, splats: Sequence[Repo
         mine = [s for s in splats if previous_end < s.start_line <= end]
         worst = median = None
         if result and int(result.get("vcpus") or 0) == n:
-            ms = workload._latency(result.get("rounds") or [result], "exec_fault_us")
+            ms = workload_lines._latency(result.get("rounds") or [result], "exec_fault_us")
             worst, median = ms.max, ms.median
         run_icache = None
         if isinstance(icache, dict) and isinstance(previous_icache, dict):
