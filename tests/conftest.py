@@ -116,8 +116,18 @@ def _record_session(terminalreporter) -> None:
     except (OSError, ValueError):
         sessions = []
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps((sessions + [record])[-50:], indent=1) + "\n")
+    tmp.write_text(json.dumps(_kept(sessions + [record]), indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def _kept(sessions: list[dict], keep: int = 50) -> list[dict]:
+    """The newest `keep` sessions, and the newest whole-suite one of each kind (cold,
+    warm) however old: `make bench` reports those, and an afternoon of single test
+    files would otherwise push them out."""
+    newest_whole = {bool(s.get("cold")): i for i, s in enumerate(sessions)
+                    if s.get("whole_suite")}
+    first = len(sessions) - keep
+    return [s for i, s in enumerate(sessions) if i >= first or i in newest_whole.values()]
 
 
 @contextlib.contextmanager
