@@ -1,9 +1,46 @@
-"""The session record `make bench` reads (conftest._kept): pure functions, no kernel,
-no QEMU."""
+"""The arithmetic `make bench` prints floors with (bench/floors.py), and the session
+record it reads them from (conftest._kept): pure functions, no kernel, no QEMU."""
 
 from __future__ import annotations
 
-from conftest import _kept
+import sys
+
+from conftest import ROOT, _kept
+
+sys.path.insert(0, str(ROOT / "bench"))
+import floors  # noqa: E402
+
+
+def _edit(**changes: float) -> floors.EditLoop:
+    figures = dict(total=14.0, build=7.7, sync=0.1, tuxmake=7.2, make_edit=5.0,
+                   make_walk=2.5, make_replay=3.4, runs=5.4, kernel_boot=2.0) | changes
+    return floors.EditLoop(**figures)
+
+
+def test_the_edit_parts_add_up_to_the_figure():
+    parts, _ = floors.edit_breakdown(_edit())
+    named = {p.name: round(p.seconds, 6) for p in parts}
+    assert named["CLI, Python and judging"] == 0.9  # 14.0 - 7.7 - 5.4
+    assert named["build bookkeeping"] == 0.4  # 7.7 - 0.1 - 7.2
+    assert named["tuxmake around make"] == 2.2  # 7.2 - 5.0
+    assert (named["walk"], named["link"], named["compile"]) == (2.5, 0.9, 1.6)
+    assert named["workload and power-off"] == 3.4
+    assert round(sum(p.seconds for p in parts), 6) == 14.0
+
+
+def test_the_edit_floor_is_walk_compile_link_and_one_boot_and_names_its_largest():
+    _, floor = floors.edit_breakdown(_edit())
+    assert [p.name for p in floor.parts] == ["walk", "compile", "link", "boot"]
+    assert round(floor.seconds, 6) == 10.4  # 2.5 + 1.6 + 0.9 + 5.4
+    assert floor.largest.name == "boot"
+    assert floor.describe() == ("floor 10.4 s: walk 2.5 s + compile 1.6 s + link 0.9 s + "
+                                "boot 5.4 s (largest: boot)")
+
+
+def test_a_part_known_as_a_difference_is_never_negative():
+    # A noisy replay slower than the edit itself: the compile costs nothing, not -0.3 s.
+    _, floor = floors.edit_breakdown(_edit(make_replay=5.3))
+    assert {p.name: p.seconds for p in floor.parts}["compile"] == 0.0
 
 
 def test_the_session_record_keeps_the_newest_whole_suites_of_each_kind():
