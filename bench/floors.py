@@ -76,3 +76,19 @@ def edit_breakdown(m: EditLoop) -> tuple[list[Part], Floor]:
     ]
     return parts, Floor((Part("walk", walk), Part("compile", compile_), Part("link", link),
                          Part("boot", m.runs)))
+
+
+def cell_cpus(dilated: bool, smp: int, host_cpus: int) -> int:
+    """CPUs a matrix cell holds while it runs, as matrix.Cores gives them: a dilated run
+    one (-icount is one TCG thread), a functional run the CPUs it emulates, capped by
+    the host's."""
+    return 1 if dilated else max(1, min(smp, host_cpus))
+
+
+def matrix_floor(cells: list[tuple[float, int]], host_cpus: int) -> tuple[float, str]:
+    """The floor of a matrix whose cells are (run seconds, CPUs held): no schedule ends
+    before its longest cell, nor before the host's CPUs have done every cell's
+    CPU-seconds. Returns it and which of the two bounds it is."""
+    longest = max((s for s, _ in cells), default=0.0)
+    spread = sum(s * n for s, n in cells) / max(1, host_cpus)
+    return (longest, "longest cell") if longest >= spread else (spread, "CPUs")

@@ -43,6 +43,21 @@ def test_a_part_known_as_a_difference_is_never_negative():
     assert {p.name: p.seconds for p in floor.parts}["compile"] == 0.0
 
 
+def test_a_functional_cell_holds_its_emulated_cpus_up_to_the_hosts_a_dilated_one():
+    assert floors.cell_cpus(dilated=True, smp=4, host_cpus=2) == 1
+    assert floors.cell_cpus(dilated=False, smp=4, host_cpus=2) == 2
+    assert floors.cell_cpus(dilated=False, smp=2, host_cpus=8) == 2
+
+
+def test_the_matrix_floor_is_its_longest_cell_or_its_cpu_seconds_spread_over_the_host():
+    # Ten 6 s cells on 2 CPUs: 5 functional holding 2, 5 dilated holding 1 -> 90 CPU-s.
+    cells = [(6.0, 2)] * 5 + [(6.0, 1)] * 5
+    assert floors.matrix_floor(cells, host_cpus=2) == (45.0, "CPUs")
+    # One long cell on a big host: nothing ends before it does.
+    assert floors.matrix_floor([(40.0, 1), (5.0, 2)], host_cpus=64) == (40.0, "longest cell")
+    assert floors.matrix_floor([], host_cpus=2) == (0.0, "longest cell")
+
+
 def test_the_session_record_keeps_the_newest_whole_suites_of_each_kind():
     old_cold = {"whole_suite": True, "cold": True, "n": 0}
     old_warm = {"whole_suite": True, "cold": False, "n": 1}
