@@ -18,6 +18,8 @@ remain with nothing avoidable left (bench/floors.py does the arithmetic), measur
                  and once with the edited file touched (a ccache hit, then the link);
                  floor = walk + the edited file's compile + link + one boot to a verdict
   warm matrix    floor = max(the longest cell, the cells' CPU-seconds / the host's CPUs)
+  .ci/run        the five largest test files of the session, and its floor: the tests
+                 that build or boot (marked slow), which must stay real
 
 Usage: bench/bench.py [--cold] [--skip-matrix] [--variant NAME]
 """
@@ -267,6 +269,25 @@ def recorded_sessions() -> dict[str, dict]:
     return out
 
 
+def session_floor(session: dict) -> list[str]:
+    """What a recorded `make test` was made of (its largest files) and its floor: the
+    tests that build or boot, which stay real (tests/conftest.py records both)."""
+    files = session.get("files")
+    if not files:
+        return ["made of: not recorded (a session from before tests/conftest.py kept "
+                "its seconds per file)"]
+    top = floors.largest_files(files, session["seconds"])
+    lines = ["made of: " + ", ".join(f"{name} {_fmt(secs)} ({share:.0%})"
+                                     for name, secs, share in top)
+             + f"; {len(top)} of {len(files)} files, "
+             f"{sum(share for _, _, share in top):.0%} of the session"]
+    slow = session.get("slow_seconds")
+    if slow is not None:
+        lines.append(f"floor {_fmt(slow)}: the tests that build or boot (marked slow), "
+                     f"{slow / session['seconds']:.0%} of the session")
+    return lines
+
+
 @dataclass(frozen=True)
 class Row:
     """One target: its figure (None: not measured), its goal, a note, and, for a figure
@@ -315,7 +336,8 @@ def main() -> int:
                             "no whole `make test` recorded on this machine yet"))
             continue
         rows.append(Row(f".ci/run ({kind} caches)", s["seconds"], goal,
-                        f"{s['passed']} passed, {s['failed']} failed, {s['when']}"))
+                        f"{s['passed']} passed, {s['failed']} failed, {s['when']}",
+                        session_floor(s) if s["seconds"] > goal else []))
     print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"({os.cpu_count()} CPUs)")
     width = max(len(r.name) for r in rows)

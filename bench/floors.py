@@ -92,3 +92,10 @@ def matrix_floor(cells: list[tuple[float, int]], host_cpus: int) -> tuple[float,
     longest = max((s for s, _ in cells), default=0.0)
     spread = sum(s * n for s, n in cells) / max(1, host_cpus)
     return (longest, "longest cell") if longest >= spread else (spread, "CPUs")
+
+
+def largest_files(files: dict[str, float], total: float, n: int = 5
+                  ) -> list[tuple[str, float, float]]:
+    """The `n` test files that took longest: (file, seconds, share of `total`)."""
+    top = sorted(files.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [(name, secs, secs / total if total > 0 else 0.0) for name, secs in top]

@@ -58,6 +58,12 @@ def test_the_matrix_floor_is_its_longest_cell_or_its_cpu_seconds_spread_over_the
     assert floors.matrix_floor([], host_cpus=2) == (0.0, "longest cell")
 
 
+def test_the_largest_files_come_first_with_their_share():
+    files = {"tests/a.py": 10.0, "tests/b.py": 300.0, "tests/c.py": 90.0}
+    assert floors.largest_files(files, total=400.0, n=2) == [
+        ("tests/b.py", 300.0, 0.75), ("tests/c.py", 90.0, 0.225)]
+
+
 def test_the_session_record_keeps_the_newest_whole_suites_of_each_kind():
     old_cold = {"whole_suite": True, "cold": True, "n": 0}
     old_warm = {"whole_suite": True, "cold": False, "n": 1}
