@@ -4,11 +4,22 @@ a timed test). Run it on a quiet machine; it prints the load average it saw.
 
   edit loop      edit a .c file of a variant's series -> that variant's functional
                  verdict (`s2fault check`), the second edit, caches warm   goal <= 10 s
-  warm matrix    `s2fault check`, 5 variants x 2 modes, nothing to build   goal <= 30 s
+  warm matrix    `s2fault check`, every variant x mode, nothing to build   goal <= 30 s
   cold check     `s2fault check` with an empty kernel cache and ccache     goal <= 5 min
                  (--cold; the set-up of a fresh machine, apt and venv, comes on top)
   .ci/run        `make test` sessions recorded on this machine by tests/conftest.py
                  (the newest cold and warm one)                  goal <= 30 min / <= 10 min
+
+A figure over its goal is followed by what it is made of and its floor, what would
+remain with nothing avoidable left (bench/floors.py does the arithmetic), measured:
+
+  edit loop      its parts, with make split by running it again in the variant's tree
+                 through tuxmake's reproducer: once with nothing changed (kbuild's walk)
+                 and once with the edited file touched (a ccache hit, then the link);
+                 floor = walk + the edited file's compile + link + one boot to a verdict
+  warm matrix    floor = max(the longest cell, the cells' CPU-seconds / the host's CPUs)
+  .ci/run        the five largest test files of the session, and its floor: the tests
+                 that build or boot (marked slow), which must stay real
 
 Usage: bench/bench.py [--cold] [--skip-matrix] [--variant NAME]
 """
@@ -16,18 +27,24 @@ Usage: bench/bench.py [--cold] [--skip-matrix] [--variant NAME]
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from s2fault import kernel, project  # noqa: E402
+import floors  # noqa: E402  (beside this script: its directory is on sys.path)
+
+from s2fault import kernel, matrix, project  # noqa: E402
 
 GOALS = {"edit": 10.0, "matrix": 30.0, "cold": 300.0, "ci_cold": 1800.0, "ci_warm": 600.0}
 SESSIONS = "test-sessions.json"  # written by tests/conftest.py
@@ -40,9 +57,12 @@ def s2fault(*args: str, env: dict | None = None) -> tuple[float, subprocess.Comp
     return time.monotonic() - start, r
 
 
+EDITED = "arch/arm64/kvm/mmu.c"  # the file the bench's one-patch series edits
+
+
 def edit_home(tmp: Path, variant: str, tag: str) -> Path:
     """A checkout whose `edited` variant is `variant` plus one patch that edits
-    arch/arm64/kvm/mmu.c (a new constant in the object code, so the edit is real)."""
+    EDITED (a new constant in the object code, so the edit is real)."""
     home = tmp / "home"
     if not home.exists():
         (home / "patches").mkdir(parents=True)
@@ -56,8 +76,8 @@ def edit_home(tmp: Path, variant: str, tag: str) -> Path:
     (folder / "variant.toml").write_text(f'base = "{variant}"\n' + "\n".join(
         line for line in toml.splitlines() if not line.startswith("base")) + "\n")
     (folder / "0001-edit.patch").write_text(
-        "--- a/arch/arm64/kvm/mmu.c\n"
-        "+++ b/arch/arm64/kvm/mmu.c\n"
+        f"--- a/{EDITED}\n"
+        f"+++ b/{EDITED}\n"
         "@@ -1,4 +1,5 @@\n"
         " // SPDX-License-Identifier: GPL-2.0-only\n"
         f'+static const char s2fault_edit[] __attribute__((used)) = "{tag}";\n'
@@ -69,7 +89,8 @@ def edit_home(tmp: Path, variant: str, tag: str) -> Path:
     return home
 
 
-def edit_loop(variant: str) -> tuple[float, str]:
+def edit_loop(variant: str) -> tuple[float, str, list[str]]:
+    """The second edit's seconds, a note, and (over the goal) its parts and floor."""
     with tempfile.TemporaryDirectory(prefix="s2fault-bench-") as tmp_name:
         tmp = Path(tmp_name)
         times = []
@@ -79,27 +100,147 @@ def edit_loop(variant: str) -> tuple[float, str]:
                               "--results", str(tmp / f"r{n}"), "--json", str(tmp / f"{n}.json"),
                               env={"S2FAULT_HOME": str(home)})
             if r.returncode != 0:
-                return float("nan"), f"check failed ({r.returncode}): {r.stdout[-400:]}"
+                return float("nan"), f"check failed ({r.returncode}): {r.stdout[-400:]}", []
             times.append(secs)
-            cells = json.loads((tmp / f"{n}.json").read_text())["cells"]
-            build = next(c["build"] for c in cells if c["variant"] == "edited")
-        meta = json.loads((Path(build["image"]).parent / "s2fault-build.json").read_text())
+            cells = [c for c in json.loads((tmp / f"{n}.json").read_text())["cells"]
+                     if c["variant"] == "edited"]
+        build = cells[0]["build"]
+        entry = Path(build["image"]).parent
+        meta = json.loads((entry / "s2fault-build.json").read_text())
+        runs = sum(c["run_seconds"] for c in cells)
         note = (f"build {build['seconds']} s (sync {meta.get('sync_seconds')} s, make "
                 f"{meta.get('make_seconds')} s, {meta.get('changed_files')} file changed), "
-                f"runs {sum(c['run_seconds'] for c in cells):.1f} s; edits: "
-                + ", ".join(f"{t:.1f}" for t in times) + " s")
-        return times[-1], note
+                f"runs {runs:.1f} s; edits: " + ", ".join(f"{t:.1f}" for t in times) + " s")
+        if times[-1] <= GOALS["edit"]:
+            return times[-1], note, []
+        tux = json.loads((entry / "metadata.json").read_text())
+        target = tux["build"]["targets"][-1]
+        tux_make = tux["results"]["targets"][target]["duration"]
+        try:
+            walk, replay = remake(entry / "reproducer", target, tmp)
+        except RuntimeError as e:
+            return times[-1], note, [f"no floor: {e}"]
+        remade = (f"make again in the tree: nothing changed {walk.seconds:.1f} s "
+                  f"({walk.ccache}), {EDITED} touched {replay.seconds:.1f} s "
+                  f"({replay.ccache}); the edit's make {tux_make:.1f} s ({_ccache(tux)})")
+        measured = floors.EditLoop(
+            total=times[-1], build=build["seconds"], sync=meta["sync_seconds"],
+            tuxmake=meta["make_seconds"], make_edit=tux_make,
+            make_walk=walk.seconds, make_replay=replay.seconds, runs=runs,
+            kernel_boot=sum(kernel_boot_seconds(Path(c["artifacts"]["console_log"]))
+                            for c in cells))
+    parts, floor = floors.edit_breakdown(measured)
+    return times[-1], note, [
+        "made of: " + ", ".join(f"{p.name} {p.seconds:.1f} s" for p in parts),
+        remade,
+        floor.describe(),
+    ]
 
 
-def warm_matrix() -> tuple[float, str]:
+@dataclass(frozen=True)
+class Make:
+    """One tuxmake run of a build target: make's seconds, and its compiler calls."""
+
+    seconds: float
+    ccache: str
+
+
+REMAKES = 2  # each make below is timed this many times, the fastest kept: a floor is
+# what the work costs, not what a busy machine made of it once
+
+
+def remake(reproducer: Path, target: str, tmp: Path) -> tuple[Make, Make]:
+    """Make's seconds in the edited variant's tree, run again by its tuxmake reproducer
+    (the command line and environment of the build): with nothing changed (kbuild's
+    walk of an up-to-date tree), and with the edited file touched (its compile, a ccache
+    hit now, and the link). Both leave the tree as the build left it: the same bytes,
+    which the next edit builds on. RuntimeError when a run did not do what it was there
+    to measure."""
+    argv = shlex.split(reproducer.read_text())
+    src = Path(argv[argv.index("--directory") + 1])
+    obj = Path(argv[argv.index("--build-dir") + 1])
+    edited = src / EDITED
+    if edited.stat().st_nlink != 1:  # a link to the pristine tree: never touch that
+        raise RuntimeError(f"{edited} is not the series' own copy")
+    vmlinux = obj / "vmlinux"
+    walks, replays = [], []
+    # The tree's lock (buildtree.Tree.lock_path): no build of it runs meanwhile.
+    with open(src.parent.parent / f"{src.parent.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for n in range(REMAKES):
+            linked = vmlinux.stat().st_mtime_ns
+            walks.append(_tuxmake(argv, target, tmp / f"walk{n}"))
+            if vmlinux.stat().st_mtime_ns != linked:
+                raise RuntimeError("make with nothing changed linked again: not a walk")
+            os.utime(edited)
+            replays.append(_tuxmake(argv, target, tmp / f"replay{n}"))
+            if vmlinux.stat().st_mtime_ns == linked:
+                raise RuntimeError(f"make after touching {EDITED} did not link")
+    return min(walks, key=lambda m: m.seconds), min(replays, key=lambda m: m.seconds)
+
+
+def _tuxmake(argv: list[str], target: str, out: Path) -> Make:
+    """Run the reproducer's tuxmake with its output in `out`."""
+    r = subprocess.run([*argv, "--output-dir", str(out)], capture_output=True, text=True)
+    try:
+        meta = json.loads((out / "metadata.json").read_text())
+        result = meta["results"]["targets"][target]
+    except (OSError, ValueError, KeyError):
+        meta, result = {}, {"status": f"exit {r.returncode}"}
+    if r.returncode != 0 or result["status"] != "PASS":
+        raise RuntimeError(f"tuxmake {target} again: {result['status']} "
+                           f"({(r.stdout + r.stderr).strip()[-200:]})")
+    return Make(float(result["duration"]), _ccache(meta))
+
+
+def _ccache(tux_metadata: dict) -> str:
+    """The compiler calls of one tuxmake run: its wrapper zeroes ccache's counts first
+    (they count any build beside it too, in the same ccache)."""
+    counts = tux_metadata.get("ccache") or {}
+    return f"ccache hits {counts.get('cache_hits', '?')}, misses {counts.get('cache_misses', '?')}"
+
+
+def kernel_boot_seconds(console: Path) -> float:
+    """The kernel's clock when it started /init: its boot. (The edit loop's runs are
+    functional: the guest clock follows the host's.)"""
+    for line in console.read_text(errors="replace").splitlines():
+        found = re.match(r"\[\s*(\d+\.\d+)\] Run /init as init process", line)
+        if found:
+            return float(found.group(1))
+    return 0.0
+
+
+def warm_matrix() -> tuple[float, str, list[str], int | None]:
+    """The warm matrix's seconds, a note, its floor, and how many cells it has."""
     with tempfile.TemporaryDirectory(prefix="s2fault-bench-") as tmp:
         s2fault("check", "--results", f"{tmp}/warmup")  # builds whatever is missing
         secs, r = s2fault("check", "--results", f"{tmp}/r", "--json", f"{tmp}/c.json")
         if r.returncode != 0:
-            return secs, f"check exit {r.returncode}"
+            return secs, f"check exit {r.returncode}", [], None
         cells = json.loads(Path(f"{tmp}/c.json").read_text())["cells"]
-        runs = sum(c["run_seconds"] for c in cells)
-        return secs, f"{len(cells)} cells, boots {runs:.0f} s of QEMU time in all"
+    runs = sum(c["run_seconds"] for c in cells)
+    note = f"{len(cells)} cells, {runs:.0f} s of QEMU time in all"
+    if secs <= GOALS["matrix"]:
+        return secs, note, [], len(cells)
+    host = matrix.cores_available()
+    by_mode: dict[str, list[tuple[float, int]]] = {}
+    for c in cells:
+        prof = c["profile"]
+        cpus = floors.cell_cpus(prof.get("icount_shift") is not None, prof.get("smp") or 1, host)
+        by_mode.setdefault(c["mode"], []).append((c["run_seconds"], cpus))
+    occupied = [cell for mode_cells in by_mode.values() for cell in mode_cells]
+    floor, bound = floors.matrix_floor(occupied, host)
+    cpu_seconds = sum(s * n for s, n in occupied)
+    return secs, note, [
+        "made of: " + "; ".join(
+            f"{mode} {len(mc)} cells, {sum(s for s, _ in mc):.1f} s holding "
+            + "/".join(str(n) for n in sorted({n for _, n in mc}))
+            + (" CPU each" if {n for _, n in mc} == {1} else " CPUs each")
+            for mode, mc in by_mode.items()),
+        f"floor {floor:.1f} s = max(longest cell {max(s for s, _ in occupied):.1f} s, "
+        f"{cpu_seconds:.1f} CPU-s / {host} CPUs = {cpu_seconds / host:.1f} s) "
+        f"(largest: {bound}); {len(cells)} cells, {runs:.1f} s of QEMU in all",
+    ], len(cells)
 
 
 def cold_check() -> tuple[float, str]:
@@ -128,6 +269,41 @@ def recorded_sessions() -> dict[str, dict]:
     return out
 
 
+def session_floor(session: dict) -> list[str]:
+    """What a recorded `make test` was made of (its largest files) and its floor: the
+    tests that build or boot, which stay real (tests/conftest.py records both)."""
+    files = session.get("files")
+    if not files:
+        return ["made of: not recorded (a session from before tests/conftest.py kept "
+                "its seconds per file)"]
+    top = floors.largest_files(files, session["seconds"])
+    lines = ["made of: " + ", ".join(f"{name} {_fmt(secs)} ({share:.0%})"
+                                     for name, secs, share in top)
+             + f"; {len(top)} of {len(files)} files, "
+             f"{sum(share for _, _, share in top):.0%} of the session"]
+    slow = session.get("slow_seconds")
+    if slow is not None:
+        lines.append(f"floor {_fmt(slow)}: the tests that build or boot (marked slow), "
+                     f"{slow / session['seconds']:.0%} of the session")
+    return lines
+
+
+@dataclass(frozen=True)
+class Row:
+    """One target: its figure (None: not measured), its goal, a note, and, for a figure
+    over its goal, what it is made of and its floor."""
+
+    name: str
+    value: float | None
+    goal: float
+    note: str
+    floor: list[str] = field(default_factory=list)
+
+    @property
+    def over(self) -> bool:
+        return self.value is not None and not self.value <= self.goal
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cold", action="store_true", help="also time a cold check (minutes)")
@@ -136,33 +312,42 @@ def main() -> int:
                     help="the variant whose series gets the edit (default: %(default)s)")
     args = ap.parse_args()
     load = os.getloadavg()
-    rows: list[tuple[str, float | None, float, str]] = []
+    rows: list[Row] = []
     kernel.build("upstream")  # the base tree, so the figures below are not a cold build
-    secs, note = edit_loop(args.variant)
-    rows.append(("edit a .c of a series -> functional verdict", secs, GOALS["edit"], note))
+    secs, note, floor = edit_loop(args.variant)
+    rows.append(Row("edit a .c of a series -> functional verdict", secs, GOALS["edit"], note,
+                    floor))
     if not args.skip_matrix:
-        secs, note = warm_matrix()
-        rows.append(("warm full matrix (10 cells)", secs, GOALS["matrix"], note))
+        secs, note, floor, n_cells = warm_matrix()
+        rows.append(Row(f"warm full matrix ({n_cells or '?'} cells)", secs, GOALS["matrix"],
+                        note, floor))
     if args.cold:
         secs, note = cold_check()
-        rows.append(("cold check, empty caches (set-up not included)", secs, GOALS["cold"],
-                     note))
+        rows.append(Row("cold check, empty caches (set-up not included)", secs, GOALS["cold"],
+                        note))
     else:
-        rows.append(("cold check, empty caches", None, GOALS["cold"], "not run (--cold)"))
+        rows.append(Row("cold check, empty caches", None, GOALS["cold"], "not run (--cold)"))
     sessions = recorded_sessions()
     for kind in ("cold", "warm"):
         s = sessions.get(kind)
-        note = (f"{s['passed']} passed, {s['failed']} failed, {s['when']}" if s
-                else "no whole `make test` recorded on this machine yet")
-        rows.append((f".ci/run ({kind} caches)", s["seconds"] if s else None,
-                     GOALS[f"ci_{kind}"], note))
+        goal = GOALS[f"ci_{kind}"]
+        if s is None:
+            rows.append(Row(f".ci/run ({kind} caches)", None, goal,
+                            "no whole `make test` recorded on this machine yet"))
+            continue
+        rows.append(Row(f".ci/run ({kind} caches)", s["seconds"], goal,
+                        f"{s['passed']} passed, {s['failed']} failed, {s['when']}",
+                        session_floor(s) if s["seconds"] > goal else []))
     print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"({os.cpu_count()} CPUs)")
-    width = max(len(r[0]) for r in rows)
-    for name, value, goal, note in rows:
-        shown = "-" if value is None else _fmt(value)
-        mark = "" if value is None else ("  ok" if value <= goal else "  OVER")
-        print(f"{name.ljust(width)}  {shown:>9}  goal {_fmt(goal):>8}{mark}  {note}")
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        shown = "-" if r.value is None else _fmt(r.value)
+        mark = "" if r.value is None else ("  OVER" if r.over else "  ok")
+        print(f"{r.name.ljust(width)}  {shown:>9}  goal {_fmt(r.goal):>8}{mark}  {r.note}")
+        if r.over:
+            for line in r.floor:
+                print(f"    {line}")
     return 0
 
 

@@ -64,10 +64,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Seconds per test file and phase; a session fixture's first use (a kernel build,
-    a fixture repository) shows up as the setup of the test that needed it."""
+    a fixture repository) shows up as the setup of the test that needed it. Apart, the
+    seconds of the tests that build or boot (marked slow): `make bench` prints them as
+    the suite's floor, since such a test must stay real."""
     where = report.nodeid.split("::", 1)[0]
     phases = _spent.setdefault(where, {})
     phases[report.when] = phases.get(report.when, 0.0) + report.duration
+    if "slow" in report.keywords:
+        _session["slow_seconds"] = _session.get("slow_seconds", 0.0) + report.duration
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -101,6 +105,10 @@ def _record_session(terminalreporter) -> None:
         "passed": len(stats.get("passed", [])),
         "failed": len(stats.get("failed", [])) + len(stats.get("error", [])),
         "load_average": [round(x, 1) for x in os.getloadavg()],
+        # What the seconds are made of, for `make bench`: per test file (setup, call and
+        # teardown), and the part spent in tests that build or boot.
+        "files": {where: round(sum(phases.values()), 1) for where, phases in _spent.items()},
+        "slow_seconds": round(_session.get("slow_seconds", 0.0), 1),
     }
     path = project.cache_dir() / "test-sessions.json"
     try:
@@ -108,8 +116,18 @@ def _record_session(terminalreporter) -> None:
     except (OSError, ValueError):
         sessions = []
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps((sessions + [record])[-50:], indent=1) + "\n")
+    tmp.write_text(json.dumps(_kept(sessions + [record]), indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def _kept(sessions: list[dict], keep: int = 50) -> list[dict]:
+    """The newest `keep` sessions, and the newest whole-suite one of each kind (cold,
+    warm) however old: `make bench` reports those, and an afternoon of single test
+    files would otherwise push them out."""
+    newest_whole = {bool(s.get("cold")): i for i, s in enumerate(sessions)
+                    if s.get("whole_suite")}
+    first = len(sessions) - keep
+    return [s for i, s in enumerate(sessions) if i >= first or i in newest_whole.values()]
 
 
 @contextlib.contextmanager
