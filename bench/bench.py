@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import floors  # noqa: E402  (beside this script: its directory is on sys.path)
 
-from s2fault import kernel, matrix, project  # noqa: E402
+from s2fault import kernel, project  # noqa: E402
+from s2fault.matrix.cores import cores_available  # noqa: E402
 
 GOALS = {"edit": 10.0, "matrix": 30.0, "cold": 300.0, "ci_cold": 1800.0, "ci_warm": 600.0}
 SESSIONS = "test-sessions.json"  # written by tests/conftest.py
@@ -222,7 +223,7 @@ def warm_matrix() -> tuple[float, str, list[str], int | None]:
     note = f"{len(cells)} cells, {runs:.0f} s of QEMU time in all"
     if secs <= GOALS["matrix"]:
         return secs, note, [], len(cells)
-    host = matrix.cores_available()
+    host = cores_available()
     by_mode: dict[str, list[tuple[float, int]]] = {}
     for c in cells:
         prof = c["profile"]
