@@ -500,6 +500,8 @@ def test_one_outcome_type_names_its_exit_code():
     assert exit_code_of([]) == exit_code_of(["error"]) == 2
     with pytest.raises(InputError, match="unknown outcome 'ok'"):
         exit_code_of(["ok"])
+    # The table and every report show one word per outcome: what needs a look in capitals.
+    assert [o.table_word for o in Outcome] == ["pass", "FAIL", "SKIP", "ERROR"]
 
 
 def test_a_dilated_boot_that_stalled_before_init_is_run_again_a_functional_one_not():

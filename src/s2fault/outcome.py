@@ -30,6 +30,11 @@ class Outcome(enum.StrEnum):
     def exit_code(self) -> int:
         return _EXIT[self]
 
+    @property
+    def table_word(self) -> str:
+        """As the verdict table and the reports show it: what needs a look in capitals."""
+        return "pass" if self is Outcome.PASS else self.name
+
 
 _EXIT = {Outcome.PASS: EXIT_PASS, Outcome.FAIL: EXIT_FAIL, Outcome.SKIP: EXIT_SKIP,
          Outcome.ERROR: EXIT_ERROR}

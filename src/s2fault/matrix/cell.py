@@ -21,10 +21,6 @@ from s2fault.kernel import variants
 from s2fault.machine import profiles
 from s2fault.outcome import Outcome, exit_code_of
 
-# The one outcome vocabulary of a cell (outcome.py): what the table, the JSON,
-# JUnit, TAP, KTAP and Avocado each say in their own terms.
-TABLE_WORD = {"pass": "pass", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
-
 
 @dataclass
 class Cell:
@@ -340,7 +336,7 @@ def table(cells: list[Cell]) -> str:
     head = ("VARIANT",) + (("WORKLOAD",) if show_wl else ()) + ("MODE", "DECLARED", "OBSERVED")
     rows = [head + ("RESULT",)]
     for c in cells:
-        result = TABLE_WORD[c.outcome]
+        result = c.outcome.table_word
         if c.flaky:
             result += " (flaky)"
         rows.append((c.variant,) + ((c.workload,) if show_wl else ())

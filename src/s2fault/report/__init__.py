@@ -112,7 +112,9 @@ def _cell_name(row: dict[str, Any], sep: str = " ") -> str:
     return sep.join([row["variant"], *([wl] if wl != "exec-fault" else []), row["mode"]])
 
 
-_RESULT = {"pass": "pass", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
+def _word(status: str) -> str:
+    """The verdict table's word for an outcome (Outcome.table_word)."""
+    return Outcome(status).table_word
 
 
 def write_junit(rows: list[dict[str, Any]], path: Path) -> None:
@@ -297,7 +299,7 @@ def report_main(results_dir: str) -> int:
     _, summary = _summary(rows)
     for row in rows:
         if _status(row) != Outcome.PASS:
-            print(f"{test_id(row)}: {_RESULT[_status(row)]}: "
+            print(f"{test_id(row)}: {_word(_status(row))}: "
                   f"{row.get('why') or row.get('reason')}")
     print(summary)
     for path in written:

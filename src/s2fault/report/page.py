@@ -12,12 +12,12 @@ from urllib.parse import quote
 
 from s2fault.judge.verdict import ReportedSplat, incidents
 from s2fault.report import (
-    _RESULT,
     _atomic_write,
     _cell_name,
     _is_dilated,
     _status,
     _summary,
+    _word,
     _workload,
 )
 from s2fault.report.plots import _blocks, _esc, _latency, blocks_svg, latency_svg, scaling_svg
@@ -139,7 +139,7 @@ def render_html(rows: list[dict[str, Any]], meta: dict[str, Any] | None, html_di
     table = []
     for row in rows:
         status = _status(row)
-        result = _RESULT[status] + (" (flaky)" if row.get("flaky") else "")
+        result = _word(status) + (" (flaky)" if row.get("flaky") else "")
         mode = _esc(row["mode"])
         if _is_dilated(row):
             mode += ' <span class="badge" title="time dilation: a model, not hardware">model</span>'

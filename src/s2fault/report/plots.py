@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from s2fault.report import _RESULT, _cell_name, _is_dilated, _measured, _status, _workload
+from s2fault.report import _cell_name, _is_dilated, _measured, _status, _word, _workload
 
 _COLOUR = {"pass": "#2e7d32", "fail": "#c62828", "skip": "#b58900", "error": "#757575"}
 _MODE_ORDER = ("functional", "dilated", "altra-max")
@@ -114,7 +114,7 @@ def latency_svg(rows: list[dict[str, Any]]) -> str:
                          f"{_esc(label)}</text>")
             tip = (f"{_cell_name(row, '/')}: {_fmt_ms(value)} (median over rounds of "
                    f"the per-round max); rounds: {', '.join(_fmt_ms(v) for v in rounds)}; "
-                   f"result: {_RESULT[status]}" + ("; model (time dilation)" if dilated else ""))
+                   f"result: {_word(status)}" + ("; model (time dilation)" if dilated else ""))
             fill = f' fill="{_COLOUR[status]}"'
             parts.append(
                 f'<rect class="bar" x="{x0}" y="{by}" width="{max(x1 - x0, 1):.1f}" '
@@ -198,7 +198,7 @@ def blocks_svg(rows: list[dict[str, Any]]) -> str:
         name = f"{row['variant']} ({row['mode']})"
         tip = (f"{name}: total {', '.join(_fmt_ms(v) for v in ys)}; "
                + (f"slope {_fmt_ms(slope)} per block; " if slope is not None else "")
-               + f"result: {_RESULT[_status(row)]}")
+               + f"result: {_word(_status(row))}")
         parts.append(f'<polyline class="series" points="{points}" fill="none" '
                      f'stroke="{colour}" stroke-width="2" data-variant="{_esc(row["variant"])}"'
                      f' data-slope-ms="{slope if slope is not None else ""}">'
