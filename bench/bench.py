@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import floors  # noqa: E402  (beside this script: its directory is on sys.path)
 
 from s2fault import kernel, project  # noqa: E402
+from s2fault.kernel import buildtree  # noqa: E402
 from s2fault.matrix.cores import cores_available  # noqa: E402
 
 GOALS = {"edit": 10.0, "matrix": 30.0, "cold": 300.0, "ci_cold": 1800.0, "ci_warm": 600.0}
@@ -165,8 +166,8 @@ def remake(reproducer: Path, target: str, tmp: Path) -> tuple[Make, Make]:
         raise RuntimeError(f"{edited} is not the series' own copy")
     vmlinux = obj / "vmlinux"
     walks, replays = [], []
-    # The tree's lock (buildtree.Tree.lock_path): no build of it runs meanwhile.
-    with open(src.parent.parent / f"{src.parent.name}.lock", "a+") as lock:
+    # The tree's lock: no build of it runs meanwhile.
+    with open(buildtree.Tree(src.parent).lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for n in range(REMAKES):
             linked = vmlinux.stat().st_mtime_ns
