@@ -13,7 +13,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Latency:
-    """Exec-fault latency over a run's rounds, in ms (workload._latency): `max` is the
+    """Exec-fault latency over a run's rounds, in ms (lines._latency): `max` is the
     median over the measured rounds of the max over vCPUs; round 0 is a warm-up when
     there are more (`warmup_max`)."""
 
@@ -73,7 +73,7 @@ class Storm:
 @dataclass(frozen=True)
 class FaultInjection:
     """alloc-failure: whether failslab was armed under the fault path, where, how many
-    failures were asked for, and how many the kernel reported (workload.parse)."""
+    failures were asked for, and how many the kernel reported (lines.parse)."""
 
     armed: bool = False
     window: str | None = None
