@@ -18,8 +18,12 @@ remain with nothing avoidable left (bench/floors.py does the arithmetic), measur
                  and once with the edited file touched (a ccache hit, then the link);
                  floor = walk + the edited file's compile + link + one boot to a verdict
   warm matrix    floor = max(the longest cell, the cells' CPU-seconds / the host's CPUs)
+  cold check     floor = the unpack + the base tree's make from an empty ccache + each
+                 variant's make (one after another: each waits for the base tree) + the
+                 last-built variant's longest cell
   .ci/run        the five largest test files of the session, and its floor: the tests
-                 that build or boot (marked slow), which must stay real
+                 that build or boot (marked slow), which must stay real; and the
+                 session's CPU time over the host's CPUs, the floor of any schedule
 
 Usage: bench/bench.py [--cold] [--skip-matrix] [--variant NAME]
 """
@@ -245,16 +249,51 @@ def warm_matrix() -> tuple[float, str, list[str], int | None]:
     ], len(cells)
 
 
-def cold_check() -> tuple[float, str]:
+def cold_check() -> tuple[float, str, list[str]]:
+    """A check from an empty kernel cache and an empty ccache: its seconds, a note, and
+    (over the goal) its parts and floor, from what the check left in that cache: the
+    source entry's unpack seconds and each build's s2fault-build.json."""
     with tempfile.TemporaryDirectory(prefix="s2fault-bench-cold-") as tmp:
-        env = {"S2FAULT_CACHE": f"{tmp}/cache", "CCACHE_DIR": f"{tmp}/ccache"}
+        cache_root = Path(tmp) / "cache"
+        env = {"S2FAULT_CACHE": str(cache_root), "CCACHE_DIR": f"{tmp}/ccache"}
         secs, r = s2fault("check", "--results", f"{tmp}/r", "--json", f"{tmp}/c.json", env=env)
-        note = f"exit {r.returncode}"
-        if Path(f"{tmp}/c.json").is_file():
-            cells = json.loads(Path(f"{tmp}/c.json").read_text())["cells"]
-            builds = {c["variant"]: c["build"].get("seconds") for c in cells}
-            note += "; builds " + ", ".join(f"{k} {v} s" for k, v in builds.items())
-        return secs, note
+        if not Path(f"{tmp}/c.json").is_file():
+            return secs, f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[-300:]}", []
+        cells = json.loads(Path(f"{tmp}/c.json").read_text())["cells"]
+        note = f"exit {r.returncode}, {len(cells)} cells"
+        if r.returncode != 0 or secs <= GOALS["cold"]:
+            return secs, note, []
+        unpacks = [json.loads(m.read_text())["metadata"].get("unpack_seconds")
+                   for m in (cache_root / "sources").glob("*/manifest.json")]
+        builds: list[floors.VariantBuild] = []
+        for c in cells:  # the builds ran one after another, in the cells' order
+            if c["variant"] in {b.name for b in builds} or not c["build"].get("image"):
+                continue
+            meta = json.loads((Path(c["build"]["image"]).parent
+                               / "s2fault-build.json").read_text())
+            make = float(meta.get("make_seconds") or 0.0)
+            base_make = float((meta.get("base_built") or {}).get("make_seconds") or 0.0)
+            if not meta["patches"]:  # the base tree itself
+                make, base_make = 0.0, make
+            builds.append(floors.VariantBuild(
+                c["variant"], float(meta["build_seconds"]), make,
+                float(meta.get("seed_seconds") or 0.0), base_make))
+    if not builds or None in unpacks or len(unpacks) != 1:
+        return secs, note, [f"no floor: {len(builds)} builds, unpack seconds {unpacks}"]
+    measured = floors.ColdCheck(
+        total=secs, unpack=float(unpacks[0]), builds=tuple(builds),
+        last_cells=tuple(c["run_seconds"] for c in cells if c["variant"] == builds[-1].name))
+    parts, floor = floors.cold_breakdown(measured)
+    runs = sum(c["run_seconds"] for c in cells)
+    return secs, note, [
+        "made of: " + ", ".join(f"{p.name} {_fmt(p.seconds)}" for p in parts),
+        "builds, in order: " + ", ".join(
+            f"{b.name} {b.seconds:.0f} s (make {b.make:.0f} s"
+            + (f", base make {b.base_make:.0f} s" if b.base_make else "")
+            + (f", seed {b.seed:.0f} s" if b.seed else "") + ")" for b in builds)
+        + f"; {runs:.0f} s of QEMU beside and after them",
+        floor.describe(),
+    ]
 
 
 def recorded_sessions() -> dict[str, dict]:
@@ -286,7 +325,14 @@ def session_floor(session: dict) -> list[str]:
     slow = session.get("slow_seconds")
     if slow is not None:
         lines.append(f"floor {_fmt(slow)}: the tests that build or boot (marked slow), "
-                     f"{slow / session['seconds']:.0%} of the session")
+                     f"{slow / session['seconds']:.0%} of the session, one after another")
+    cpu, cpus = session.get("cpu_seconds"), session.get("cpus")
+    if cpu is not None and cpus:
+        # Run side by side, the tests could go no lower than their CPU time allows.
+        spread = floors.cpu_floor(cpu, cpus)
+        lines.append(f"CPU: {cpu / 60:.1f} CPU-min of pytest and what it waited for (QEMU, "
+                     f"make, gcc) = {_fmt(spread)} on {cpus} CPUs, the floor of any "
+                     f"schedule; the session kept them {spread / session['seconds']:.0%} busy")
     return lines
 
 
@@ -324,9 +370,9 @@ def main() -> int:
         rows.append(Row(f"warm full matrix ({n_cells or '?'} cells)", secs, GOALS["matrix"],
                         note, floor))
     if args.cold:
-        secs, note = cold_check()
+        secs, note, floor = cold_check()
         rows.append(Row("cold check, empty caches (set-up not included)", secs, GOALS["cold"],
-                        note))
+                        note, floor))
     else:
         rows.append(Row("cold check, empty caches", None, GOALS["cold"], "not run (--cold)"))
     sessions = recorded_sessions()

@@ -78,6 +78,57 @@ def edit_breakdown(m: EditLoop) -> tuple[list[Part], Floor]:
                          Part("boot", m.runs)))
 
 
+@dataclass(frozen=True)
+class VariantBuild:
+    """One variant's build in a cold check, from its s2fault-build.json."""
+
+    name: str
+    seconds: float  # kernel.build, wall clock (the cell's build seconds)
+    make: float  # its own tree's make (tuxmake), on top of the tree it was seeded from
+    seed: float = 0.0  # copying the built tree it was seeded from
+    base_make: float = 0.0  # the base tree's make, when this build paid for it
+
+
+@dataclass(frozen=True)
+class ColdCheck:
+    """A check from empty caches (see bench.cold_check): the builds run one after
+    another in the order given, the cells beside them and after."""
+
+    total: float  # `s2fault check`, wall clock
+    unpack: float  # the source tarball into the cache
+    builds: tuple[VariantBuild, ...]
+    last_cells: tuple[float, ...]  # run seconds of the last-built variant's cells
+
+
+def cold_breakdown(m: ColdCheck) -> tuple[list[Part], Floor]:
+    """Every part of the figure, and the floor: what every run waits on, one step after
+    another (the unpack, the base tree's make from an empty ccache, each variant's make
+    in its own tree), and then the last-built variant's longest cell. The seeds, the
+    bookkeeping and any cell that did not fit beside the builds could go; the makes are
+    make's own work at `--jobs` of the host's CPUs, and a later one cannot start before
+    the base tree is built."""
+    base = sum(b.base_make for b in m.builds)
+    makes = sum(b.make for b in m.builds)
+    seeds = sum(b.seed for b in m.builds)
+    built = sum(b.seconds for b in m.builds)
+    last_cell = max(m.last_cells, default=0.0)
+    parts = [
+        Part("unpack", m.unpack),
+        Part("base make", base),
+        Part("variants' makes", makes),
+        Part("seeds", seeds),
+        Part("build bookkeeping", difference(built, base + makes + seeds)),
+        Part("CLI, cells after the last build, judging", difference(m.total, m.unpack + built)),
+    ]
+    return parts, Floor((Part("unpack", m.unpack), Part("base make", base),
+                         Part("variants' makes", makes), Part("last cell", last_cell)))
+
+
+def cpu_floor(cpu_seconds: float, cpus: int) -> float:
+    """No schedule does `cpu_seconds` of work on `cpus` CPUs in less time than this."""
+    return cpu_seconds / max(1, cpus)
+
+
 def cell_cpus(dilated: bool, smp: int, host_cpus: int) -> int:
     """CPUs a matrix cell holds while it runs, as matrix.Cores gives them: a dilated run
     one (-icount is one TCG thread), a functional run the CPUs it emulates, capped by

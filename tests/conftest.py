@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,10 @@ def _record_session(terminalreporter) -> None:
         # teardown), and the part spent in tests that build or boot.
         "files": {where: round(sum(phases.values()), 1) for where, phases in _spent.items()},
         "slow_seconds": round(_session.get("slow_seconds", 0.0), 1),
+        # The CPU time of pytest and of every process it waited for (QEMU, make, gcc):
+        # with the host's CPUs, a floor no schedule of these tests goes under.
+        "cpu_seconds": round(_cpu_seconds(), 1),
+        "cpus": len(os.sched_getaffinity(0)),
     }
     path = project.cache_dir() / "test-sessions.json"
     try:
@@ -118,6 +123,12 @@ def _record_session(terminalreporter) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(_kept(sessions + [record]), indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
 
 
 def _kept(sessions: list[dict], keep: int = 50) -> list[dict]:

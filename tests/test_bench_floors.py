@@ -71,3 +71,38 @@ def test_the_session_record_keeps_the_newest_whole_suites_of_each_kind():
     parts = [{"whole_suite": False, "cold": False, "n": 3 + i} for i in range(5)]
     kept = _kept([old_cold, old_warm, new_warm, *parts], keep=3)
     assert [s["n"] for s in kept] == [0, 2, 5, 6, 7]
+
+
+def _cold(**changes) -> floors.ColdCheck:
+    figures = dict(total=600.0, unpack=30.0, builds=(
+        floors.VariantBuild("fix-reverted", 330.0, 20.0, seed=5.0, base_make=290.0),
+        floors.VariantBuild("interval-tree-v1", 40.0, 30.0, seed=6.0),
+    ), last_cells=(12.0, 25.0)) | changes
+    return floors.ColdCheck(**figures)
+
+
+def test_the_cold_check_parts_add_up_to_the_figure():
+    parts, _ = floors.cold_breakdown(_cold())
+    named = {p.name: round(p.seconds, 6) for p in parts}
+    assert named["base make"] == 290.0
+    assert named["variants' makes"] == 50.0
+    assert named["seeds"] == 11.0
+    assert named["build bookkeeping"] == 19.0  # 370 - 290 - 50 - 11
+    assert named["CLI, cells after the last build, judging"] == 200.0  # 600 - 30 - 370
+    assert round(sum(p.seconds for p in parts), 6) == 600.0
+
+
+def test_the_cold_floor_is_the_build_chain_and_the_last_variants_longest_cell():
+    _, floor = floors.cold_breakdown(_cold())
+    assert [p.name for p in floor.parts] == ["unpack", "base make", "variants' makes",
+                                             "last cell"]
+    assert round(floor.seconds, 6) == 395.0  # 30 + 290 + 50 + 25
+    assert floor.largest.name == "base make"
+    # A check whose builds were all cached has no build in its chain.
+    _, floor = floors.cold_breakdown(_cold(builds=(), last_cells=()))
+    assert floor.seconds == 30.0
+
+
+def test_no_schedule_beats_the_cpu_time_spread_over_the_cpus():
+    assert floors.cpu_floor(1200.0, 2) == 600.0
+    assert floors.cpu_floor(90.0, 0) == 90.0

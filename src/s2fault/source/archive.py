@@ -69,12 +69,15 @@ def _from_tarball(spec: str, tarball: Path, cache_root: Path, digest: str | None
         if tree is None:
             with entry.staging() as staged:
                 progress.stage("source", f"unpack {tarball.name}")
+                start = time.monotonic()
                 unpack(tarball, staged / "tree")
+                seconds = round(time.monotonic() - start, 1)
                 # The manifest checksums files; a kernel tree has 80k of them, so the
                 # entry records only a stamp file and relies on the atomic rename.
                 (staged / "SOURCE").write_text(f"{tarball}\nsha256 {digest}\n")
                 entry.publish(
-                    staged, {"tarball": str(tarball), "sha256": digest}, checksum=["SOURCE"]
+                    staged, {"tarball": str(tarball), "sha256": digest,
+                             "unpack_seconds": seconds}, checksum=["SOURCE"]
                 )
             tree = _unpacked_tree(entry)
     assert tree is not None
