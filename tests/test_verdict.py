@@ -531,3 +531,35 @@ def test_softirq_work_counts_when_the_analyzer_names_the_interrupted_function():
     # A report with a fault-path frame in its own (analyzer's) frames keeps its say.
     culprit = _lockup(["icache_inval_pou", "stage2_attr_walker"])
     assert starved_model.starved_housekeeping([splat, culprit], "\n".join(lines)) is None
+
+
+CONSOLES = sorted(DATA.glob("*console.log")) + sorted(
+    (Path(__file__).parent / "golden").glob("*.log"))
+
+
+@pytest.mark.parametrize("console", CONSOLES, ids=lambda p: p.name)
+def test_a_verdict_reads_back_from_its_json_as_it_was_written(console):
+    """result.json and check.json are read back (host-run's verdict, the reports):
+    every record gives the same JSON again, and equal records."""
+    from s2fault.judge.verdict import Verdict
+
+    text = console.read_text(errors="replace")
+    v = verdict_of(text)
+    written = json.loads(json.dumps(v.to_dict()))
+    again = Verdict.from_dict(written)
+    assert json.loads(json.dumps(again.to_dict())) == written
+    assert again.workload == v.workload and again.preconditions == v.preconditions
+
+
+def test_a_key_an_older_file_lacks_or_holds_null_reads_as_the_default():
+    from s2fault.judge.measurements import FaultInjection, Latency, VmProcess
+    from s2fault.judge.verdict import Preconditions
+
+    assert Latency.from_dict({}) == Latency()
+    assert Latency.from_dict({"per_vcpu": None, "max": 3.5}) == Latency(max=3.5)
+    assert FaultInjection.from_dict({"armed": None}).armed is False
+    assert VmProcess.from_dict({"pid": 7}) == VmProcess(vm=0, pid=7)
+    assert Preconditions.from_dict({"kvm": True}) == Preconditions(booted=False, kvm=True)
+    # Written in field order, every field, so check.json keeps its key order.
+    assert list(Latency().to_dict()) == ["per_vcpu", "max", "median", "per_round_max",
+                                         "warmup_max"]

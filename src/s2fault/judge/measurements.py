@@ -7,12 +7,34 @@ back, and a key an older check.json lacks reads as not measured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, Self
+
+
+class FlatRecord:
+    """A dataclass of JSON values (numbers, strings, lists of them): its JSON is its
+    fields, in their order; read back, a key that is missing or null takes the field's
+    default (an older file lacks what was added since)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        given = {}
+        for f in fields(cls):
+            value = d.get(f.name)
+            if value is not None:
+                given[f.name] = value
+            elif f.default is MISSING and f.default_factory is MISSING:
+                given[f.name] = None  # a field with no default: not known
+        return cls(**given)
 
 
 @dataclass(frozen=True)
-class Latency:
+class Latency(FlatRecord):
     """Exec-fault latency over a run's rounds, in ms (lines._latency): `max` is the
     median over the measured rounds of the max over vCPUs; round 0 is a warm-up when
     there are more (`warmup_max`)."""
@@ -23,18 +45,9 @@ class Latency:
     per_round_max: list[float] = field(default_factory=list)
     warmup_max: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"per_vcpu": self.per_vcpu, "max": self.max, "median": self.median,
-                "per_round_max": self.per_round_max, "warmup_max": self.warmup_max}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Latency:
-        return cls(d.get("per_vcpu") or [], d.get("max"), d.get("median"),
-                   d.get("per_round_max") or [], d.get("warmup_max"))
-
 
 @dataclass(frozen=True)
-class BlockCosts:
+class BlockCosts(FlatRecord):
     """many-blocks: each block's exec-fault cost, their running total, and its slope
     (the cost of one more executable block), in ms."""
 
@@ -42,17 +55,9 @@ class BlockCosts:
     cumulative_ms: list[float] = field(default_factory=list)
     slope_ms: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"cost_ms": self.cost_ms, "cumulative_ms": self.cumulative_ms,
-                "slope_ms": self.slope_ms}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BlockCosts:
-        return cls(d.get("cost_ms") or [], d.get("cumulative_ms") or [], d.get("slope_ms"))
-
 
 @dataclass(frozen=True)
-class Storm:
+class Storm(FlatRecord):
     """guest-icache-storm: the storm vCPUs' side, one I-cache maintenance iteration."""
 
     vcpus: int | None = None
@@ -60,18 +65,9 @@ class Storm:
     iteration_mean_ms: float | None = None
     range_bytes: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"vcpus": self.vcpus, "iteration_max_ms": self.iteration_max_ms,
-                "iteration_mean_ms": self.iteration_mean_ms, "range_bytes": self.range_bytes}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Storm:
-        return cls(d.get("vcpus"), d.get("iteration_max_ms"), d.get("iteration_mean_ms"),
-                   d.get("range_bytes"))
-
 
 @dataclass(frozen=True)
-class FaultInjection:
+class FaultInjection(FlatRecord):
     """alloc-failure: whether failslab was armed under the fault path, where, how many
     failures were asked for, and how many the kernel reported (lines.parse)."""
 
@@ -80,17 +76,9 @@ class FaultInjection:
     requested: int | None = None
     failures: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"armed": self.armed, "window": self.window, "requested": self.requested,
-                "failures": self.failures}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FaultInjection:
-        return cls(bool(d.get("armed")), d.get("window"), d.get("requested"), d.get("failures"))
-
 
 @dataclass(frozen=True)
-class VmProcess:
+class VmProcess(FlatRecord):
     """Who is who in one VMM process: a lockup report names a thread (vCPU) id."""
 
     vm: int = 0
@@ -98,15 +86,6 @@ class VmProcess:
     vcpu_tids: list[int] = field(default_factory=list)
     vcpus: int | None = None
     coherent: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"vm": self.vm, "pid": self.pid, "vcpu_tids": self.vcpu_tids,
-                "vcpus": self.vcpus, "coherent": self.coherent}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VmProcess:
-        return cls(d.get("vm", 0), d.get("pid"), d.get("vcpu_tids") or [], d.get("vcpus"),
-                   d.get("coherent"))
 
 
 @dataclass(frozen=True)
@@ -135,7 +114,7 @@ class StaleExecution:
 
 
 @dataclass(frozen=True)
-class HardwareEquivalent:
+class HardwareEquivalent(FlatRecord):
     """A calibrated model's run in the hardware's terms (runner.hardware_equivalent)."""
 
     scale: float | None = None
@@ -143,18 +122,6 @@ class HardwareEquivalent:
     whole_cache_invalidations: int | None = None
     whole_cache_ms: float | None = None
     worst_fault_priced_ms: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "worst_fault_ms": self.worst_fault_ms,
-                "whole_cache_invalidations": self.whole_cache_invalidations,
-                "whole_cache_ms": self.whole_cache_ms,
-                "worst_fault_priced_ms": self.worst_fault_priced_ms}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HardwareEquivalent:
-        return cls(d.get("scale"), d.get("worst_fault_ms"),
-                   d.get("whole_cache_invalidations"), d.get("whole_cache_ms"),
-                   d.get("worst_fault_priced_ms"))
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from s2fault.judge import analyzer
-from s2fault.judge.measurements import Measurements
+from s2fault.judge.measurements import FlatRecord, Measurements
 from s2fault.judge.stacktrace import DecodedFrame
 from s2fault.outcome import Outcome
 
 
 @dataclass(frozen=True)
-class Preconditions:
+class Preconditions(FlatRecord):
     """What a run needs of the kernel and the machine, as its console showed it
     (judge.preconditions()): None where the console did not say."""
 
@@ -36,28 +36,6 @@ class Preconditions:
     # /proc/sys/kernel/soft_watchdog exists only with CONFIG_SOFTLOCKUP_DETECTOR.
     softlockup_detector: bool | None = None
     kernel_release: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "booted": self.booted,
-            "kvm": self.kvm,
-            "hugepages_total": self.hugepages_total,
-            "hugepage_kb": self.hugepage_kb,
-            "debug_locks_before": self.debug_locks_before,
-            "debug_locks_after": self.debug_locks_after,
-            "dic": self.dic,
-            "exec_faults_taken": self.exec_faults_taken,
-            "watchdog_armed": self.watchdog_armed,
-            "softlockup_detector": self.softlockup_detector,
-            "kernel_release": self.kernel_release,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preconditions:
-        return cls(bool(d.get("booted")), d.get("kvm"), d.get("hugepages_total"),
-                   d.get("hugepage_kb"), d.get("debug_locks_before"), d.get("debug_locks_after"),
-                   d.get("dic"), d.get("exec_faults_taken"), d.get("watchdog_armed"),
-                   d.get("softlockup_detector"), d.get("kernel_release"))
 
 
 @dataclass(frozen=True)
