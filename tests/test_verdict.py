@@ -145,7 +145,19 @@ def test_latency_ratio_against_reference():
     assert compare(ratio, slow, ref)[0] is Outcome.PASS
     m, observed, why = compare(ratio, fast, ref)
     assert m is Outcome.FAIL and "1.5x upstream" in why and "max 0.9 ms" in observed
-    assert compare(ratio, slow, None)[0] is Outcome.ERROR
+    assert compare(ratio, slow, None)[::2] == (
+        Outcome.ERROR, "reference upstream has no latency in this run")
+
+
+def test_a_ratio_short_of_its_minimum_fails_and_a_missing_figure_cannot_be_judged():
+    from s2fault.matrix.cell import SLOPE_RATIO
+
+    assert SLOPE_RATIO.short_of(30.0, 2.0, "upstream", 10.0) is None
+    assert SLOPE_RATIO.short_of(3.0, 2.0, "upstream", 10.0) == (
+        Outcome.FAIL, "cost per block 3 ms is 1.5x upstream's 2 ms, expected >= 10x")
+    assert SLOPE_RATIO.short_of(None, 2.0, "upstream", 10.0)[0] is Outcome.ERROR
+    assert SLOPE_RATIO.short_of(3.0, 0.0, "upstream", 10.0) == (
+        Outcome.ERROR, "reference upstream has no slope in this run")
 
 
 def test_flaky_cell_is_marked_not_averaged():

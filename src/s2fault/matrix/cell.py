@@ -230,6 +230,35 @@ def _process_of(pid: int | None, measured: Measurements) -> str:
     return f"pid {pid}"
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """A declared minimum ratio of a measured figure to the reference variant's (in the
+    same run): what the figure is, and why there can be none."""
+
+    what: str  # "exec-fault latency"
+    unmeasured: str  # the reason when the run measured none
+    figure: str  # what the reference lacks when it has none: "latency"
+
+    def short_of(self, value: float | None, reference: float | None, reference_name: str | None,
+                 minimum: float) -> tuple[Outcome, str] | None:
+        """(error, why) when either figure is missing, (fail, why) when the ratio is
+        under `minimum`, None when it is as declared."""
+        if value is None:
+            return Outcome.ERROR, self.unmeasured
+        if not reference:
+            return Outcome.ERROR, f"reference {reference_name} has no {self.figure} in this run"
+        if value / reference < minimum:
+            return Outcome.FAIL, (
+                f"{self.what} {value:g} ms is {value / reference:.1f}x {reference_name}'s "
+                f"{reference:g} ms, expected >= {minimum:g}x")
+        return None
+
+
+LATENCY_RATIO = Ratio("exec-fault latency", "no exec-fault latency measured", "latency")
+SLOPE_RATIO = Ratio("cost per block", "no per-block cost measured (a many-blocks run needs >= 2)",
+                    "slope")
+
+
 def compare(
     exp: variants.Expectation, v: Verdict, ref_cell: Cell | None
 ) -> tuple[Outcome, str, str]:
@@ -276,32 +305,14 @@ def compare(
         extra = [x for x in v.splats if not any(s.matches(x) for s in exp.splats)]
         if extra:
             return Outcome.FAIL, observed, f"unexpected {extra[0].kind}: {extra[0].title}"
-    if exp.latency_ratio_min:
-        ms = v.exec_fault_max_ms
-        if ms is None:
-            return Outcome.ERROR, observed, "no exec-fault latency measured"
-        if not ref_ms:
-            return Outcome.ERROR, observed, (
-                f"reference {exp.latency_reference} has no latency in this run")
-        if ms / ref_ms < exp.latency_ratio_min:
-            return Outcome.FAIL, observed, (
-                f"exec-fault latency {ms:g} ms is {ms / ref_ms:.1f}x {exp.latency_reference}'s "
-                f"{ref_ms:g} ms, expected >= {exp.latency_ratio_min:g}x"
-            )
-    if exp.slope_ratio_min:
-        slope = measured.blocks.slope_ms if measured.blocks else None
-        if slope is None:
-            return Outcome.ERROR, observed, (
-                "no per-block cost measured (a many-blocks run needs >= 2)")
-        if not ref_slope:
-            return Outcome.ERROR, observed, (
-                f"reference {exp.latency_reference} has no slope in this run")
-        if slope / ref_slope < exp.slope_ratio_min:
-            return Outcome.FAIL, observed, (
-                f"cost per block {slope:g} ms is {slope / ref_slope:.1f}x "
-                f"{exp.latency_reference}'s {ref_slope:g} ms, expected >= "
-                f"{exp.slope_ratio_min:g}x"
-            )
+    slope = measured.blocks.slope_ms if measured.blocks else None
+    for minimum, ratio, value, reference in (
+            (exp.latency_ratio_min, LATENCY_RATIO, v.exec_fault_max_ms, ref_ms),
+            (exp.slope_ratio_min, SLOPE_RATIO, slope, ref_slope)):
+        if minimum:
+            short = ratio.short_of(value, reference, exp.latency_reference, minimum)
+            if short:
+                return short[0], observed, short[1]
     return Outcome.PASS, observed, ""
 
 
