@@ -81,7 +81,7 @@ def latency_svg(rows: list[dict[str, Any]]) -> str:
         hi = hi if hi > lo else lo + 1
 
         def x_of(ms: float, lo: int = lo, hi: int = hi) -> float:
-            return left + (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_w
+            return left + _log_fraction(ms, lo, hi) * plot_w
 
         dilated = any(_is_dilated(r) for r in cells)
         title = _PANEL_TITLE.get(mode, mode)
@@ -94,12 +94,7 @@ def latency_svg(rows: list[dict[str, Any]]) -> str:
                          "measurement</text>")
         top = y + head
         bottom = top + len(cells) * (bar_h + gap)
-        for k in range(lo, hi + 1):
-            gx = x_of(10.0 ** k)
-            parts.append(f'<line x1="{gx:.1f}" y1="{top - 4}" x2="{gx:.1f}" y2="{bottom}" '
-                         'class="grid"/>')
-            parts.append(f'<text x="{gx:.1f}" y="{bottom + 14}" class="tick">'
-                         f"{_esc(_fmt_ms(10.0 ** k))}</text>")
+        parts += _log_grid(lo, hi, x_of, (top - 4, bottom), bottom + 14, vertical=True)
         parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{bottom + 30}" class="axis">'
                      "exec-fault latency, log scale"
                      + (" (guest time, model)" if dilated else "") + "</text>")
@@ -183,9 +178,9 @@ def blocks_svg(rows: list[dict[str, Any]]) -> str:
         return left + (m - 1) / max(m_max - 1, 1) * plot_w
 
     def y_of(ms: float) -> float:
-        return top + plot_h - (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_h
+        return top + plot_h - _log_fraction(ms, lo, hi) * plot_h
 
-    parts = _log_grid(lo, hi, left, plot_w, y_of)
+    parts = _log_grid(lo, hi, y_of, (left, left + plot_w), left - 6)
     for m in range(1, m_max + 1):
         parts.append(f'<text x="{x_of(m):.1f}" y="{top + plot_h + 16}" class="tick">{m}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 8}" class="axis">'
@@ -222,16 +217,28 @@ def blocks_svg(rows: list[dict[str, Any]]) -> str:
             f"{style}{''.join(parts)}</svg>")
 
 
-def _log_grid(lo: int, hi: int, left: float, plot_w: float,
-              y_of: Callable[[float], float]) -> list[str]:
-    """A log-scale plot's horizontal grid: a line and a label at each power of ten."""
+def _log_fraction(value: float, lo: int, hi: int) -> float:
+    """Where `value` sits on a log axis from 10**lo to 10**hi, 0 to 1 (clamped below)."""
+    return (math.log10(max(value, 10.0 ** lo)) - lo) / (hi - lo)
+
+
+def _log_grid(lo: int, hi: int, at: Callable[[float], float], across: tuple[float, float],
+              label_at: float, vertical: bool = False) -> list[str]:
+    """A log-scale plot's grid: a line and a label at each power of ten, which `at`
+    places on the axis. Horizontal lines from x = across[0] to across[1], labelled at
+    x = label_at (a y axis); with `vertical`, vertical lines over that y range, labelled
+    at y = label_at (an x axis)."""
     parts = []
+    a, b = across
     for e in range(lo, hi + 1):
-        gy = y_of(10.0 ** e)
-        parts.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + plot_w}" y2="{gy:.1f}" '
-                     'class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" class="ytick">'
-                     f"{_esc(_fmt_ms(10.0 ** e))}</text>")
+        p = at(10.0 ** e)
+        label = _esc(_fmt_ms(10.0 ** e))
+        if vertical:
+            parts.append(f'<line x1="{p:.1f}" y1="{a}" x2="{p:.1f}" y2="{b}" class="grid"/>')
+            parts.append(f'<text x="{p:.1f}" y="{label_at}" class="tick">{label}</text>')
+        else:
+            parts.append(f'<line x1="{a}" y1="{p:.1f}" x2="{b}" y2="{p:.1f}" class="grid"/>')
+            parts.append(f'<text x="{label_at}" y="{p + 4:.1f}" class="ytick">{label}</text>')
     return parts
 
 
@@ -257,9 +264,9 @@ def scaling_svg(details: dict[str, Any]) -> str:
         return left + n / n_max * plot_w
 
     def y_of(ms: float) -> float:
-        return top + plot_h - (math.log10(max(ms, 10.0 ** lo)) - lo) / (hi - lo) * plot_h
+        return top + plot_h - _log_fraction(ms, lo, hi) * plot_h
 
-    parts = _log_grid(lo, hi, left, plot_w, y_of)
+    parts = _log_grid(lo, hi, y_of, (left, left + plot_w), left - 6)
     for n in sorted({0, *(r["vcpus"] for r in rows)}):
         parts.append(f'<text x="{x_of(n):.1f}" y="{top + plot_h + 16}" class="tick">{n}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 22}" class="axis">'
