@@ -85,6 +85,23 @@ def test_fix_terms_turn_only_the_exit_code_around():
     assert bisect_step._outcome(log)[0] is None
 
 
+def test_a_bisection_request_saved_for_resume_reads_back_and_gives_its_steps_flags():
+    from dataclasses import asdict
+
+    req = bisect.Request(repo="/r", good="a", bad="b", expect="latency>=10", repeat=3,
+                         vcpus=16, fix=True, good_commit="a" * 40)
+    again = bisect.Request(**json.loads(json.dumps(asdict(req))))
+    assert again == req
+    assert req.step_args(Path("d")) == [
+        "--repo", "/r", "--dir", "d", "--mode", "functional", "--expect", "latency>=10",
+        "--repeat", "3", "--vcpus", "16", "--fix"]
+    # A step judges as its bisection asked: the same options, field for field.
+    step = bisect_step.StepOptions(repo=Path("/r"), bdir=Path("d"),
+                                   **{k: v for k, v in asdict(req).items()
+                                      if k in bisect_step.Judging.__dataclass_fields__})
+    assert step.step_flags() == req.step_flags()
+
+
 @pytest.mark.slow
 @pytest.mark.functional
 def test_bisect_fix_finds_the_commit_that_restored_the_icache_fix(fix_history, tmp_path):

@@ -69,6 +69,7 @@ from s2fault.bisection.step import (
     REFERENCE,
     REQUEST,
     RUN_LOG,
+    Judging,
     _Abort,
     _bisecting,
     _commit,
@@ -90,29 +91,18 @@ from s2fault.machine import profiles
 # bisection/step.py; here the whole bisection, which runs `git bisect run` over the steps.
 
 
-@dataclass
-class Request:
+@dataclass(kw_only=True)
+class Request(Judging):
+    """A bisection as asked for, saved in its directory (REQUEST) for --resume."""
+
     repo: str
     good: str
     bad: str
-    mode: str = "functional"
-    expect: str = "any"
-    repeat: int = 1
-    variant: str | None = None
-    vcpus: int | None = None
-    cpu: str | None = None
-    fix: bool = False
     good_commit: str = ""
     bad_commit: str = ""
 
     def step_args(self, bdir: Path) -> list[str]:
-        args = ["--repo", self.repo, "--dir", str(bdir), "--mode", self.mode,
-                "--expect", self.expect, "--repeat", str(self.repeat)]
-        for opt, value in (("--variant", self.variant), ("--vcpus", self.vcpus),
-                           ("--cpu", self.cpu)):
-            if value is not None:
-                args += [opt, str(value)]
-        return args + (["--fix"] if self.fix else [])
+        return ["--repo", self.repo, "--dir", str(bdir), *self.step_flags()]
 
     @property
     def new_term(self) -> str:
@@ -346,6 +336,5 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         bdir = Path(args.dir or f"results/bisect-{stamp}").resolve()
         req = Request(repo=str(Path(args.repo).resolve()), good=args.good, bad=args.bad,
-                      mode=args.mode, expect=args.expect, repeat=args.repeat,
-                      variant=args.variant, vcpus=args.vcpus, cpu=args.cpu, fix=args.fix)
+                      **Judging.of(args))
     return run_bisect(req, bdir, Path(args.json) if args.json else None, args.resume, quiet)

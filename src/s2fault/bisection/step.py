@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,18 +109,40 @@ def _outcome(log: str, new_term: str = "bad"
 # --- one step ------------------------------------------------------------------------------
 
 
-@dataclass
-class StepOptions:
-    repo: Path
-    bdir: Path
+@dataclass(kw_only=True)
+class Judging:
+    """How a bisection judges each commit, the same for `bisect` and each `bisect-step`
+    it runs: the mode and machine, the symptom looked for, how many runs, and the
+    variant's series applied on top (None: the commit as it is)."""
+
     mode: str = "functional"
     expect: str = "any"
     repeat: int = 1
     variant: str | None = None
-    reference_ms: float | None = None
     vcpus: int | None = None
     cpu: str | None = None
-    fix: bool = False
+    fix: bool = False  # looking for the commit that made the symptom go away
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """The judging options of a parsed `bisect` or `bisect-step` command line."""
+        return {f.name: getattr(args, f.name) for f in fields(Judging)}
+
+    def step_flags(self) -> list[str]:
+        """The same options as `bisect-step` flags."""
+        flags = ["--mode", self.mode, "--expect", self.expect, "--repeat", str(self.repeat)]
+        for opt, value in (("--variant", self.variant), ("--vcpus", self.vcpus),
+                           ("--cpu", self.cpu)):
+            if value is not None:
+                flags += [opt, str(value)]
+        return flags + (["--fix"] if self.fix else [])
+
+
+@dataclass(kw_only=True)
+class StepOptions(Judging):
+    repo: Path
+    bdir: Path
+    reference_ms: float | None = None
 
 
 def _variant(name: str | None) -> variants.Variant:
@@ -296,10 +318,8 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
     repo = Path(args.repo).resolve()
     bdir = Path(args.dir).resolve() if args.dir else (
         project.cache_dir() / "bisect-steps" / cache.key_of(str(repo)))
-    opts = StepOptions(repo=repo, bdir=bdir, mode=args.mode, expect=args.expect,
-                       repeat=args.repeat, variant=args.variant,
-                       reference_ms=args.reference_ms, vcpus=args.vcpus, cpu=args.cpu,
-                       fix=args.fix)
+    opts = StepOptions(repo=repo, bdir=bdir, reference_ms=args.reference_ms,
+                       **Judging.of(args))
     try:
         if opts.repeat < 1:
             raise InputError("--repeat must be at least 1")
