@@ -19,6 +19,7 @@ machine waits for the person at it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -297,7 +298,9 @@ def _watch(proc: subprocess.Popen[bytes], qmp: QEMUMonitorProtocol, qmp_log: _QM
         if now - start > timeouts.total:
             status = _status(qmp, qmp_log)
             return finish("timeout", f"run exceeded {timeouts.total:g} s (vm {status})", status)
-        time.sleep(POLL)
+        # Wait on QEMU itself, not a fixed sleep: its exit ends the run at once.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=POLL)
 
 
 def qemu_children(pid: int) -> list[int]:
