@@ -318,7 +318,12 @@ def session_floor(session: dict) -> list[str]:
         return ["made of: not recorded (a session from before tests/conftest.py kept "
                 "its seconds per file)"]
     top = floors.largest_files(files, session["seconds"])
-    lines = ["made of: " + ", ".join(f"{name} {_fmt(secs)} ({share:.0%})"
+    cpu_of = session.get("files_cpu") or {}
+
+    def busy(name: str, secs: float) -> str:  # CPUs the file kept busy on average
+        return f", {cpu_of[name] / secs:.1f} CPUs busy" if name in cpu_of and secs else ""
+
+    lines = ["made of: " + ", ".join(f"{name} {_fmt(secs)} ({share:.0%}{busy(name, secs)})"
                                      for name, secs, share in top)
              + f"; {len(top)} of {len(files)} files, "
              f"{sum(share for _, _, share in top):.0%} of the session"]

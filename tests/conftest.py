@@ -43,6 +43,7 @@ def upstream_build():
 # --- where the time went ------------------------------------------------------------------
 
 _spent: dict[str, dict[str, float]] = {}
+_cpu: dict[str, float] = {}
 _session: dict = {}
 
 
@@ -60,7 +61,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     kernels = project.cache_dir() / "kernels"
     published = [p for p in kernels.iterdir() if not p.name.startswith(".")] \
         if kernels.is_dir() else []
-    _session.update(start=time.monotonic(), cold=not published)
+    _session.update(start=time.monotonic(), cold=not published, cpu_mark=_cpu_seconds())
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -71,6 +72,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     where = report.nodeid.split("::", 1)[0]
     phases = _spent.setdefault(where, {})
     phases[report.when] = phases.get(report.when, 0.0) + report.duration
+    # CPU time since the last report, QEMU and builds included: which files keep the
+    # CPUs busy, and which wait (a timeout, one TCG thread of a dilated run).
+    now = _cpu_seconds()
+    _cpu[where] = _cpu.get(where, 0.0) + now - _session.get("cpu_mark", now)
+    _session["cpu_mark"] = now
     if "slow" in report.keywords:
         _session["slow_seconds"] = _session.get("slow_seconds", 0.0) + report.duration
 
@@ -113,6 +119,7 @@ def _record_session(terminalreporter) -> None:
         # The CPU time of pytest and of every process it waited for (QEMU, make, gcc):
         # with the host's CPUs, a floor no schedule of these tests goes under.
         "cpu_seconds": round(_cpu_seconds(), 1),
+        "files_cpu": {where: round(secs, 1) for where, secs in _cpu.items()},
         "cpus": len(os.sched_getaffinity(0)),
     }
     path = project.cache_dir() / "test-sessions.json"
