@@ -225,7 +225,10 @@ def warm_matrix() -> tuple[float, str, list[str], int | None]:
             return secs, f"check exit {r.returncode}", [], None
         cells = json.loads(Path(f"{tmp}/c.json").read_text())["cells"]
     runs = sum(c["run_seconds"] for c in cells)
-    note = f"{len(cells)} cells, {runs:.0f} s of QEMU time in all"
+    retried = [f"{c['variant']}/{c['mode']}" for c in cells if c.get("retried")]
+    # A dilated run the model starved runs again (matrix.retryable): its seconds count.
+    note = (f"{len(cells)} cells, {runs:.0f} s of QEMU time in all"
+            + (f"; run again: {', '.join(retried)}" if retried else ""))
     if secs <= GOALS["matrix"]:
         return secs, note, [], len(cells)
     host = cores_available()
@@ -365,6 +368,7 @@ def main() -> int:
                     help="the variant whose series gets the edit (default: %(default)s)")
     args = ap.parse_args()
     load = os.getloadavg()
+    stat_start, wall_start = cpu_times(), time.monotonic()
     rows: list[Row] = []
     kernel.build("upstream")  # the base tree, so the figures below are not a cold build
     secs, note, floor = edit_loop(args.variant)
@@ -393,6 +397,11 @@ def main() -> int:
                         session_floor(s) if s["seconds"] > goal else []))
     print(f"load average at start: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
           f"({os.cpu_count()} CPUs)")
+    stolen = stolen_share(stat_start, cpu_times(), time.monotonic() - wall_start)
+    if stolen is not None:
+        # On a virtual machine, time the hypervisor gave the CPUs to other guests: every
+        # figure below was that much slower than the same work on idle hardware.
+        print(f"CPU steal during the bench: {stolen:.1%} of the CPUs' time")
     width = max(len(r.name) for r in rows)
     for r in rows:
         shown = "-" if r.value is None else _fmt(r.value)
@@ -402,6 +411,24 @@ def main() -> int:
             for line in r.floor:
                 print(f"    {line}")
     return 0
+
+
+def cpu_times() -> list[int] | None:
+    """The host's CPU time counters (/proc/stat "cpu" line, in clock ticks)."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def stolen_share(before: list[int] | None, after: list[int] | None,
+                 seconds: float) -> float | None:
+    """Steal time (the 8th counter) between two readings, as a share of all CPUs' time."""
+    if not before or not after or len(before) < 8 or len(after) < 8 or seconds <= 0:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (after[7] - before[7]) / ticks / (seconds * (os.cpu_count() or 1))
 
 
 def _fmt(seconds: float) -> str:
